@@ -1,0 +1,266 @@
+"""Fetch stage: a checkpoint from an http(s) URL, a file:// URL, a local path, or a local init.
+
+Downloads stream into a partial file that survives interruptions: the next attempt (or the
+next run) resumes it with an HTTP Range request. The result is SHA-256 verified against an
+explicit digest and against OpenMMLab's file-name convention (``...-5d6cec73.pth``: the first 8
+hex digits of the file's SHA-256); on a mismatch nothing is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import platformdirs
+import tenacity
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from zooflow import models, provenance, registry
+from zooflow.config import DEMO_CHECKPOINT
+from zooflow.errors import ChecksumError, FetchError
+from zooflow.store import ArtifactRef, Store, sha256_file
+
+STAGE = "fetch"
+STAGE_VERSION = "1"
+_SUFFIX_RE = re.compile(r"-([0-9a-f]{8})\.[A-Za-z0-9]+$")
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Retry and timeout settings for downloads (tests shorten the waits)."""
+
+    attempts: int = 5
+    backoff_initial: float = 1.0
+    backoff_max: float = 16.0
+    timeout: float = 30.0
+    chunk_size: int = 1 << 16
+
+
+class _TransientError(Exception):
+    """A failure worth retrying (5xx, 429, a dropped connection, a short body)."""
+
+
+def digest_from_filename(name: str) -> str | None:
+    """The 8-hex-digit SHA-256 prefix of an OpenMMLab file name, e.g. ``...-5d6cec73.pth``."""
+    match = _SUFFIX_RE.search(name)
+    return match.group(1) if match else None
+
+
+def source_kind(source: str) -> str:
+    """``init``, ``http`` or ``file`` (file:// URLs and local paths)."""
+    if source == DEMO_CHECKPOINT:
+        return "init"
+    scheme = urllib.parse.urlsplit(source).scheme.lower()
+    if scheme in ("http", "https"):
+        return "http"
+    if scheme in ("", "file") or len(scheme) == 1:  # len 1: a Windows drive letter
+        return "file"
+    raise FetchError(
+        f"unsupported checkpoint source {source!r}", "use an http(s):// URL, a file:// URL or a local path"
+    )
+
+
+def local_path(source: str) -> Path:
+    """The file a file:// URL or a plain path points at."""
+    if source.lower().startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(source).path))
+    return Path(source).expanduser()
+
+
+def expectations(source: str, sha256: str | None) -> list[tuple[str, str]]:
+    """(where the claim comes from, expected hex digest or prefix) pairs the file must satisfy."""
+    claims = []
+    if sha256:
+        claims.append(("the given --sha256", sha256.lower()))
+    name = (
+        urllib.parse.unquote(urllib.parse.urlsplit(source).path).rsplit("/", 1)[-1] if source != DEMO_CHECKPOINT else ""
+    )
+    suffix = digest_from_filename(name)
+    if suffix:
+        claims.append((f"the file name's OpenMMLab suffix -{suffix}", suffix))
+    return claims
+
+
+def _check_digest(actual: str, claims: list[tuple[str, str]], source: str) -> None:
+    for origin, expected in claims:
+        if not actual.startswith(expected):
+            raise ChecksumError(
+                f"checksum mismatch for {source}: expected SHA-256 {expected}... ({origin}), got {actual}; "
+                "the file was not kept",
+                "the download is corrupt or the file changed upstream: fetch again, or check the URL and the digest",
+                expected=expected,
+                actual=actual,
+            )
+
+
+def _partial_path(store: Store, url: str) -> Path:
+    """Where a download in progress lives; kept across runs so an interruption resumes."""
+    base = (
+        Path(store.root) / "tmp" / "downloads"
+        if store.is_local
+        else Path(platformdirs.user_cache_dir("zooflow")) / "downloads"
+    )
+    base.mkdir(parents=True, exist_ok=True)
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path).rsplit("/", 1)[-1] or "download"
+    return base / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}.part"
+
+
+def _content_range_total(value: str | None) -> int | None:
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _download_once(client: httpx.Client, url: str, part: Path, progress: Progress | None, task: Any) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with client.stream("GET", url, headers=headers) as response:
+        status = response.status_code
+        if status == 416:  # nothing left to send: complete if we hold the whole file
+            total = _content_range_total(response.headers.get("Content-Range"))
+            if total is not None and have == total:
+                return
+            part.unlink(missing_ok=True)
+            raise _TransientError(f"server refused to resume at byte {have}; restarting the download")
+        if status == 429 or status >= 500:
+            raise _TransientError(f"HTTP {status} from {url}")
+        if status >= 400:
+            hint = (
+                "check the URL (or the model name it came from)"
+                if status == 404
+                else "check the URL and your access to it"
+            )
+            raise FetchError(f"cannot download {url}: HTTP {status} {response.reason_phrase}", hint)
+        if status == 206:
+            start = response.headers.get("Content-Range", "").removeprefix("bytes ").split("-", 1)[0]
+            if start.strip() != str(have):
+                part.unlink(missing_ok=True)
+                raise _TransientError(f"server resumed at byte {start}, not {have}; restarting the download")
+            mode = "ab"
+            total = _content_range_total(response.headers.get("Content-Range"))
+        else:
+            have, mode = 0, "wb"  # the server ignored Range: start over
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        if progress is not None:
+            progress.update(task, total=total, completed=have)
+        with open(part, mode) as fh:
+            for chunk in response.iter_bytes():
+                fh.write(chunk)
+                if progress is not None:
+                    progress.update(task, advance=len(chunk))
+        size = part.stat().st_size
+        if total is not None and size != total:
+            raise _TransientError(f"connection closed after {size} of {total} bytes")
+
+
+def download(url: str, part: Path, *, policy: FetchPolicy, show_progress: bool) -> None:
+    """Download `url` into `part`, resuming what is there, retrying transient failures with backoff."""
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=tenacity.wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max),
+        retry=tenacity.retry_if_exception_type((_TransientError, httpx.TransportError)),
+        reraise=True,
+    )
+    progress = (
+        Progress(
+            TextColumn("[bold]fetch[/] {task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        if show_progress
+        else None
+    )
+    try:
+        with httpx.Client(follow_redirects=True, timeout=policy.timeout) as client:
+            if progress is not None:
+                progress.start()
+            task = progress.add_task(part.name.split("-", 1)[-1].removesuffix(".part")) if progress else None
+            for attempt in retrying:
+                with attempt:
+                    _download_once(client, url, part, progress, task)
+    except (_TransientError, httpx.TransportError) as exc:
+        host = urllib.parse.urlsplit(url).netloc
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectError):
+            reason = f"cannot reach {host}: {reason}"
+        kept = part.stat().st_size if part.exists() else 0
+        resume = f"; {kept} bytes are kept and the next run resumes from them" if kept else ""
+        raise FetchError(
+            f"download of {url} failed after {policy.attempts} attempts ({reason}){resume}",
+            "check the URL and your network, or download the file yourself and pass its path with --checkpoint",
+        ) from None
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def fetch_checkpoint(
+    source: str,
+    store: Store,
+    *,
+    model: str,
+    sha256: str | None = None,
+    seed: int = 0,
+    policy: FetchPolicy | None = None,
+    show_progress: bool | None = None,
+) -> ArtifactRef:
+    """Obtain a checkpoint from `source`, verify it, and store it as ``<model>/checkpoint``."""
+    policy = policy or FetchPolicy()
+    show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+    kind = source_kind(source)
+    info = registry.resolve(model)
+    claims = expectations(source, sha256)
+    libraries = provenance.library_versions("torch", "mmcls", "mmcv") if kind == "init" else {}
+    meta: dict[str, Any] = {"source": source, "locally_initialised": False}
+    with store.staging() as staged:
+        if kind == "init":
+            target = staged / f"{info.config.stem}-local-init-seed{seed}.pth"
+            meta.update(models.init_checkpoint(info, target, seed=seed))
+        elif kind == "file":
+            path = local_path(source)
+            if not path.is_file():
+                raise FetchError(
+                    f"checkpoint file not found: {path}", "pass an existing .pth path, a file:// URL or an http(s) URL"
+                )
+            target = staged / path.name
+            shutil.copyfile(path, target)
+        else:
+            part = _partial_path(store, source)
+            download(source, part, policy=policy, show_progress=show_progress)
+            name = urllib.parse.unquote(urllib.parse.urlsplit(source).path).rsplit("/", 1)[-1] or "checkpoint.pth"
+            target = staged / name
+            try:
+                actual = sha256_file(part)
+                _check_digest(actual, claims, source)
+            except ChecksumError:
+                part.unlink(missing_ok=True)  # keep nothing that failed verification
+                raise
+            os.replace(part, target)
+        actual = sha256_file(target)
+        _check_digest(actual, claims, source)
+        meta.update(
+            sha256=actual, size=target.stat().st_size, filename=target.name, verified_against=[c for c, _ in claims]
+        )
+        return store.commit(
+            staged,
+            kind="checkpoint",
+            name=f"{model}/checkpoint",
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            params={"source": source, "sha256": sha256, "seed": seed if kind == "init" else None, "model": model},
+            meta=meta,
+            libraries=libraries,
+        )

@@ -1,0 +1,181 @@
+"""Build mmcls classifiers, load checkpoints strictly, and make demo checkpoints.
+
+Importing torch and mmcls costs ~15 s here, so this module imports them inside functions:
+the CLI, config validation and the store stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from zooflow.errors import CheckpointError
+from zooflow.registry import ModelInfo
+
+INIT_STAGE_VERSION = "1"
+
+
+@contextlib.contextmanager
+def quiet_mm() -> Iterator[None]:
+    """Silence mmcv/mmcls import warnings and per-parameter init logging (hundreds of lines)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        import torch
+
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        from mmcv.utils import get_logger
+
+        get_logger("mmcv").setLevel(logging.WARNING)
+        yield
+
+
+def load_config(info: ModelInfo) -> Any:
+    """The model's mmcv Config (from mmcls's bundled configs)."""
+    with quiet_mm():
+        import mmcv
+
+        return mmcv.Config.fromfile(str(info.config))
+
+
+def build_model(info: ModelInfo) -> Any:
+    """An mmcls classifier built from the model's config, in eval mode, with default init."""
+    cfg = load_config(info)
+    with quiet_mm():
+        from mmcls.models import build_classifier
+
+        model = build_classifier(cfg.model)
+        model.init_weights()
+    return model.eval()
+
+
+def preprocess_spec(info: ModelInfo) -> dict[str, Any]:
+    """The test-time preprocessing of the model's config, as plain values.
+
+    Later stages (npz, calibration, vamc configs, vdsp_params) derive their transforms from it.
+    """
+    cfg = load_config(info)
+    spec: dict[str, Any] = {
+        "resize": None,
+        "resize_backend": "cv2",
+        "crop": None,
+        "mean": None,
+        "std": None,
+        "to_rgb": True,
+    }
+    for step in cfg.data.test.pipeline:
+        kind = step["type"]
+        if kind == "Resize":
+            spec["resize"] = list(step["size"]) if isinstance(step["size"], (list, tuple)) else [step["size"], -1]
+            spec["resize_backend"] = step.get("backend", "cv2")
+        elif kind == "CenterCrop":
+            crop = step["crop_size"]
+            spec["crop"] = [crop, crop] if isinstance(crop, int) else list(crop)
+        elif kind == "Normalize":
+            spec["mean"] = [float(v) for v in step["mean"]]
+            spec["std"] = [float(v) for v in step["std"]]
+            spec["to_rgb"] = bool(step.get("to_rgb", True))
+    if spec["crop"] is None and spec["resize"] is not None and -1 not in spec["resize"]:
+        spec["crop"] = list(spec["resize"])
+    if spec["crop"] is None or spec["mean"] is None:
+        raise CheckpointError(
+            f"cannot read the test preprocessing of {info.name} from {info.config}",
+            "zooflow supports configs whose test pipeline has CenterCrop (or a fixed Resize) and Normalize",
+        )
+    return spec
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state_dict, meta) of a checkpoint file; plain weights first, full unpickling only if needed."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        meta: dict[str, Any] = {"unpickled": False}
+    except Exception:  # noqa: BLE001 - weights_only refuses some OpenMMLab metadata objects
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a checkpoint
+            raise CheckpointError(
+                f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})",
+                "fetch it again (the file may be truncated) or point --checkpoint at a .pth file",
+            ) from None
+        meta = {"unpickled": True}
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{path.name} holds a {type(ckpt).__name__}, not a state dict", "pass an mmcls .pth checkpoint"
+        )
+    state = ckpt.get("state_dict", ckpt)
+    state = {k.removeprefix("module."): v for k, v in state.items() if hasattr(v, "shape")}
+    if isinstance(ckpt.get("meta"), dict):
+        meta["checkpoint_meta"] = {k: v for k, v in ckpt["meta"].items() if isinstance(v, (str, int, float, bool))}
+    return state, meta
+
+
+def load_strict(model: Any, path: Path, info: ModelInfo) -> dict[str, Any]:
+    """Load a checkpoint into `model`; any missing, unexpected or mis-shaped key is an error."""
+    state, meta = read_state_dict(path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f", ... ({len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {show(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {show(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): {show(mismatched)}")
+        raise CheckpointError(
+            f"checkpoint {path.name} does not fit model {info.name}:\n    " + "\n    ".join(parts),
+            "check that --model names the architecture this checkpoint was trained with",
+        )
+    model.load_state_dict(state, strict=True)
+    return meta
+
+
+def init_checkpoint(info: ModelInfo, out: Path, *, seed: int) -> dict[str, Any]:
+    """Write a locally initialised checkpoint (no download): seeded init, BN stats re-estimated.
+
+    Weights are random, so accuracy from it is meaningless; BatchNorm running statistics are
+    re-estimated on seeded noise so activations (and int8 ranges) have realistic scales.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model(info)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the estimation batches
+    size = preprocess_spec(info)["crop"]
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model.extract_feat(torch.randn(16, 3, *size, generator=generator))
+    model.eval()
+    meta = {
+        "locally_initialised": True,
+        "seed": seed,
+        "warning": "NOT the published weights: randomly initialised from the mmcls config; accuracy from it is meaningless",
+    }
+    torch.save(
+        {"meta": {"zooflow": meta["warning"], "seed": seed, "model": info.name}, "state_dict": model.state_dict()}, out
+    )
+    return meta
