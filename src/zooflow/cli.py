@@ -1,0 +1,358 @@
+"""The ``zooflow`` command line (Typer).
+
+Core commands call `zooflow` functions directly. ``zooflow run`` needs the Prefect flows; the
+core never imports them (or Prefect), it loads the runner registered by the ``flows`` package
+under the ``zooflow.runners`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from zooflow import registry
+from zooflow.config import STORE_ENV, ExportOptions, RunConfig, build
+from zooflow.errors import ConfigError, ZooflowError
+from zooflow.store import ArtifactRef, Store, open_store
+
+EXAMPLES = """
+[bold]Examples[/]
+
+  zooflow run --demo                          offline demo: local weights, no download
+  zooflow run --demo --json                   ... and print a JSON summary as the last line
+  zooflow run --model shufflenet-v1-1x_16xb64_in1k
+  zooflow fetch --model shufflenet-v1-1x_16xb64_in1k
+  zooflow export --checkpoint ./shufflenet_v1.pth --out shufflenet_v1.onnx
+  zooflow artifacts list
+  zooflow artifacts show shufflenet-v1-1x_16xb64_in1k/onnx@latest
+  zooflow artifacts lineage shufflenet-v1-1x_16xb64_in1k/onnx
+  zooflow artifacts verify
+  zooflow models shufflenet
+"""
+
+app = typer.Typer(
+    name="zooflow",
+    help="mmcls image classifiers to verified ONNX and accelerator deployments, as one cached flow.",
+    epilog=EXAMPLES,
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+artifacts_app = typer.Typer(help="Inspect and check the artifact store.", no_args_is_help=True, rich_markup_mode="rich")
+app.add_typer(artifacts_app, name="artifacts")
+
+# Messages soft-wrap (paths stay whole for copy-paste); tables get room when piped to a file.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help=f"artifact store path or fsspec URL [default: ${STORE_ENV} or a per-user data dir]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line of stdout")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name from mmcls's model index")]
+
+
+def _fail(exc: ZooflowError, as_json: bool = False) -> None:
+    err.print(f"[bold red]error:[/] {exc.problem}", highlight=False)
+    if exc.fix:
+        err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
+    if as_json:
+        print(json.dumps({"status": "failed", "error": str(exc)}))
+    raise typer.Exit(2)
+
+
+def _ref_dict(ref: ArtifactRef) -> dict[str, Any]:
+    return {"kind": ref.kind, "digest": ref.digest, "name": ref.name, "version": ref.version, "files": list(ref.files)}
+
+
+def _load_runner(name: str) -> Any:
+    found = [ep for ep in importlib.metadata.entry_points(group="zooflow.runners") if ep.name == name]
+    if not found:
+        raise ConfigError(
+            f"no flow runner {name!r} is installed (the zooflow.runners entry point is missing)",
+            "install the whole project (`uv sync`), which ships the Prefect flows",
+        )
+    return found[0].load()
+
+
+@app.command(
+    epilog="zooflow run --demo --json\n\nzooflow run --model shufflenet-v1-1x_16xb64_in1k --store /data/zooflow"
+)
+def run(
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="checkpoint URL or path [default: the index's published weights]")
+    ] = None,
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 (or 8+ digit prefix) of the checkpoint")] = None,
+    demo: Annotated[bool, typer.Option(help="offline: locally initialised weights, no download")] = False,
+    seed: Annotated[int, typer.Option(help="seed for demo weights and sampling")] = 0,
+    opset: Annotated[int, typer.Option(help="ONNX opset (mmcls models need 11+)")] = 11,
+    logits: Annotated[bool, typer.Option(help="export logits instead of softmax probabilities")] = False,
+    dynamic_batch: Annotated[bool, typer.Option(help="export with a symbolic batch dimension")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the deploy_classifier flow: fetch -> export (cached; reruns reuse verified artifacts)."""
+    try:
+        config = build(
+            RunConfig,
+            model=model,
+            checkpoint=checkpoint,
+            checkpoint_sha256=sha256,
+            demo=demo,
+            seed=seed,
+            export={"opset": opset, "logits": logits, "dynamic_batch": dynamic_batch},
+            store=store,
+        )
+        open_store(config.store_url())
+        result = _load_runner("deploy")(config)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    if result.get("status") != "completed":
+        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
+    else:
+        table = Table("stage", "artifact", "version", "digest", "state", title="deploy-classifier completed")
+        for stage, art in result["artifacts"].items():
+            table.add_row(stage, art["name"], str(art["version"]), art["digest"][:16], art["state"])
+        err.print(table)
+    if as_json:
+        print(json.dumps(result))
+    if result.get("status") != "completed":
+        raise typer.Exit(1)
+
+
+@app.command(
+    epilog="zooflow fetch --model shufflenet-v1-1x_16xb64_in1k\n\nzooflow fetch --checkpoint https://host/model-5d6cec73.pth"
+)
+def fetch(
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    checkpoint: Annotated[str | None, typer.Option(help="URL or path [default: the index's published weights]")] = None,
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 (or 8+ digit prefix)")] = None,
+    demo: Annotated[bool, typer.Option(help="locally initialise weights instead of downloading")] = False,
+    seed: Annotated[int, typer.Option(help="seed for --demo weights")] = 0,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch a checkpoint into the store, resuming interrupted downloads and verifying SHA-256."""
+    from zooflow import fetch as fetch_stage
+
+    try:
+        config = build(
+            RunConfig, model=model, checkpoint=checkpoint, checkpoint_sha256=sha256, demo=demo, seed=seed, store=store
+        )
+        st = open_store(config.store_url())
+        ref = fetch_stage.fetch_checkpoint(
+            config.checkpoint_source(), st, model=model, sha256=config.checkpoint_sha256, seed=seed
+        )
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    err.print(f"checkpoint {ref.label()} -> {st.path(ref)}", highlight=False)
+    if as_json:
+        print(json.dumps(_ref_dict(ref)))
+
+
+@app.command(epilog="zooflow export --checkpoint ./shufflenet_v1.pth --out shufflenet_v1.onnx")
+def export(
+    checkpoint: Annotated[str, typer.Option(help="checkpoint URL or path (fetched and verified first)")],
+    out_file: Annotated[Path, typer.Option("--out", help="where to write the .onnx file")],
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 of the checkpoint")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (mmcls models need 11+)")] = 11,
+    logits: Annotated[bool, typer.Option(help="export logits instead of softmax probabilities")] = False,
+    dynamic_batch: Annotated[bool, typer.Option(help="symbolic batch dimension")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a checkpoint to ONNX (checked with onnx.checker and against PyTorch), store it, copy it to --out."""
+    from zooflow import export as export_stage
+    from zooflow import fetch as fetch_stage
+
+    try:
+        options = build(ExportOptions, opset=opset, logits=logits, dynamic_batch=dynamic_batch)
+        config = build(
+            RunConfig, model=model, checkpoint=checkpoint, checkpoint_sha256=sha256, store=store, export=options
+        )
+        st = open_store(config.store_url())
+        ckpt = fetch_stage.fetch_checkpoint(
+            config.checkpoint_source(), st, model=model, sha256=config.checkpoint_sha256
+        )
+        ref = export_stage.export_checkpoint(ckpt, st, model=model, options=options)
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(st.path(ref), out_file)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    except OSError as exc:
+        _fail(
+            ConfigError(f"cannot write {out_file}: {exc.strerror}", "pass an --out path in a writable directory"),
+            as_json,
+        )
+        return
+    parity = ref.meta["parity"]
+    err.print(
+        f"onnx {ref.label()} -> {out_file} (max abs diff vs PyTorch {parity['max_abs_diff']:.3g})", highlight=False
+    )
+    if as_json:
+        print(json.dumps({**_ref_dict(ref), "out": str(out_file), "parity": parity}))
+
+
+@app.command()
+def models(
+    pattern: Annotated[str, typer.Argument(help="only names containing this text")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """List the classifiers in mmcls's model index with their published accuracy."""
+    rows = [m for m in registry.load_index().values() if pattern.lower() in m.name.lower()]
+    if as_json:
+        print(json.dumps([m.model_dump(mode="json") for m in rows]))
+        return
+    table = Table("name", "top-1", "top-5", "params (M)", "GFLOPs")
+    for m in rows:
+        table.add_row(
+            m.name,
+            f"{m.top1}" if m.top1 is not None else "-",
+            f"{m.top5}" if m.top5 is not None else "-",
+            f"{m.params / 1e6:.2f}" if m.params else "-",
+            f"{m.flops / 1e9:.3f}" if m.flops else "-",
+        )
+    out.print(table)
+
+
+def _open_existing(store: str | None) -> Store:
+    return open_store(store, create=False)
+
+
+@artifacts_app.command("list")
+def artifacts_list(
+    name: Annotated[str, typer.Argument(help="only names containing this text")] = "",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List logical artifacts with their versions and aliases."""
+    try:
+        st = _open_existing(store)
+        rows = [v for n in st.names() if name in n for v in st.versions(n)]
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    table = Table("name", "version", "kind", "digest", "created", "aliases", title=f"store {st.url}")
+    for r in rows:
+        table.add_row(r.name, str(r.version), r.kind, r.digest[:16], r.created, ", ".join(r.aliases))
+    out.print(table)
+
+
+@artifacts_app.command("show")
+def artifacts_show(
+    ref: Annotated[str, typer.Argument(help="name, name@VERSION, name@ALIAS, digest or digest prefix")],
+    store: StoreOpt = None,
+) -> None:
+    """Print an artifact's manifest (JSON)."""
+    try:
+        st = _open_existing(store)
+        found = st.resolve(ref)
+        manifest = st.manifest(found.digest)
+    except ZooflowError as exc:
+        _fail(exc)
+        return
+    doc = manifest.model_dump(mode="json")
+    doc["ref"] = {"name": found.name, "version": found.version, "location": st.object_dir(found.digest)}
+    print(json.dumps(doc, indent=2))
+
+
+@artifacts_app.command("lineage")
+def artifacts_lineage(
+    ref: Annotated[str, typer.Argument(help="name, name@VERSION, digest or digest prefix")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what an artifact was made from, recursively."""
+    try:
+        st = _open_existing(store)
+        found = st.resolve(ref)
+        tree = st.lineage(found.digest)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        print(json.dumps(tree))
+        return
+
+    def label(node: dict[str, Any]) -> str:
+        status = " [red](missing)[/]" if node.get("missing") else ""
+        return f"{node['role']}: {node.get('kind', '?')} [dim]{node['digest'][:16]}[/] {node.get('stage', '')}{status}"
+
+    def add(parent: Tree, node: dict[str, Any]) -> None:
+        for child in node.get("inputs", []):
+            add(parent.add(label(child)), child)
+
+    root = Tree(label(tree))
+    add(root, tree)
+    out.print(root)
+
+
+@artifacts_app.command("verify")
+def artifacts_verify(
+    ref: Annotated[str | None, typer.Argument(help="one artifact; default: every artifact in the store")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-hash artifacts against their manifests; exit 1 if any is damaged."""
+    try:
+        st = _open_existing(store)
+        digests = [st.resolve(ref).digest] if ref else st.digests()
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    report = {d: st.verify(d) for d in digests}
+    bad = {d: p for d, p in report.items() if p}
+    if as_json:
+        print(json.dumps({"checked": len(report), "damaged": bad}))
+    else:
+        for d, problems in bad.items():
+            err.print(f"[red]damaged[/] {d[:16]}: " + "; ".join(problems), highlight=False)
+        err.print(f"{len(report) - len(bad)} of {len(report)} artifact(s) intact", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+@artifacts_app.command("alias")
+def artifacts_alias(
+    ref: Annotated[str, typer.Argument(help="name@VERSION (or name for the latest)")],
+    alias: Annotated[str, typer.Argument(help="alias to set, e.g. nightly-2026-11-28 or good")],
+    store: StoreOpt = None,
+) -> None:
+    """Point an alias of a logical name at one of its versions."""
+    try:
+        st = _open_existing(store)
+        found = st.resolve(ref)
+        if found.name is None or found.version is None:
+            raise ConfigError(f"{ref!r} is a bare digest", "name the artifact as name@VERSION to alias it")
+        st.set_alias(found.name, alias, found.version)
+    except ZooflowError as exc:
+        _fail(exc)
+        return
+    err.print(f"{found.name}@{alias} -> version {found.version}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; finished artifacts are kept and a rerun resumes from them")
+        sys.exit(130)
