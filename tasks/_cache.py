@@ -1,0 +1,111 @@
+"""Cache keys from artifact digests, verified on every hit.
+
+Prefect's own policies do not fit: the default key includes the run id, and INPUTS hashes a
+path as its text, not its content. `ArtifactCachePolicy` hashes the task's name, the stage and
+its version, the versions of the libraries the stage depends on, the digests of its input
+artifacts and its other parameters (never the store location).
+
+Verification: Prefect treats "a result exists under the key" as a hit and never calls back, so
+the check happens while the key is computed. The store keeps a record per base key with an
+epoch and the digest the stage produced; if that artifact is missing or fails `Store.verify`,
+the policy starts a new epoch, the key changes, and the stage recomputes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.logging import get_logger
+from pydantic import BaseModel
+
+from zooflow.provenance import library_versions
+from zooflow.store import ArtifactRef, CacheRecord, open_store
+
+STORE_PARAM = "store_url"
+logger = get_logger("zooflow.cache")
+
+
+def _describe(value: Any) -> Any:
+    """A JSON-able identity for one task input: artifacts by digest, models by their fields."""
+    if isinstance(value, ArtifactRef):
+        return {"artifact": value.kind, "digest": value.digest}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): _describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    return value
+
+
+@dataclass
+class ArtifactCachePolicy(CachePolicy):
+    """Key = task name + stage version + library versions + input digests + parameters."""
+
+    stage: str = ""
+    stage_version: str = ""
+    libraries: tuple[str, ...] = ()
+    extra: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = field(default=None, compare=False)
+
+    def base_key(self, task_name: str, inputs: Mapping[str, Any]) -> str:
+        """The epoch-free part of the key (stable across runs and machines)."""
+        payload = {
+            "task": task_name,
+            "stage": self.stage,
+            "stage_version": self.stage_version,
+            "libraries": library_versions(*self.libraries),
+            "inputs": {k: _describe(v) for k, v in sorted(inputs.items()) if k != STORE_PARAM},
+            "extra": _describe(dict(self.extra(inputs))) if self.extra else None,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        store = open_store(inputs[STORE_PARAM])
+        base = self.base_key(task_ctx.task.name, inputs)
+        record = store.cache_record(base)
+        if record is not None and record.digest is None:
+            epoch = record.epoch  # an earlier attempt did not finish: nothing cached under it yet
+        elif record is not None and record.digest is not None:
+            problems = store.verify(record.digest)
+            if not problems:
+                epoch = record.epoch
+            else:
+                epoch = uuid.uuid4().hex[:12]
+                logger.warning(
+                    "cached %s artifact %s failed verification (%s); recomputing",
+                    self.stage,
+                    record.digest[:12],
+                    "; ".join(problems[:3]),
+                )
+                store.write_cache_record(CacheRecord(key=base, epoch=epoch))
+        else:
+            epoch = uuid.uuid4().hex[:12]  # never seen (or record lost): nothing to trust
+            store.write_cache_record(CacheRecord(key=base, epoch=epoch))
+        return f"{self.stage}-{base[:40]}-{epoch}"
+
+
+def remember(ref: ArtifactRef) -> ArtifactRef:
+    """Record, for the running task's cache key, the artifact it produced; returns `ref`."""
+    ctx = TaskRunContext.get()
+    if ctx is None or not isinstance(ctx.task.cache_policy, ArtifactCachePolicy):
+        return ref
+    policy = ctx.task.cache_policy
+    store = open_store(ctx.parameters[STORE_PARAM])
+    base = policy.base_key(ctx.task.name, ctx.parameters)
+    record = store.cache_record(base)
+    epoch = record.epoch if record is not None else uuid.uuid4().hex[:12]
+    store.write_cache_record(CacheRecord(key=base, epoch=epoch, digest=ref.digest))
+    return ref

@@ -1,0 +1,30 @@
+"""Point Prefect's result persistence at the artifact store instead of ``~/.prefect``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from zooflow.store import open_store
+
+
+def result_storage(store_url: str) -> Path | str:
+    """``<store>/prefect`` as Prefect result storage.
+
+    A local store is passed as a Path (Prefect wraps it in an unsaved LocalFileSystem); a remote
+    one needs a saved block, so a RemoteFileSystem block named after the store is saved once.
+    """
+    store = open_store(store_url)
+    if store.is_local:
+        return Path(store.prefect_dir)
+    from prefect.filesystems import RemoteFileSystem
+
+    name = "zooflow-" + hashlib.sha256(store.url.encode()).hexdigest()[:16]
+    RemoteFileSystem(basepath=store.fs.unstrip_protocol(store.prefect_dir)).save(name, overwrite=True)
+    return f"remote-file-system/{name}"
+
+
+def bind(task: Any, store_url: str) -> Any:
+    """The task with its results (and cache records) persisted under the store."""
+    return task.with_options(result_storage=result_storage(store_url))

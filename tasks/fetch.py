@@ -1,0 +1,52 @@
+"""Fetch task: checkpoint from URL / path / local init into the store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prefect import task
+
+from tasks._cache import ArtifactCachePolicy, remember
+from tasks.ui import publish
+from zooflow import fetch
+from zooflow.store import ArtifactRef, open_store, sha256_file
+
+
+def _local_content(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A local file's identity is its content, not its path's text."""
+    source = str(inputs["source"])
+    if fetch.source_kind(source) == "file":
+        path = fetch.local_path(source)
+        return {"content_sha256": sha256_file(path) if path.is_file() else "missing"}
+    return {}
+
+
+FETCH_POLICY = ArtifactCachePolicy(
+    stage=fetch.STAGE, stage_version=fetch.STAGE_VERSION, libraries=("torch", "mmcls", "mmcv"), extra=_local_content
+)
+
+
+@task(
+    name="fetch-checkpoint",
+    cache_policy=FETCH_POLICY,
+    persist_result=True,
+    result_serializer="json",
+    retries=1,
+    retry_delay_seconds=5,
+)
+def fetch_checkpoint(source: str, model: str, sha256: str | None, seed: int, store_url: str) -> ArtifactRef:
+    """Download (or locally initialise) and verify the checkpoint."""
+    store = open_store(store_url)
+    ref = fetch.fetch_checkpoint(source, store, model=model, sha256=sha256, seed=seed)
+    publish(
+        ref,
+        f"Checkpoint for {model}",
+        {
+            "source": source,
+            "file sha256": f"`{ref.meta['sha256']}`",
+            "verified against": ", ".join(ref.meta["verified_against"]) or "-",
+        },
+        warning=ref.meta.get("warning"),
+    )
+    return remember(ref)
