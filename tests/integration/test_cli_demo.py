@@ -1,0 +1,39 @@
+"""End to end through the installed console script, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _zooflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("zooflow")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_demo_run_json_then_cached_rerun(tmp_path: Path) -> None:
+    env = {**os.environ, "ZOOFLOW_STORE": str(tmp_path / "store"), "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)  # the CLI starts its own ephemeral API
+    first = _zooflow("run", "--demo", "--json", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed"
+    assert set(summary["artifacts"]) == {"checkpoint", "onnx"}
+    assert all(len(a["digest"]) == 64 and a["state"] == "Completed" for a in summary["artifacts"].values())
+    digests = {stage: a["digest"] for stage, a in summary["artifacts"].items()}
+
+    second = _zooflow("run", "--demo", "--json", env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = json.loads(second.stdout.strip().splitlines()[-1])["artifacts"]
+    assert {stage: a["digest"] for stage, a in again.items()} == digests
+    assert {a["state"] for a in again.values()} == {"Cached"}
+
+    listed = _zooflow("artifacts", "list", "--json", env=env)
+    assert [(r["kind"], r["version"]) for r in json.loads(listed.stdout)] == [("checkpoint", 1), ("onnx", 1)]

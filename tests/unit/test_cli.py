@@ -1,0 +1,131 @@
+"""The CLI: help with examples, artifacts commands, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import MODEL
+from zooflow.cli import app
+from zooflow.fetch import fetch_checkpoint
+from zooflow.store import Store
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_help_lists_every_command_with_examples() -> None:
+    code, out, _ = invoke("--help")
+    assert code == 0
+    for command in ("run", "fetch", "export", "models", "artifacts"):
+        assert f" {command} " in out
+    assert "zooflow run --demo" in out
+    assert "zooflow artifacts verify" in out
+    code, out, _ = invoke("artifacts", "--help")
+    for command in ("list", "show", "lineage", "verify", "alias"):
+        assert f" {command} " in out
+
+
+@pytest.fixture
+def populated(tmp_path: Path, checkpoint_file: Path) -> Store:
+    store = Store(tmp_path / "store")
+    fetch_checkpoint(str(checkpoint_file), store, model=MODEL, show_progress=False)
+    return store
+
+
+def test_artifacts_list_show_lineage_verify_alias(populated: Store) -> None:
+    name = f"{MODEL}/checkpoint"
+    code, out, _ = invoke("artifacts", "list", "--store", populated.url, "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert [(r["name"], r["version"], r["aliases"]) for r in rows] == [(name, 1, ["latest"])]
+
+    code, out, _ = invoke("artifacts", "show", f"{name}@latest", "--store", populated.url)
+    manifest = json.loads(out)
+    assert manifest["kind"] == "checkpoint"
+    assert manifest["producer"]["stage"] == "fetch"
+    assert manifest["ref"] == {"name": name, "version": 1, "location": populated.object_dir(rows[0]["digest"])}
+
+    code, out, _ = invoke("artifacts", "lineage", rows[0]["digest"][:10], "--store", populated.url, "--json")
+    assert json.loads(out)["kind"] == "checkpoint"
+
+    code, out, _ = invoke("artifacts", "alias", name, "good", "--store", populated.url)
+    assert code == 0
+    code, out, _ = invoke("artifacts", "show", f"{name}@good", "--store", populated.url)
+    assert json.loads(out)["digest"] == rows[0]["digest"]
+
+    code, out, _ = invoke("artifacts", "verify", "--store", populated.url, "--json")
+    assert code == 0
+    assert json.loads(out) == {"checked": 1, "damaged": {}}
+
+
+def test_verify_exits_non_zero_on_damage(populated: Store) -> None:
+    digest = populated.digests()[0]
+    path = populated.path(digest)
+    path.chmod(0o644)
+    path.write_bytes(b"damaged")
+    code, out, _ = invoke("artifacts", "verify", "--store", populated.url, "--json")
+    assert code == 1
+    assert digest in json.loads(out)["damaged"]
+
+
+def test_bad_input_prints_problem_and_fix_without_traceback(tmp_path: Path) -> None:
+    code, out, err = invoke("run", "--model", "shufflenet-v1", "--store", str(tmp_path), "--json")
+    assert code == 2
+    assert "unknown model name 'shufflenet-v1'" in err
+    assert "fix:" in err
+    assert "Traceback" not in err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "failed"
+
+    code, _, err = invoke("artifacts", "show", "nothing/here", "--store", str(tmp_path))
+    assert code == 2
+    assert "no artifact named 'nothing/here'" in err
+
+    code, _, err = invoke("artifacts", "list", "--store", str(tmp_path / "absent"))
+    assert code == 2
+    assert "no artifact store at" in err
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = invoke("fetch", "--demo", "--store", str(blocker / "s"))
+    assert code == 2
+    assert "is not writable" in err
+
+
+def test_export_command_writes_the_onnx_file(tmp_path: Path, checkpoint_file: Path) -> None:
+    out_file = tmp_path / "out" / "model.onnx"
+    code, out, err = invoke(
+        "export", "--checkpoint", str(checkpoint_file), "--out", str(out_file), "--store", str(tmp_path / "s"), "--json"
+    )
+    assert code == 0, err
+    doc = json.loads(out.strip().splitlines()[-1])
+    assert out_file.is_file()
+    assert doc["parity"]["max_abs_diff"] <= 1e-4
+    code, _, err = invoke(
+        "export",
+        "--checkpoint",
+        str(checkpoint_file),
+        "--out",
+        str(out_file),
+        "--opset",
+        "10",
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert code == 2
+    assert "export with --opset 11" in err
+
+
+def test_models_lists_the_index() -> None:
+    code, out, _ = invoke("models", "shufflenet", "--json")
+    names = [m["name"] for m in json.loads(out)]
+    assert code == 0
+    assert "shufflenet-v1-1x_16xb64_in1k" in names
+    assert all("shufflenet" in n for n in names)

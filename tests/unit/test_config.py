@@ -1,0 +1,89 @@
+"""Typed configuration: presets, and errors that name the field and the allowed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from zooflow.config import PRESETS, QuantSpec, RunConfig, build
+from zooflow.errors import ConfigError
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_round_trips(preset: str) -> None:
+    spec = QuantSpec.from_preset(preset)
+    assert spec.preset == preset
+    assert RunConfig(quant=preset).quant == spec
+
+
+def test_int8_presets_carry_their_calibrate_mode_and_per_channel_default() -> None:
+    spec = RunConfig(quant="int8-kl_divergence").quant
+    assert (spec.dtype, spec.calibrate, spec.per_channel) == ("int8", "kl_divergence", True)
+    assert QuantSpec.from_preset("int8-mse", per_channel=False).per_channel is False
+
+
+def test_misspelled_preset_names_field_allowed_values_and_suggestion() -> None:
+    with pytest.raises(ConfigError) as exc:
+        build(RunConfig, quant="int8-maxx")
+    message = str(exc.value)
+    assert message.startswith("invalid RunConfig:\nquant:")
+    assert "did you mean 'int8-max'" in message
+    for preset in PRESETS:
+        assert preset in message
+
+
+def test_bad_dtype_lists_allowed_dtypes() -> None:
+    with pytest.raises(ConfigError, match=r"quant\.dtype: Input should be 'fp32', 'fp16' or 'int8'"):
+        build(RunConfig, quant={"dtype": "int4"})
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"dtype": "int8"}, "int8 needs a calibrate mode, one of: max, percentile, kl_divergence, mse"),
+        ({"dtype": "fp16", "calibrate": "max"}, "applies to int8 only"),
+        ({"dtype": "int8", "calibrate": "entropy"}, "Input should be 'max', 'percentile', 'kl_divergence' or 'mse'"),
+    ],
+)
+def test_inconsistent_quant_specs_are_rejected(spec: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        build(RunConfig, quant=spec)
+
+
+def test_unknown_option_is_rejected_not_ignored() -> None:
+    with pytest.raises(ConfigError, match="qunt: unknown option"):
+        build(RunConfig, qunt="fp16")
+
+
+def test_unknown_model_lists_close_matches() -> None:
+    with pytest.raises(
+        ConfigError, match=r"model: unknown model name 'shufflenet-v1-1x'.*shufflenet-v1-1x_16xb64_in1k"
+    ):
+        build(RunConfig, model="shufflenet-v1-1x")
+
+
+def test_opset_range_and_missing_checkpoint_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=r"export\.opset: Input should be greater than or equal to 7"):
+        build(RunConfig, export={"opset": 3})
+    with pytest.raises(ConfigError, match="checkpoint: checkpoint file not found"):
+        build(RunConfig, checkpoint=str(tmp_path / "missing.pth"))
+    with pytest.raises(ConfigError, match="unsupported URL scheme 'ftp'"):
+        build(RunConfig, checkpoint="ftp://host/x.pth")
+
+
+def test_sha256_must_be_hex() -> None:
+    with pytest.raises(ConfigError, match="checkpoint_sha256: must be 8 to 64"):
+        build(RunConfig, checkpoint_sha256="not-a-digest")
+    assert RunConfig(checkpoint_sha256="5D6CEC73").checkpoint_sha256 == "5d6cec73"
+
+
+def test_checkpoint_source_defaults_to_the_published_weights_or_local_init() -> None:
+    assert RunConfig().checkpoint_source().endswith("shufflenet_v1_batch1024_imagenet_20200804-5d6cec73.pth")
+    assert RunConfig(demo=True).checkpoint_source() == "local-init"
+    with pytest.raises(ConfigError, match="demo runs use locally initialised weights"):
+        build(RunConfig, demo=True, checkpoint="https://example.org/x.pth")
+
+
+def test_store_defaults_to_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ZOOFLOW_STORE", str(tmp_path / "s"))
+    assert RunConfig().store_url() == str(tmp_path / "s")
+    assert RunConfig(store="/elsewhere").store_url() == "/elsewhere"

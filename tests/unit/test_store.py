@@ -1,0 +1,169 @@
+"""Content-addressed store: digests, dedupe, versions, aliases, verify, lineage, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from zooflow.errors import ArtifactNotFoundError, StoreError
+from zooflow.store import Store, tree_digest
+
+
+def _put(store: Store, files: dict[str, bytes], name: str = "m/thing", **kw):  # type: ignore[no-untyped-def]
+    with store.staging() as staged:
+        for rel, data in files.items():
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staged / rel).write_bytes(data)
+        return store.commit(staged, kind=kw.pop("kind", "thing"), stage="test", stage_version="1", name=name, **kw)
+
+
+def test_digest_is_sha256_of_the_file_listing(store: Store) -> None:
+    ref = _put(store, {"a.txt": b"hello", "sub/b.bin": b"x" * 10})
+    listing = f"{hashlib.sha256(b'hello').hexdigest()} 5 a.txt\n{hashlib.sha256(b'x' * 10).hexdigest()} 10 sub/b.bin\n"
+    assert ref.digest == hashlib.sha256(listing.encode()).hexdigest()
+    manifest = store.manifest(ref.digest)
+    assert tree_digest(manifest.files) == ref.digest
+    assert manifest.size == 15
+    assert [f.path for f in manifest.files] == ["a.txt", "sub/b.bin"]
+    assert store.path(ref, "a.txt").read_bytes() == b"hello"
+
+
+def test_manifest_records_producer_lineage_and_versions(store: Store) -> None:
+    src = _put(store, {"x": b"1"}, name="m/src", kind="checkpoint")
+    ref = _put(
+        store,
+        {"y": b"2"},
+        params={"opset": 11},
+        inputs={"checkpoint": src},
+        meta={"note": "hi"},
+        libraries={"torch": "2.13.0"},
+    )
+    manifest = store.manifest(ref.digest)
+    assert manifest.producer.stage == "test"
+    assert manifest.producer.params == {"opset": 11}
+    assert manifest.producer.libraries == {"torch": "2.13.0"}
+    assert manifest.producer.code_version.startswith("zooflow ")
+    assert [(i.role, i.digest, i.kind) for i in manifest.inputs] == [("checkpoint", src.digest, "checkpoint")]
+    assert manifest.created
+    assert manifest.meta == {"note": "hi"}
+    tree = store.lineage(ref.digest)
+    assert tree["inputs"][0]["digest"] == src.digest
+    assert tree["inputs"][0]["kind"] == "checkpoint"
+
+
+def test_same_content_is_stored_once_and_makes_no_new_version(store: Store) -> None:
+    first = _put(store, {"a": b"same"})
+    second = _put(store, {"a": b"same"})
+    assert first == second
+    assert first.version == 1
+    assert store.digests() == [first.digest]
+    assert [v.version for v in store.versions("m/thing")] == [1]
+
+
+def test_new_content_gets_increasing_versions_and_aliases(store: Store) -> None:
+    v1 = _put(store, {"a": b"one"})
+    v2 = _put(store, {"a": b"two"})
+    assert (v1.version, v2.version) == (1, 2)
+    assert store.resolve("m/thing").digest == v2.digest
+    assert store.resolve("m/thing@latest").digest == v2.digest
+    assert store.resolve("m/thing@1").digest == v1.digest
+    store.set_alias("m/thing", "nightly-2026-11-28", 1)
+    assert store.resolve("m/thing@nightly-2026-11-28").digest == v1.digest
+    assert store.versions("m/thing")[0].aliases == ["nightly-2026-11-28"]
+    assert store.versions("m/thing")[1].aliases == ["latest"]
+    assert store.resolve(v1.digest[:10]).digest == v1.digest
+    with pytest.raises(ArtifactNotFoundError, match="no version 9"):
+        store.resolve("m/thing@9")
+    with pytest.raises(ArtifactNotFoundError, match="no alias 'prod'"):
+        store.resolve("m/thing@prod")
+    with pytest.raises(ArtifactNotFoundError, match="no artifact named 'm/other'"):
+        store.resolve("m/other")
+    with pytest.raises(StoreError, match="invalid alias"):
+        store.set_alias("m/thing", "latest", 1)
+
+
+def test_verify_detects_modified_missing_and_truncated_files(store: Store) -> None:
+    ref = _put(store, {"a": b"payload", "b": b"other"})
+    assert store.verify(ref.digest) == []
+    path = store.path(ref, "a")
+    os.chmod(path, 0o644)
+    path.write_bytes(b"pAyload")
+    assert store.verify(ref.digest) == [
+        f"a: sha256 {hashlib.sha256(b'pAyload').hexdigest()[:12]} != {hashlib.sha256(b'payload').hexdigest()[:12]} in manifest"
+    ]
+    path.write_bytes(b"pay")
+    assert store.verify(ref.digest) == ["a: size 3 != 7 in manifest"]
+    store.path(ref, "b").unlink()
+    assert "b: missing" in store.verify(ref.digest)
+
+
+def test_committing_identical_content_repairs_a_damaged_object(store: Store) -> None:
+    ref = _put(store, {"a": b"payload"})
+    path = store.path(ref, "a")
+    os.chmod(path, 0o644)
+    path.write_bytes(b"garbage")
+    assert store.verify(ref.digest)
+    again = _put(store, {"a": b"payload"})
+    assert again.digest == ref.digest
+    assert store.verify(ref.digest) == []
+
+
+def test_stored_files_are_read_only(store: Store) -> None:
+    ref = _put(store, {"a": b"payload"})
+    assert store.path(ref, "a").stat().st_mode & 0o222 == 0
+
+
+def test_a_failing_stage_leaves_nothing_behind(store: Store) -> None:
+    def crashing_stage() -> None:
+        with store.staging() as staged:
+            (staged / "half.onnx").write_bytes(b"partial")
+            raise RuntimeError("stage crashed")
+
+    with pytest.raises(RuntimeError, match="stage crashed"):
+        crashing_stage()
+    assert store.digests() == []
+    assert store.names() == []
+    assert list((Path(store.root) / "tmp").glob("stage-*")) == []
+
+
+def test_object_without_manifest_does_not_exist(store: Store) -> None:
+    ref = _put(store, {"a": b"payload"})
+    (Path(store.object_dir(ref.digest)) / "manifest.json").unlink()
+    assert not store.exists(ref.digest)
+    assert store.verify(ref.digest) == [f"no artifact {ref.digest[:12]} in store {store.url}"]
+
+
+def test_unwritable_store_path_fails_with_a_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError) as exc:
+        Store(blocker / "store")
+    assert "is not writable" in exc.value.problem
+    assert "--store" in (exc.value.fix or "")
+    assert "ZOOFLOW_STORE" in (exc.value.fix or "")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_directory_is_reported(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    with pytest.raises(StoreError, match="Permission denied"):
+        Store(ro / "store")
+
+
+def test_missing_store_is_reported_when_reading(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no artifact store at"):
+        Store(tmp_path / "nothing-here", create=False)
+
+
+def test_store_works_over_fsspec_memory_filesystem() -> None:
+    store = Store("memory://zooflow-test-store")
+    ref = _put(store, {"model.onnx": b"bytes"})
+    assert not store.is_local
+    assert store.verify(ref.digest) == []
+    assert store.path(ref).read_bytes() == b"bytes"
+    assert store.resolve("m/thing").version == 1
