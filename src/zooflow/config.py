@@ -177,14 +177,29 @@ class RunConfig(BaseModel):
         return self.store or default_store_url()
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def _field_names(model_cls: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
+    """Names of the fields of the (possibly nested) model that `path` points into."""
+    current: Any = model_cls
+    for part in path:
+        info = current.model_fields.get(str(part)) if isinstance(current, type) else None
+        annotation = info.annotation if info is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return list(current.model_fields)
+
+
+def describe_validation_error(exc: ValidationError, model_cls: type[BaseModel] | None = None) -> str:
     """One line per problem: ``field: what is wrong (allowed values)``."""
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown option (check its spelling)"
+            known = _field_names(model_cls, tuple(err["loc"][:-1])) if model_cls else []
+            msg = f"unknown option{_suggest(str(err['loc'][-1]), known)}; check its spelling"
+            if known:
+                msg += f" (options: {', '.join(known)})"
         lines.append(f"{field}: {msg}")
     return "\n".join(lines)
 
@@ -195,6 +210,6 @@ def build(model_cls: type[BaseModel], **values: Any) -> Any:
         return model_cls(**values)
     except ValidationError as exc:
         raise ConfigError(
-            f"invalid {model_cls.__name__}:\n{describe_validation_error(exc)}",
+            f"invalid {model_cls.__name__}:\n{describe_validation_error(exc, model_cls)}",
             "correct the value(s) named above; `zooflow run --help` lists the options",
         ) from None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "horse")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
-def write_photos(out: Path, names: tuple[str, ...] = PHOTOS[:4]) -> list[Path]:
+def write_photos(out: Path, names: tuple[str, ...] = PHOTOS) -> list[Path]:
     """Save the named skimage sample photos as RGB JPEGs (quality 90) under `out`."""
     import numpy as np
     import skimage.data

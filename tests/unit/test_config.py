@@ -49,9 +49,11 @@ def test_inconsistent_quant_specs_are_rejected(spec: dict[str, str], needle: str
         build(RunConfig, quant=spec)
 
 
-def test_unknown_option_is_rejected_not_ignored() -> None:
-    with pytest.raises(ConfigError, match="qunt: unknown option"):
+def test_misspelled_option_is_rejected_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match="qunt: unknown option \\(did you mean 'quant'\\?\\); check its spelling"):
         build(RunConfig, qunt="fp16")
+    with pytest.raises(ConfigError, match=r"export\.opsett: unknown option \(did you mean 'opset'\?\).*options: opset, logits, dynamic_batch"):
+        build(RunConfig, export={"opsett": 11})
 
 
 def test_unknown_model_lists_close_matches() -> None:
