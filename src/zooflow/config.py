@@ -179,9 +179,9 @@ class RunConfig(BaseModel):
 
 def _field_names(model_cls: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
     """Names of the fields of the (possibly nested) model that `path` points into."""
-    current: Any = model_cls
+    current: type[BaseModel] = model_cls
     for part in path:
-        info = current.model_fields.get(str(part)) if isinstance(current, type) else None
+        info = current.model_fields.get(str(part))
         annotation = info.annotation if info is not None else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []

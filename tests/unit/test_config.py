@@ -52,7 +52,10 @@ def test_inconsistent_quant_specs_are_rejected(spec: dict[str, str], needle: str
 def test_misspelled_option_is_rejected_with_a_suggestion() -> None:
     with pytest.raises(ConfigError, match="qunt: unknown option \\(did you mean 'quant'\\?\\); check its spelling"):
         build(RunConfig, qunt="fp16")
-    with pytest.raises(ConfigError, match=r"export\.opsett: unknown option \(did you mean 'opset'\?\).*options: opset, logits, dynamic_batch"):
+    with pytest.raises(
+        ConfigError,
+        match=r"export\.opsett: unknown option \(did you mean 'opset'\?\).*options: opset, logits, dynamic_batch",
+    ):
         build(RunConfig, export={"opsett": 11})
 
 
