@@ -61,29 +61,26 @@ def probe_batch(cfg: Any, size: list[int], images: list[Path] | None = None) -> 
     return batch, f"{len(real)} photo(s) + {PROBE_NOISE} seeded noise inputs"
 
 
-class _ExportWrapper:
-    """Factory for the module that exports mmcls's test-time forward (no img_metas, no lists)."""
+def export_module(model: Any, logits: bool) -> Any:
+    """mmcls's test-time forward as a plain module: image batch in, probs (or logits) out."""
+    import torch
+    from mmcls.models.heads import MultiLabelClsHead
 
-    @staticmethod
-    def build(model: Any, logits: bool) -> Any:
-        import torch
-        from mmcls.models.heads import MultiLabelClsHead
+    if isinstance(model.head, MultiLabelClsHead):
+        raise ExportError(
+            f"{type(model.head).__name__} is multi-label", "zooflow exports single-label classifiers only"
+        )
 
-        if isinstance(model.head, MultiLabelClsHead):
-            raise ExportError(
-                f"{type(model.head).__name__} is multi-label", "zooflow exports single-label classifiers only"
-            )
+    class ClassifierExport(torch.nn.Module):  # type: ignore[misc]  # torch is untyped here (follow_imports=skip)
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
 
-        class ClassifierExport(torch.nn.Module):  # type: ignore[misc]  # torch is untyped here (follow_imports=skip)
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
+        def forward(self, x: Any) -> Any:
+            feats = self.inner.extract_feat(x)
+            return self.inner.head.simple_test(feats, softmax=not logits, post_process=False)
 
-            def forward(self, x: Any) -> Any:
-                feats = self.inner.extract_feat(x)
-                return self.inner.head.simple_test(feats, softmax=not logits, post_process=False)
-
-        return ClassifierExport(model).eval()
+    return ClassifierExport(model).eval()
 
 
 def run_torch(module: Any, batch: np.ndarray) -> np.ndarray:
@@ -121,7 +118,7 @@ def export_model(
     pre = models.preprocess_spec(info)
     model = models.build_model(info)
     load_meta = models.load_strict(model, checkpoint, info)
-    module = _ExportWrapper.build(model, options.logits)
+    module = export_module(model, options.logits)
     output = "logits" if options.logits else "probs"
     dummy = torch.zeros(1, 3, *pre["crop"])
     dynamic_axes = {"input": {0: "batch"}, output: {0: "batch"}} if options.dynamic_batch else None

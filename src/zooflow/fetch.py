@@ -75,15 +75,19 @@ def local_path(source: str) -> Path:
     return Path(source).expanduser()
 
 
+def file_name(source: str) -> str:
+    """The last path component of a URL or path ('' for the demo's local init)."""
+    if source == DEMO_CHECKPOINT:
+        return ""
+    return urllib.parse.unquote(urllib.parse.urlsplit(source).path).rsplit("/", 1)[-1]
+
+
 def expectations(source: str, sha256: str | None) -> list[tuple[str, str]]:
     """(where the claim comes from, expected hex digest or prefix) pairs the file must satisfy."""
     claims = []
     if sha256:
         claims.append(("the given --sha256", sha256.lower()))
-    name = (
-        urllib.parse.unquote(urllib.parse.urlsplit(source).path).rsplit("/", 1)[-1] if source != DEMO_CHECKPOINT else ""
-    )
-    suffix = digest_from_filename(name)
+    suffix = digest_from_filename(file_name(source))
     if suffix:
         claims.append((f"the file name's OpenMMLab suffix -{suffix}", suffix))
     return claims
@@ -109,7 +113,7 @@ def _partial_path(store: Store, url: str) -> Path:
         else Path(platformdirs.user_cache_dir("zooflow")) / "downloads"
     )
     base.mkdir(parents=True, exist_ok=True)
-    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path).rsplit("/", 1)[-1] or "download"
+    name = file_name(url) or "download"
     return base / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}.part"
 
 
@@ -240,8 +244,7 @@ def fetch_checkpoint(
         else:
             part = _partial_path(store, source)
             download(source, part, policy=policy, show_progress=show_progress)
-            name = urllib.parse.unquote(urllib.parse.urlsplit(source).path).rsplit("/", 1)[-1] or "checkpoint.pth"
-            target = staged / name
+            target = staged / (file_name(source) or "checkpoint.pth")
             try:
                 actual = sha256_file(part)
                 _check_digest(actual, claims, source)
