@@ -78,6 +78,78 @@ class ExportOptions(BaseModel):
     dynamic_batch: bool = Field(default=False, description="symbolic batch dimension instead of batch 1")
 
 
+class DemoDataSpec(BaseModel):
+    """The generated ImageNet-layout set `--demo` uses (synthetic textures, real JPEG files)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    classes: int = Field(default=1000, ge=1, le=1000, description="number of classes")
+    per_class: int = Field(default=2, ge=1, le=100, description="images per class")
+    layout: Literal["flat", "synset"] = "flat"
+
+
+class DataSpec(BaseModel):
+    """Where the validation images are and how they are labelled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = Field(default=None, description="ImageNet val folder (flat or synset folders)")
+    labels: str | None = Field(default=None, description="val_label.txt for a flat folder (default: found beside it)")
+    names: str | None = Field(
+        default=None, description="class-names file, one per line (default: imagenet.txt beside it)"
+    )
+    layout: Literal["auto", "flat", "synset"] = "auto"
+    num_classes: int = Field(default=1000, ge=1)
+    limit: int | None = Field(default=None, ge=1, description="use only the first N images (in name order)")
+    skip_corrupt: bool = Field(default=False, description="leave undecodable images out (recorded) instead of failing")
+    demo: DemoDataSpec = Field(default_factory=DemoDataSpec, description="used when --demo and no path")
+
+
+class CalibrationOptions(BaseModel):
+    """How the calibration set is sampled: `per_class` images from every class, seeded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_class: int = Field(default=1, ge=1, le=1000)
+    allow_short: bool = Field(
+        default=False, description="accept classes with fewer images (recorded) instead of failing"
+    )
+
+
+NpzFormat = Literal["model", "vastai"]
+
+
+class NpzOptions(BaseModel):
+    """npz generation: format, sharding and parallelism."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: NpzFormat = Field(
+        default="model", description="model: exact preprocessed crop; vastai: image2npz's full-size RGB"
+    )
+    shard_size: int = Field(default=1000, ge=1, le=100_000, description="images per shard (one cached unit)")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256, description="worker processes")
+    pre_resize: tuple[int, int] | None = Field(
+        default=None, description="vastai only: resize to (height, width), e.g. 256x256"
+    )
+
+    @field_validator("pre_resize", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = value.lower().split("x")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise ValueError("use HEIGHTxWIDTH, e.g. 256x256")
+            return (int(parts[0]), int(parts[1]))
+        return value
+
+    @model_validator(mode="after")
+    def _pre_resize_is_vastai(self) -> NpzOptions:
+        if self.pre_resize is not None and self.format != "vastai":
+            raise ValueError("pre_resize applies to the vastai format only (the model format is resized exactly)")
+        return self
+
+
 def default_store_url() -> str:
     """`ZOOFLOW_STORE` if set, else a per-user data directory."""
     env = os.environ.get(STORE_ENV)
@@ -89,8 +161,8 @@ def default_store_url() -> str:
 _SHA_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 
-class RunConfig(BaseModel):
-    """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
+class ModelSource(BaseModel):
+    """Which model and which checkpoint: what `fetch` and `export` need."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,10 +174,8 @@ class RunConfig(BaseModel):
     checkpoint_sha256: str | None = Field(
         default=None, description="expected SHA-256 of the checkpoint (full, or a prefix of 8+ hex digits)"
     )
-    demo: bool = Field(default=False, description="offline demo: locally initialised weights, no download")
-    seed: int = Field(default=0, ge=0, description="seed for demo weights and sampling")
-    export: ExportOptions = Field(default_factory=ExportOptions)
-    quant: QuantSpec = Field(default_factory=QuantSpec, description="a preset name or a full spec")
+    demo: bool = Field(default=False, description="offline demo: locally initialised weights and generated data")
+    seed: int = Field(default=0, ge=0, description="seed for demo weights, demo data and calibration sampling")
     store: str | None = Field(default=None, description=f"artifact store path or fsspec URL; default ${STORE_ENV}")
 
     @field_validator("model")
@@ -115,16 +185,6 @@ class RunConfig(BaseModel):
             registry.resolve(value)
         except UnknownModelError as exc:
             raise ValueError(exc.problem) from None
-        return value
-
-    @field_validator("quant", mode="before")
-    @classmethod
-    def _preset(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return QuantSpec.from_preset(value)
-            except ConfigError as exc:
-                raise ValueError(f"{exc.problem}; use one of: {', '.join(PRESETS)}") from None
         return value
 
     @field_validator("checkpoint_sha256")
@@ -153,7 +213,7 @@ class RunConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _demo_is_offline(self) -> RunConfig:
+    def _demo_is_offline(self) -> ModelSource:
         if self.demo and self.checkpoint not in (None, DEMO_CHECKPOINT):
             raise ValueError("demo runs use locally initialised weights; drop --checkpoint or --demo")
         return self
@@ -175,6 +235,32 @@ class RunConfig(BaseModel):
     def store_url(self) -> str:
         """The store location, falling back to `default_store_url()`."""
         return self.store or default_store_url()
+
+
+class RunConfig(ModelSource):
+    """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
+
+    export: ExportOptions = Field(default_factory=ExportOptions)
+    data: DataSpec = Field(default_factory=DataSpec)
+    calibration: CalibrationOptions = Field(default_factory=CalibrationOptions)
+    npz: NpzOptions = Field(default_factory=NpzOptions)
+    quant: QuantSpec = Field(default_factory=QuantSpec, description="a preset name or a full spec")
+
+    @field_validator("quant", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return QuantSpec.from_preset(value)
+            except ConfigError as exc:
+                raise ValueError(f"{exc.problem}; use one of: {', '.join(PRESETS)}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> RunConfig:
+        if not self.demo and self.data.path is None:
+            raise ValueError("data.path is required (an ImageNet val folder, --data); or use --demo for generated data")
+        return self
 
 
 def _field_names(model_cls: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:

@@ -62,3 +62,11 @@ class CheckpointError(ZooflowError):
 
 class ExportError(ZooflowError):
     """ONNX export or its verification failed."""
+
+
+class DatasetError(ZooflowError):
+    """A dataset is missing, malformed, or holds images that cannot be used."""
+
+
+class WorkerError(ZooflowError):
+    """A worker process died (killed, out of memory); finished work is kept."""

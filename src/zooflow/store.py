@@ -548,6 +548,18 @@ class Store:
         """Store a cache record atomically."""
         self._write_json(self._p("cache", f"{record.key}.json"), record.model_dump(mode="json"))
 
+    def recall(self, key: str) -> ArtifactRef | None:
+        """The artifact memoised under `key` by `memoize`, if it is still intact (core-level resume)."""
+        record = self.cache_record(f"memo-{key}")
+        if record is None or record.digest is None or self.verify(record.digest):
+            return None
+        return self.ref(record.digest)
+
+    def memoize(self, key: str, ref: ArtifactRef) -> ArtifactRef:
+        """Remember that the work identified by `key` produced `ref`; returns `ref`."""
+        self.write_cache_record(CacheRecord(key=f"memo-{key}", epoch="memo", digest=ref.digest))
+        return ref
+
 
 def _sha256_remote(fs: fsspec.AbstractFileSystem, path: str) -> str:
     digest = hashlib.sha256()
