@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +21,17 @@ from rich.table import Table
 from rich.tree import Tree
 
 from zooflow import registry
-from zooflow.config import STORE_ENV, ExportOptions, RunConfig, build
+from zooflow.config import (
+    STORE_ENV,
+    CalibrationOptions,
+    DataSpec,
+    DemoDataSpec,
+    ExportOptions,
+    ModelSource,
+    NpzOptions,
+    RunConfig,
+    build,
+)
 from zooflow.errors import ConfigError, ZooflowError
 from zooflow.store import ArtifactRef, Store, open_store
 
@@ -29,7 +40,11 @@ EXAMPLES = """
 
   zooflow run --demo                          offline demo: local weights, no download
   zooflow run --demo --json                   ... and print a JSON summary as the last line
-  zooflow run --model shufflenet-v1-1x_16xb64_in1k
+  zooflow run --data /data/imagenet/val --labels /data/imagenet/val_label.txt
+  zooflow demo-data --out ./demo --classes 1000 --per-class 2
+  zooflow check-data --data ./demo/val
+  zooflow calib --data ./demo/val --out ./calibration --per-class 1 --seed 0
+  zooflow npz --data ./demo/val --format model --out ./npz --datalist ./npz/datalist.txt
   zooflow fetch --model shufflenet-v1-1x_16xb64_in1k
   zooflow export --checkpoint ./shufflenet_v1.pth --out shufflenet_v1.onnx
   zooflow artifacts list
@@ -60,6 +75,55 @@ StoreOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line of stdout")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name from mmcls's model index")]
+
+
+DataOpt = Annotated[
+    str | None, typer.Option("--data", help="ImageNet val folder (flat or synset folders)", rich_help_panel="data")
+]
+LabelsOpt = Annotated[
+    str | None, typer.Option(help="val_label.txt for a flat folder [default: found beside it]", rich_help_panel="data")
+]
+NamesOpt = Annotated[
+    str | None,
+    typer.Option(help="class-names file, line = class id [default: imagenet.txt beside it]", rich_help_panel="data"),
+]
+LayoutOpt = Annotated[str, typer.Option(help="auto | flat | synset", rich_help_panel="data")]
+LimitOpt = Annotated[int | None, typer.Option(help="use only the first N images (name order)", rich_help_panel="data")]
+SkipCorruptOpt = Annotated[
+    bool, typer.Option(help="leave undecodable images out (recorded) instead of failing", rich_help_panel="data")
+]
+PerClassOpt = Annotated[int, typer.Option(help="calibration images per class", rich_help_panel="calibration")]
+AllowShortOpt = Annotated[
+    bool, typer.Option(help="accept classes with too few images (recorded)", rich_help_panel="calibration")
+]
+ShardSizeOpt = Annotated[
+    int, typer.Option(help="images per npz shard (one cached, resumable unit)", rich_help_panel="npz")
+]
+WorkersOpt = Annotated[int | None, typer.Option(help="worker processes [default: CPU count]", rich_help_panel="npz")]
+
+
+def _data_values(
+    data: str | None, labels: str | None, names: str | None, layout: str, limit: int | None, skip_corrupt: bool
+) -> dict[str, Any]:
+    return {
+        "path": data,
+        "labels": labels,
+        "names": names,
+        "layout": layout,
+        "limit": limit,
+        "skip_corrupt": skip_corrupt,
+    }
+
+
+def _empty_or_ours(out_dir: Path, marker: str) -> None:
+    """Refuse to write into a folder holding other files (results are written fresh, never mixed in)."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (out_dir / marker).is_file():
+            raise ConfigError(
+                f"output folder {out_dir} is not empty",
+                "pass an empty or new --out folder (zooflow replaces only folders it wrote itself)",
+            )
+        shutil.rmtree(out_dir)
 
 
 def _fail(exc: ZooflowError, as_json: bool = False) -> None:
@@ -99,10 +163,23 @@ def run(
     opset: Annotated[int, typer.Option(help="ONNX opset (mmcls models need 11+)")] = 11,
     logits: Annotated[bool, typer.Option(help="export logits instead of softmax probabilities")] = False,
     dynamic_batch: Annotated[bool, typer.Option(help="export with a symbolic batch dimension")] = False,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    names: NamesOpt = None,
+    layout: LayoutOpt = "auto",
+    limit: LimitOpt = None,
+    skip_corrupt: SkipCorruptOpt = False,
+    per_class: PerClassOpt = 1,
+    allow_short: AllowShortOpt = False,
+    npz_format: Annotated[str, typer.Option("--npz-format", help="model | vastai", rich_help_panel="npz")] = "model",
+    shard_size: ShardSizeOpt = 1000,
+    workers: WorkersOpt = None,
+    demo_classes: Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")] = 1000,
+    demo_per_class: Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")] = 2,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the deploy_classifier flow: fetch -> export (cached; reruns reuse verified artifacts)."""
+    """Run the deploy_classifier flow: dataset, fetch, export, calibration set, npz (cached, resumable)."""
     try:
         config = build(
             RunConfig,
@@ -112,6 +189,12 @@ def run(
             demo=demo,
             seed=seed,
             export={"opset": opset, "logits": logits, "dynamic_batch": dynamic_batch},
+            data={
+                **_data_values(data, labels, names, layout, limit, skip_corrupt),
+                "demo": {"classes": demo_classes, "per_class": demo_per_class},
+            },
+            calibration={"per_class": per_class, "allow_short": allow_short},
+            npz={"format": npz_format, "shard_size": shard_size, **({"workers": workers} if workers else {})},
             store=store,
         )
         open_store(config.store_url())
@@ -123,8 +206,12 @@ def run(
         err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
     else:
         table = Table("stage", "artifact", "version", "digest", "state", title="deploy-classifier completed")
-        for stage, art in result["artifacts"].items():
-            table.add_row(stage, art["name"], str(art["version"]), art["digest"][:16], art["state"])
+        for stage, state in result["stages"].items():
+            art = result["artifacts"].get(stage)
+            if art:
+                table.add_row(stage, art["name"] or art["kind"], str(art["version"]), art["digest"][:16], state)
+            else:
+                table.add_row(stage, "", "", "", state)
         err.print(table)
     if as_json:
         print(json.dumps(result))
@@ -149,7 +236,7 @@ def fetch(
 
     try:
         config = build(
-            RunConfig, model=model, checkpoint=checkpoint, checkpoint_sha256=sha256, demo=demo, seed=seed, store=store
+            ModelSource, model=model, checkpoint=checkpoint, checkpoint_sha256=sha256, demo=demo, seed=seed, store=store
         )
         st = open_store(config.store_url())
         ref = fetch_stage.fetch_checkpoint(
@@ -181,9 +268,7 @@ def export(
 
     try:
         options = build(ExportOptions, opset=opset, logits=logits, dynamic_batch=dynamic_batch)
-        config = build(
-            RunConfig, model=model, checkpoint=checkpoint, checkpoint_sha256=sha256, store=store, export=options
-        )
+        config = build(ModelSource, model=model, checkpoint=checkpoint, checkpoint_sha256=sha256, store=store)
         st = open_store(config.store_url())
         ckpt = fetch_stage.fetch_checkpoint(
             config.checkpoint_source(), st, model=model, sha256=config.checkpoint_sha256
@@ -206,6 +291,164 @@ def export(
     )
     if as_json:
         print(json.dumps({**_ref_dict(ref), "out": str(out_file), "parity": parity}))
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to create (val/, val_label.txt, imagenet.txt)")],
+    classes: Annotated[int, typer.Option(help="number of classes (1..1000)")] = 1000,
+    per_class: Annotated[int, typer.Option(help="images per class")] = 2,
+    layout: Annotated[str, typer.Option(help="flat | synset")] = "flat",
+    seed: Annotated[int, typer.Option(help="seed for sizes, textures and order")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a generated ImageNet-layout set (textures, varied sizes, one greyscale and one CMYK JPEG)."""
+    from zooflow import demo
+
+    try:
+        spec = build(DemoDataSpec, classes=classes, per_class=per_class, layout=layout)
+        _empty_or_ours(out_dir, "imagenet.txt")
+        summary = demo.write_demo_dataset(
+            out_dir, classes=spec.classes, per_class=spec.per_class, layout=spec.layout, seed=seed
+        )
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    err.print(f"wrote {summary['images']} images of {classes} classes to {out_dir / 'val'} ({layout})", highlight=False)
+    if as_json:
+        print(json.dumps({**summary, "data": str(out_dir / "val")}))
+
+
+@app.command("check-data")
+def check_data(
+    data: Annotated[str, typer.Option("--data", help="ImageNet val folder")],
+    labels: LabelsOpt = None,
+    names: NamesOpt = None,
+    layout: LayoutOpt = "auto",
+    decode: Annotated[bool, typer.Option(help="decode every image to find corrupt files")] = True,
+    workers: WorkersOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a dataset: layout, labels, missing/unlabelled/duplicate files, and (with --decode) corrupt images."""
+    from zooflow import datasets
+
+    try:
+        spec = build(DataSpec, **_data_values(data, labels, names, layout, None, False))
+        dataset = datasets.scan(spec)
+        check = datasets.check_images(dataset, workers=workers or os.cpu_count() or 1) if decode else None
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    report = {**dataset.summary(), "root": str(dataset.root)}
+    if check is not None:
+        report.update(corrupt=check.corrupt, modes=check.modes, converted_to_rgb=check.converted)
+    for name, reason in sorted((check.corrupt if check else {}).items()):
+        err.print(f"[red]corrupt[/] {name}: {reason}", highlight=False)
+    err.print(
+        f"{report['images']} images, {report['classes_present']} of {report['num_classes']} classes, {dataset.layout} layout"
+        + (f"; {len(check.corrupt)} corrupt; {len(check.converted)} converted to RGB" if check else ""),
+        highlight=False,
+    )
+    if as_json:
+        print(json.dumps(report))
+    if check is not None and check.corrupt:
+        raise typer.Exit(1)
+
+
+@app.command()
+def calib(
+    data: Annotated[str, typer.Option("--data", help="ImageNet val folder")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the chosen images and calibration.json")],
+    labels: LabelsOpt = None,
+    names: NamesOpt = None,
+    layout: LayoutOpt = "auto",
+    per_class: PerClassOpt = 1,
+    seed: Annotated[int, typer.Option(help="sampling seed (same seed, same set, on any machine)")] = 0,
+    allow_short: AllowShortOpt = False,
+    skip_corrupt: SkipCorruptOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample a calibration set: exactly --per-class images of every class, seeded, as a flat folder."""
+    from zooflow import calibration, datasets
+
+    try:
+        spec = build(DataSpec, **_data_values(data, labels, names, layout, None, skip_corrupt))
+        options = build(CalibrationOptions, per_class=per_class, allow_short=allow_short)
+        st = open_store(store)
+        dataset = datasets.scan(spec)
+        index = datasets.publish_index(dataset, st, source={"path": data})
+        ref = calibration.build_calibration(
+            dataset, st, options, seed=seed, skip_corrupt=skip_corrupt, inputs={"dataset": index}
+        )
+        _empty_or_ours(out_dir, "calibration.json")
+        shutil.copytree(st.directory(ref) / "images", out_dir)
+        shutil.copyfile(st.path(ref, "calibration.json"), out_dir / "calibration.json")
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    err.print(f"calibration {ref.label()}: {ref.meta['count']} images -> {out_dir}", highlight=False)
+    if as_json:
+        print(json.dumps({**_ref_dict(ref), "count": ref.meta["count"], "out": str(out_dir)}))
+
+
+@app.command()
+def npz(
+    data: Annotated[str, typer.Option("--data", help="ImageNet val folder")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the npz files (mirrors the dataset)")],
+    npz_format: Annotated[
+        str, typer.Option("--format", help="model (exact preprocessed crop) | vastai (image2npz)")
+    ] = "model",
+    datalist: Annotated[Path | None, typer.Option(help="datalist to write [default: OUT/datalist.txt]")] = None,
+    labels: LabelsOpt = None,
+    names: NamesOpt = None,
+    layout: LayoutOpt = "auto",
+    limit: LimitOpt = None,
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    pre_resize: Annotated[str | None, typer.Option(help="vastai: resize to HEIGHTxWIDTH, e.g. 256x256")] = None,
+    shard_size: ShardSizeOpt = 1000,
+    workers: WorkersOpt = None,
+    skip_corrupt: SkipCorruptOpt = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert images to npz (one per image, sharded, resumable) and write a datalist for vamp or `zooflow.npz.read`."""
+    from zooflow import datasets, models
+    from zooflow import npz as npz_stage
+
+    try:
+        spec = build(DataSpec, **_data_values(data, labels, names, layout, limit, skip_corrupt))
+        opts = build(
+            NpzOptions,
+            format=npz_format,
+            shard_size=shard_size,
+            pre_resize=pre_resize,
+            **({"workers": workers} if workers else {}),
+        )
+        st = open_store(store)
+        dataset = datasets.scan(spec).limited(limit)
+        index = datasets.publish_index(dataset, st, source={"path": data})
+        preprocess = models.preprocess_spec(registry.resolve(model)) if opts.format == "model" else None
+        params = npz_stage.NpzParams.for_format(opts.format, preprocess, opts.pre_resize)
+        ref = npz_stage.build_npz(
+            dataset,
+            st,
+            params,
+            shard_size=opts.shard_size,
+            workers=opts.workers,
+            skip_corrupt=skip_corrupt,
+            inputs={"dataset": index},
+        )
+        _empty_or_ours(out_dir, ".zooflow-npz")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / ".zooflow-npz").write_text(ref.digest + "\n")
+        written = npz_stage.write_datalist(st, ref, datalist or out_dir / "datalist.txt", copy_to=out_dir)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    err.print(f"npz {ref.label()}: {ref.meta['count']} files in {out_dir}, datalist {written}", highlight=False)
+    if as_json:
+        print(json.dumps({**_ref_dict(ref), "count": ref.meta["count"], "out": str(out_dir), "datalist": str(written)}))
 
 
 @app.command()
