@@ -36,6 +36,8 @@ def _describe(value: Any) -> Any:
     """A JSON-able identity for one task input: artifacts by digest, models by their fields."""
     if isinstance(value, ArtifactRef):
         return {"artifact": value.kind, "digest": value.digest}
+    if hasattr(value, "cache_identity"):  # e.g. DatasetHandle: its index digest, not its path
+        return value.cache_identity()
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, Mapping):
