@@ -64,3 +64,23 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def demo_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated flat ImageNet-layout set: 12 classes x 3 images, incl. one greyscale and one CMYK JPEG."""
+    from zooflow.demo import write_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo-small")
+    write_demo_dataset(out, classes=12, per_class=3, layout="flat", seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_1000(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated flat set over all 1000 classes, 2 images each (for calibration at full scale)."""
+    from zooflow.demo import write_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo-1000")
+    write_demo_dataset(out, classes=1000, per_class=2, layout="flat", seed=2)
+    return out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,32 @@ from zooflow.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
+ALL_COMPUTED = Counter(
+    {
+        ("scan-dataset", "Completed"): 1,
+        ("fetch-checkpoint", "Completed"): 1,
+        ("export-onnx", "Completed"): 1,
+        ("calibration-set", "Completed"): 1,
+        ("npz-shard", "Completed"): 3,
+        ("npz-index", "Completed"): 1,
+    }
+)
 
-def _run(config: RunConfig) -> tuple[Any, dict[str, str]]:
-    """Run the flow; return its final state and {task name prefix: state name}."""
+
+def demo_config(root: Path, **overrides: Any) -> RunConfig:
+    """A small demo run: 10 classes x 2 images (calibration allows the 990 empty classes), 3 npz shards."""
+    values: dict[str, Any] = {
+        "demo": True,
+        "store": str(root),
+        "data": {"demo": {"classes": 10, "per_class": 2}},
+        "calibration": {"allow_short": True},
+        "npz": {"shard_size": 8},
+    }
+    return RunConfig(**{**values, **overrides})
+
+
+def _run(config: RunConfig) -> tuple[Any, Counter[tuple[str, str]]]:
+    """Run the flow; return its final state and a count of (task name, state name)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -29,7 +54,7 @@ def _run(config: RunConfig) -> tuple[Any, dict[str, str]]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         )
-    return state, {r.name.rsplit("-", 1)[0]: r.state.name for r in runs if r.state is not None}
+    return state, Counter((r.name.rsplit("-", 1)[0], r.state.name) for r in runs if r.state is not None)
 
 
 def _snapshot(root: Path) -> dict[str, float]:
@@ -39,26 +64,34 @@ def _snapshot(root: Path) -> dict[str, float]:
     }
 
 
+def _cached(tasks: Counter[tuple[str, str]], *recomputed: str) -> Counter[tuple[str, str]]:
+    """The expected states of a rerun: dataset scanned again, `recomputed` tasks Completed, the rest Cached."""
+    expected: Counter[tuple[str, str]] = Counter()
+    for (name, _), n in ALL_COMPUTED.items():
+        state = "Completed" if name == "scan-dataset" or name in recomputed else "Cached"
+        expected[(name, state)] += n
+    return expected
+
+
 def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     tmp_path: Path, default_results_dir: Path
 ) -> None:
     root = tmp_path / "store"
-    config = RunConfig(demo=True, store=str(root))
+    config = demo_config(root)
 
     first, tasks = _run(config)
     assert first.is_completed(), first.message
-    assert tasks == {"fetch-checkpoint": "Completed", "export-onnx": "Completed"}
+    assert tasks == ALL_COMPUTED
     result = first.result()
     assert result["status"] == "completed"
+    assert set(result["artifacts"]) == {"dataset", "checkpoint", "onnx", "calibration", "npz"}
     onnx_digest = result["artifacts"]["onnx"]["digest"]
     snapshot = _snapshot(root)
 
     second, tasks = _run(config)
-    assert tasks == {"fetch-checkpoint": "Cached", "export-onnx": "Cached"}
-    assert {k: v["digest"] for k, v in second.result()["artifacts"].items()} == {
-        k: v["digest"] for k, v in result["artifacts"].items()
-    }
-    assert {v["state"] for v in second.result()["artifacts"].values()} == {"Cached"}
+    assert tasks == _cached(tasks)
+    digests = {k: v["digest"] for k, v in result["artifacts"].items()}
+    assert {k: v["digest"] for k, v in second.result()["artifacts"].items()} == digests
     assert _snapshot(root) == snapshot, "a cached run must not write artifacts"
 
     store = Store(root)
@@ -70,7 +103,7 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert store.verify(onnx_digest)
 
     third, tasks = _run(config)
-    assert tasks == {"fetch-checkpoint": "Cached", "export-onnx": "Completed"}
+    assert tasks == _cached(tasks, "export-onnx")
     assert third.result()["artifacts"]["onnx"]["digest"] == onnx_digest  # deterministic export, repaired object
     assert store.verify(onnx_digest) == []
 
@@ -79,27 +112,49 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert not any(default_results_dir.rglob("*"))
 
 
-def test_changed_export_options_miss_the_cache_but_reuse_the_checkpoint(tmp_path: Path) -> None:
+def test_a_damaged_npz_shard_recomputes_that_shard_only(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    first, _ = _run(RunConfig(demo=True, store=str(root)))
+    first, _ = _run(demo_config(root))
+    store = Store(root)
+    npz_ref = store.ref(first.result()["artifacts"]["npz"]["digest"])
+    shard = json.loads(store.path(npz_ref, "index.json").read_text())["shards"][1]["digest"]
+    victim = next((Path(store.object_dir(shard)) / "files").rglob("*.npz"))
+    victim.chmod(0o644)
+    victim.unlink()
+    second, tasks = _run(demo_config(root))
+    assert tasks[("npz-shard", "Completed")] == 1 and tasks[("npz-shard", "Cached")] == 2
+    assert tasks[("npz-index", "Cached")] == 1  # same shard content, same index
+    assert second.result()["artifacts"]["npz"]["digest"] == npz_ref.digest
+    assert store.verify(shard) == []
+
+
+def test_changed_export_options_miss_the_cache_but_reuse_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    first, _ = _run(demo_config(root))
     assert first.is_completed()
-    second, tasks = _run(RunConfig(demo=True, store=str(root), export={"logits": True}))
-    assert tasks == {"fetch-checkpoint": "Cached", "export-onnx": "Completed"}
+    second, tasks = _run(demo_config(root, export={"logits": True}))
+    assert tasks == _cached(tasks, "export-onnx")
     assert second.result()["artifacts"]["onnx"]["digest"] != first.result()["artifacts"]["onnx"]["digest"]
     assert [v.version for v in Store(root).versions(f"{MODEL}/onnx")] == [1, 2]
+    _, tasks = _run(demo_config(root, seed=1, data={"demo": {"classes": 10, "per_class": 2}}))
+    assert tasks[("calibration-set", "Completed")] == 1  # another seed: other demo data, other calibration set
 
 
-def test_cache_follows_content_across_stores_and_urls(tmp_path: Path, checkpoint_file: Path) -> None:
-    """An http(s) source is fetched, verified by its name suffix, and cached on its identity."""
+def test_http_checkpoint_is_fetched_once_and_cached(tmp_path: Path, checkpoint_file: Path) -> None:
     data = checkpoint_file.read_bytes()
     name = f"/shufflenet_v1_local-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    from zooflow.demo import write_demo_dataset  # a non-demo run needs data on disk
+
+    write_demo_dataset(tmp_path / "data", classes=10, per_class=2)
     with FileServer({name: data}) as srv:
-        config = RunConfig(checkpoint=srv.url(name), store=str(tmp_path / "store"))
+        config = demo_config(
+            tmp_path / "store", demo=False, checkpoint=srv.url(name), data={"path": str(tmp_path / "data" / "val")}
+        )
         first, tasks = _run(config)
         assert first.is_completed(), first.message
-        assert tasks == {"fetch-checkpoint": "Completed", "export-onnx": "Completed"}
-        _second, tasks = _run(config)
-        assert tasks == {"fetch-checkpoint": "Cached", "export-onnx": "Cached"}
+        assert tasks[("fetch-checkpoint", "Completed")] == 1
+        _, tasks = _run(config)
+        assert tasks[("fetch-checkpoint", "Cached")] == 1
         assert len(srv.behaviour.requests) == 1, "the cached run must not download again"
 
 
@@ -118,19 +173,29 @@ def test_library_upgrade_changes_the_cache_key(monkeypatch: pytest.MonkeyPatch) 
 
 def test_failing_stage_fails_the_run_and_keeps_earlier_artifacts(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    state, tasks = _run(RunConfig(demo=True, store=str(root), export={"opset": 10}))
+    state, tasks = _run(demo_config(root, export={"opset": 10}))
     assert state.is_failed()
-    assert tasks == {"fetch-checkpoint": "Completed", "export-onnx": "Failed"}
+    assert tasks[("export-onnx", "Failed")] == 1 and tasks[("fetch-checkpoint", "Completed")] == 1
     with pytest.raises(Exception, match="opset 10 cannot express this model"):
         state.result()
-    assert [r.kind for r in (Store(root).ref(d) for d in Store(root).digests())] == ["checkpoint"]
+    kinds = {Store(root).ref(d).kind for d in Store(root).digests()}
+    assert {"checkpoint", "dataset", "dataset-index"} <= kinds and "onnx" not in kinds
+
+
+def test_bad_data_fails_before_the_checkpoint_is_fetched(tmp_path: Path) -> None:
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "a.JPEG").write_bytes(b"x")
+    state, tasks = _run(demo_config(tmp_path / "store", demo=False, data={"path": str(tmp_path / "val")}))
+    assert state.is_failed()
+    assert tasks == Counter({("scan-dataset", "Failed"): 1})
+    with pytest.raises(Exception, match="needs a labels file"):
+        state.result()
 
 
 def test_unwritable_store_fails_before_any_task(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    state, tasks = _run(RunConfig(demo=True, store=str(blocker / "store")))
-    assert state.is_failed()
-    assert tasks == {}
+    state, tasks = _run(demo_config(blocker / "store"))
+    assert state.is_failed() and not tasks
     with pytest.raises(Exception, match="is not writable"):
         state.result()

@@ -25,7 +25,7 @@ def test_demo_run_json_then_cached_rerun(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["status"] == "completed"
-    assert set(summary["artifacts"]) == {"checkpoint", "onnx"}
+    assert set(summary["artifacts"]) == {"dataset", "checkpoint", "onnx", "calibration", "npz"}
     assert all(len(a["digest"]) == 64 and a["state"] == "Completed" for a in summary["artifacts"].values())
     digests = {stage: a["digest"] for stage, a in summary["artifacts"].items()}
 
@@ -33,7 +33,21 @@ def test_demo_run_json_then_cached_rerun(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads(second.stdout.strip().splitlines()[-1])["artifacts"]
     assert {stage: a["digest"] for stage, a in again.items()} == digests
-    assert {a["state"] for a in again.values()} == {"Cached"}
+    assert {stage: a["state"] for stage, a in again.items()} == {
+        "dataset": "Completed",  # the folder is always rescanned; its index is unchanged
+        "checkpoint": "Cached",
+        "onnx": "Cached",
+        "calibration": "Cached",
+        "npz": "Cached",
+    }
 
     listed = _zooflow("artifacts", "list", "--json", env=env)
-    assert [(r["kind"], r["version"]) for r in json.loads(listed.stdout)] == [("checkpoint", 1), ("onnx", 1)]
+    listing = {(r["kind"], r["version"]) for r in json.loads(listed.stdout)}
+    assert listing == {
+        ("dataset-index", 1),
+        ("calibration", 1),
+        ("npz", 1),
+        ("dataset", 1),
+        ("checkpoint", 1),
+        ("onnx", 1),
+    }

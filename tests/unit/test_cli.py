@@ -24,7 +24,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
 def test_help_lists_every_command_with_examples() -> None:
     code, out, _ = invoke("--help")
     assert code == 0
-    for command in ("run", "fetch", "export", "models", "artifacts"):
+    for command in ("run", "fetch", "export", "demo-data", "check-data", "calib", "npz", "models", "artifacts"):
         assert f" {command} " in out
     assert "zooflow run --demo" in out
     assert "zooflow artifacts verify" in out
@@ -129,3 +129,59 @@ def test_models_lists_the_index() -> None:
     assert code == 0
     assert "shufflenet-v1-1x_16xb64_in1k" in names
     assert all("shufflenet" in n for n in names)
+
+
+def test_demo_data_check_data_calib_and_npz_commands(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    code, out, err = invoke("demo-data", "--out", str(data), "--classes", "6", "--per-class", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["images"] == 12 and (data / "val_label.txt").is_file()
+
+    code, out, err = invoke("check-data", "--data", str(data / "val"), "--workers", "1", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["images"] == 12 and report["corrupt"] == {}
+    assert sorted(report["converted_to_rgb"].values()) == ["CMYK", "L"]
+
+    store = str(tmp_path / "store")
+    code, _, err = invoke("calib", "--data", str(data / "val"), "--out", str(tmp_path / "calib"), "--store", store)
+    assert code == 2 and "994 of 1000 classes have fewer than 1 image(s)" in err
+    code, out, err = invoke(
+        "calib",
+        "--data",
+        str(data / "val"),
+        "--out",
+        str(tmp_path / "calib"),
+        "--allow-short",
+        "--store",
+        store,
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["count"] == 6
+    assert len(list((tmp_path / "calib").glob("*.JPEG"))) == 6 and (tmp_path / "calib" / "calibration.json").is_file()
+
+    code, out, err = invoke("npz", "--data", str(data / "val"), "--format", "vastai", "--out", str(tmp_path / "npz"), "--limit", "5",
+                            "--workers", "1", "--store", store, "--json")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    lines = Path(doc["datalist"]).read_text().splitlines()
+    assert doc["count"] == 5 and len(lines) == 5 and all(line.startswith(str(tmp_path / "npz")) for line in lines)
+
+
+def test_output_folders_are_never_mixed_with_other_files(tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "mine.txt").write_text("keep me")
+    code, _, err = invoke("demo-data", "--out", str(tmp_path / "busy"), "--classes", "2", "--per-class", "1")
+    assert code == 2 and "is not empty" in err
+    assert (tmp_path / "busy" / "mine.txt").read_text() == "keep me"
+
+
+def test_dataset_problems_exit_2_with_the_list(tmp_path: Path) -> None:
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "a.JPEG").write_bytes(b"x")
+    (tmp_path / "val_label.txt").write_text("a.JPEG 1\nb.JPEG 2\n")
+    code, _, err = invoke("check-data", "--data", str(tmp_path / "val"))
+    assert code == 2 and "files named in val_label.txt but missing" in err and "b.JPEG (line 2)" in err
+    (tmp_path / "val_label.txt").write_text("a.JPEG 1\n")
+    code, _, err = invoke("check-data", "--data", str(tmp_path / "val"), "--workers", "1")
+    assert code == 1 and "corrupt a.JPEG" in err

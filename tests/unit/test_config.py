@@ -12,11 +12,11 @@ from zooflow.errors import ConfigError
 def test_every_preset_round_trips(preset: str) -> None:
     spec = QuantSpec.from_preset(preset)
     assert spec.preset == preset
-    assert RunConfig(quant=preset).quant == spec
+    assert RunConfig(demo=True, quant=preset).quant == spec
 
 
 def test_int8_presets_carry_their_calibrate_mode_and_per_channel_default() -> None:
-    spec = RunConfig(quant="int8-kl_divergence").quant
+    spec = RunConfig(demo=True, quant="int8-kl_divergence").quant
     assert (spec.dtype, spec.calibrate, spec.per_channel) == ("int8", "kl_divergence", True)
     assert QuantSpec.from_preset("int8-mse", per_channel=False).per_channel is False
 
@@ -78,11 +78,11 @@ def test_opset_range_and_missing_checkpoint_file(tmp_path) -> None:  # type: ign
 def test_sha256_must_be_hex() -> None:
     with pytest.raises(ConfigError, match="checkpoint_sha256: must be 8 to 64"):
         build(RunConfig, checkpoint_sha256="not-a-digest")
-    assert RunConfig(checkpoint_sha256="5D6CEC73").checkpoint_sha256 == "5d6cec73"
+    assert RunConfig(demo=True, checkpoint_sha256="5D6CEC73").checkpoint_sha256 == "5d6cec73"
 
 
 def test_checkpoint_source_defaults_to_the_published_weights_or_local_init() -> None:
-    assert RunConfig().checkpoint_source().endswith("shufflenet_v1_batch1024_imagenet_20200804-5d6cec73.pth")
+    assert RunConfig(data={"path": "/data/val"}).checkpoint_source().endswith("imagenet_20200804-5d6cec73.pth")
     assert RunConfig(demo=True).checkpoint_source() == "local-init"
     with pytest.raises(ConfigError, match="demo runs use locally initialised weights"):
         build(RunConfig, demo=True, checkpoint="https://example.org/x.pth")
@@ -90,5 +90,17 @@ def test_checkpoint_source_defaults_to_the_published_weights_or_local_init() -> 
 
 def test_store_defaults_to_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("ZOOFLOW_STORE", str(tmp_path / "s"))
-    assert RunConfig().store_url() == str(tmp_path / "s")
-    assert RunConfig(store="/elsewhere").store_url() == "/elsewhere"
+    assert RunConfig(demo=True).store_url() == str(tmp_path / "s")
+    assert RunConfig(demo=True, store="/elsewhere").store_url() == "/elsewhere"
+
+
+def test_real_runs_need_data_and_npz_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"data\.path is required"):
+        build(RunConfig)
+    with pytest.raises(ConfigError, match="pre_resize applies to the vastai format only"):
+        build(RunConfig, demo=True, npz={"pre_resize": "256x256"})
+    with pytest.raises(ConfigError, match=r"npz\.pre_resize: .*use HEIGHTxWIDTH"):
+        build(RunConfig, demo=True, npz={"format": "vastai", "pre_resize": "256"})
+    with pytest.raises(ConfigError, match=r"npz\.format: Input should be 'model' or 'vastai'"):
+        build(RunConfig, demo=True, npz={"format": "tensorrt"})
+    assert RunConfig(demo=True, npz={"format": "vastai", "pre_resize": "256x224"}).npz.pre_resize == (256, 224)
