@@ -75,7 +75,9 @@ class ExportOptions(BaseModel):
 
     opset: int = Field(default=11, ge=7, le=20, description="ONNX opset; mmcls models need 11 or later")
     logits: bool = Field(default=False, description="output raw logits instead of softmax probabilities")
-    dynamic_batch: bool = Field(default=False, description="symbolic batch dimension instead of batch 1")
+    dynamic_batch: bool | None = Field(
+        default=None, description="symbolic batch dimension instead of batch 1; default: the toolchain's choice"
+    )
 
 
 class DemoDataSpec(BaseModel):
@@ -148,6 +150,66 @@ class NpzOptions(BaseModel):
         if self.pre_resize is not None and self.format != "vastai":
             raise ValueError("pre_resize applies to the vastai format only (the model format is resized exactly)")
         return self
+
+
+ToolchainName = Literal["onnxruntime", "vastai"]
+
+
+class BenchmarkSpec(BaseModel):
+    """What a benchmark measures: batch sizes x thread counts, warm-up and repeated trials."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_sizes: tuple[int, ...] = Field(default=(1, 8), description="batch sizes to measure")
+    threads: tuple[int, ...] = Field(default=(1,), description="intra-op threads (onnxruntime)")
+    warmup: int = Field(default=5, ge=0, description="untimed runs before measuring")
+    trials: int = Field(default=5, ge=1, description="timed trials (the spread is reported across them)")
+    iterations: int = Field(default=20, ge=1, description="runs per trial")
+
+    @field_validator("batch_sizes", "threads", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(int(v) for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("batch_sizes", "threads")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(v < 1 for v in value):
+            raise ValueError("give one or more positive integers, e.g. 1,8")
+        return value
+
+
+class ToolchainOptions(BaseModel):
+    """Settings of the toolchains (each uses its own part)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calibration_chunk: int = Field(
+        default=16, ge=1, le=256, description="onnxruntime: images per calibration chunk (bounds memory)"
+    )
+    run_batch: int = Field(default=32, ge=1, le=1024, description="onnxruntime: inference batch size")
+    run_threads: int = Field(
+        default=0, ge=0, le=256, description="onnxruntime: intra-op threads for runs (0 = all cores)"
+    )
+    vamc_generation: Literal["v2", "v3"] = Field(
+        default="v2", description="vastai: `vamc build` (v2) or `vamc compile` (v3)"
+    )
+    vamc_timeout: float = Field(default=3600.0, gt=0, description="vastai: seconds before vamc is stopped")
+    vamp_timeout: float = Field(default=3600.0, gt=0, description="vastai: seconds before vamp is stopped")
+    vamp_instances: int = Field(default=8, ge=1, description="vastai: vamp -i (model instances per device)")
+    vamp_processes: int = Field(default=1, ge=1, description="vastai: vamp -p")
+    vamp_batch: int = Field(default=22, ge=1, description="vastai: vamp -b for output runs")
+    device: int = Field(default=0, ge=0, description="vastai: vamp -d")
+
+
+class ShardOptions(BaseModel):
+    """How a run cuts the npz stage into cached, parallel units (the format is the toolchain's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard_size: int = Field(default=1000, ge=1, le=100_000, description="images per shard (one cached unit)")
 
 
 def default_store_url() -> str:
@@ -243,8 +305,11 @@ class RunConfig(ModelSource):
     export: ExportOptions = Field(default_factory=ExportOptions)
     data: DataSpec = Field(default_factory=DataSpec)
     calibration: CalibrationOptions = Field(default_factory=CalibrationOptions)
-    npz: NpzOptions = Field(default_factory=NpzOptions)
+    npz: ShardOptions = Field(default_factory=ShardOptions)
     quant: QuantSpec = Field(default_factory=QuantSpec, description="a preset name or a full spec")
+    toolchain: ToolchainName = Field(default="onnxruntime", description="onnxruntime (embedded) or vastai (vamc/vamp)")
+    toolchain_options: ToolchainOptions = Field(default_factory=ToolchainOptions)
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
 
     @field_validator("quant", mode="before")
     @classmethod
@@ -260,6 +325,8 @@ class RunConfig(ModelSource):
     def _needs_data(self) -> RunConfig:
         if not self.demo and self.data.path is None:
             raise ValueError("data.path is required (an ImageNet val folder, --data); or use --demo for generated data")
+        if self.toolchain == "vastai" and self.quant.dtype == "fp32":
+            raise ValueError("the vastai toolchain compiles fp16 and int8 only: choose --quant fp16 or an int8 preset")
         return self
 
 

@@ -121,7 +121,8 @@ def export_model(
     module = export_module(model, options.logits)
     output = "logits" if options.logits else "probs"
     dummy = torch.zeros(1, 3, *pre["crop"])
-    dynamic_axes = {"input": {0: "batch"}, output: {0: "batch"}} if options.dynamic_batch else None
+    dynamic = bool(options.dynamic_batch)  # None (the toolchain's choice, unresolved) exports batch 1
+    dynamic_axes = {"input": {0: "batch"}, output: {0: "batch"}} if dynamic else None
     with models.quiet_mm():
         from mmcv.onnx import register_extra_symbolics
 
@@ -160,7 +161,7 @@ def export_model(
 
     batch, probe_desc = probe_batch(cfg, pre["crop"], probe_images)
     reference = run_torch(module, batch)
-    actual = run_onnx(out, batch, per_sample=not options.dynamic_batch)
+    actual = run_onnx(out, batch, per_sample=not dynamic)
     diff = float(np.max(np.abs(reference - actual)))
     parity = {
         "max_abs_diff": diff,
@@ -178,11 +179,11 @@ def export_model(
         "opset": options.opset,
         "input": {
             "name": "input",
-            "shape": ["batch" if options.dynamic_batch else 1, 3, *pre["crop"]],
+            "shape": ["batch" if dynamic else 1, 3, *pre["crop"]],
             "layout": "NCHW",
         },
         "output": {"name": output, "semantics": "logits" if options.logits else "softmax probabilities"},
-        "dynamic_batch": options.dynamic_batch,
+        "dynamic_batch": dynamic,
         "preprocess": pre,
         "parity": parity,
         "checkpoint_load": {"unpickled": load_meta.get("unpickled", False)},
