@@ -1,0 +1,116 @@
+"""Toolchains: what compiles and runs a model. One protocol, a registry, no branching elsewhere.
+
+- ``onnxruntime`` (embedded, always available): compiles fp32/fp16/int8 ONNX with ONNX Runtime,
+  runs and benchmarks it on the CPU. It stands in for the card on any laptop.
+- ``vastai``: writes ``vamc`` configs and ``vdsp_params``, runs ``vamc`` and ``vamp`` from PATH.
+
+Flows and tasks call `get(name)` and the protocol's methods; they never test the name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from zooflow.config import BenchmarkSpec, ExportOptions, QuantSpec, ToolchainName, ToolchainOptions
+from zooflow.errors import ZooflowError
+from zooflow.npz import NpzParams
+from zooflow.store import ArtifactRef, Store
+
+NAMES: tuple[ToolchainName, ...] = ("onnxruntime", "vastai")
+DEVICE_TAG = "zooflow-device"  # tasks that touch the accelerator; give this tag a concurrency limit of 1
+
+
+class ToolchainUnavailableError(ZooflowError):
+    """The selected toolchain cannot run on this machine."""
+
+
+class ToolError(ZooflowError):
+    """An external tool failed (non-zero exit, timeout, missing or empty output, unreadable output)."""
+
+    def __init__(self, problem: str, fix: str | None = None, *, log: str = "") -> None:
+        super().__init__(problem, fix)
+        self.log = log
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_tool_error, (self.problem, self.fix, self.log))
+
+
+def _rebuild_tool_error(problem: str, fix: str | None, log: str) -> ToolError:
+    return ToolError(problem, fix, log=log)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a toolchain can run here, and why not."""
+
+    ok: bool
+    reason: str = ""
+
+
+class Toolchain(Protocol):
+    """What every toolchain offers."""
+
+    name: str
+    options: ToolchainOptions
+
+    def available(self) -> Availability:
+        """Whether it can run on this machine (with the reason when not)."""
+
+    def fingerprint(self) -> dict[str, str]:
+        """Tool versions; part of every compile/run cache key (an upgraded compiler misses the cache)."""
+
+    def input_params(self, preprocess: dict[str, Any]) -> NpzParams:
+        """The npz format (and its parameters) this toolchain reads, for a model's preprocessing."""
+
+    def export_options(self, requested: ExportOptions) -> ExportOptions:
+        """The export settings it needs, filling in what the user left to it (e.g. dynamic batch)."""
+
+    def compile(
+        self, onnx: ArtifactRef, calibration: ArtifactRef | None, quant: QuantSpec, store: Store
+    ) -> ArtifactRef:
+        """Compile the ONNX for `quant` (int8 uses `calibration`) into a compiled-model artifact."""
+
+    def run_shard(self, compiled: ArtifactRef, shard: ArtifactRef, store: Store) -> ArtifactRef:
+        """Run the compiled model over one npz shard; an ``outputs-shard`` artifact (by record index)."""
+
+    def benchmark(self, compiled: ArtifactRef, spec: BenchmarkSpec, store: Store) -> ArtifactRef:
+        """Measure throughput and latency; a ``benchmark`` artifact (raw tool output kept)."""
+
+
+def quant_label(quant: QuantSpec) -> str:
+    """The preset name, marked ``-per-tensor`` for int8 without per-channel weights."""
+    return quant.preset + ("-per-tensor" if quant.dtype == "int8" and not quant.per_channel else "")
+
+
+def compiled_name(onnx: ArtifactRef, toolchain: str, quant: QuantSpec) -> str:
+    """``<model>/<toolchain>/<preset>``: the logical name of a compiled model."""
+    model = onnx.name.rsplit("/", 1)[0] if onnx.name else "model"
+    return f"{model}/{toolchain}/{quant_label(quant)}"
+
+
+def get(name: str, options: ToolchainOptions | None = None) -> Toolchain:
+    """The toolchain registered under `name`."""
+    options = options or ToolchainOptions()
+    if name == "onnxruntime":
+        from zooflow.toolchains.onnxruntime import OnnxRuntimeToolchain
+
+        return OnnxRuntimeToolchain(options)
+    if name == "vastai":
+        from zooflow.toolchains.vastai import VastaiToolchain
+
+        return VastaiToolchain(options)
+    raise ToolchainUnavailableError(f"unknown toolchain {name!r}", f"use one of: {', '.join(NAMES)}")
+
+
+def require(name: str, options: ToolchainOptions | None = None) -> Toolchain:
+    """The toolchain, or an error with the reason and the alternative if it cannot run here."""
+    toolchain = get(name, options)
+    availability = toolchain.available()
+    if not availability.ok:
+        others = [n for n in NAMES if n != name and get(n, options).available().ok]
+        raise ToolchainUnavailableError(
+            f"toolchain {name!r} is not available here: {availability.reason}",
+            f"use --toolchain {others[0]}" if others else "install the toolchain",
+        )
+    return toolchain

@@ -1,0 +1,133 @@
+"""Model outputs, the same for every toolchain: per shard, by record index and name.
+
+``outputs-shard`` artifact: ``outputs.npz`` with ``index`` (int64, the records' global index in
+the npz artifact) and ``output_0`` (one row per record), plus ``names.json`` (the records' image
+names, in the same order). The ``outputs`` artifact joins the shards (``index.json``).
+
+Outputs are paired with inputs by index and checked by name, never by file listing order.
+`export_vamp_layout` writes them as vamp does (``output_%06d.npz``, key ``output_0``, shape
+(1, classes)) for scripts that expect that layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zooflow.errors import ZooflowError
+from zooflow.store import ArtifactRef, Store
+
+STAGE = "run"
+STAGE_VERSION = "1"
+
+
+class OutputsError(ZooflowError):
+    """Outputs do not pair with their inputs (counts, indices or names differ)."""
+
+
+def commit_shard(
+    store: Store,
+    index: np.ndarray,
+    names: list[str],
+    outputs: np.ndarray,
+    *,
+    compiled: ArtifactRef,
+    shard: ArtifactRef,
+    meta: dict[str, Any],
+    toolchain: dict[str, Any],
+) -> ArtifactRef:
+    """Store one shard's outputs (checked: one row per record)."""
+    if not (len(index) == len(names) == len(outputs)):
+        raise OutputsError(
+            f"{len(outputs)} output rows for {len(index)} records ({len(names)} names) in shard {shard.short}",
+            "this is a toolchain bug; its raw output is kept with the run",
+        )
+    with store.staging() as staged:
+        with open(staged / "outputs.npz", "wb") as fh:
+            np.savez(fh, index=np.asarray(index, dtype=np.int64), output_0=outputs)
+        (staged / "names.json").write_text(json.dumps(names))
+        return store.commit(
+            staged,
+            kind="outputs-shard",
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            params={"first": int(index[0]) if len(index) else 0, "count": len(index)},
+            inputs={"compiled": compiled, "npz-shard": shard},
+            meta={**meta, "count": len(index), "dtype": str(outputs.dtype), "shape": list(outputs.shape)},
+            toolchain=toolchain,
+        )
+
+
+def shard_records(store: Store, shard: ArtifactRef) -> list[tuple[int, str, int, str]]:
+    """(index, name, label, file) of an npz shard's records."""
+    doc = json.loads(store.path(shard, "records.json").read_text())
+    return [(int(i), str(n), int(lab), str(f)) for i, n, lab, f in doc["records"]]
+
+
+def assemble(
+    store: Store,
+    shards: list[ArtifactRef],
+    *,
+    compiled: ArtifactRef,
+    npz: ArtifactRef,
+    toolchain: dict[str, Any],
+) -> ArtifactRef:
+    """The ``outputs`` artifact over the shards, checked to cover every npz record exactly once.
+
+    Named ``<compiled name>/outputs-<dataset identity prefix>``.
+    """
+    expected = json.loads(store.path(npz, "index.json").read_text())["count"]
+    count = sum(int(s.meta["count"]) for s in shards)
+    if count != expected:
+        raise OutputsError(
+            f"outputs cover {count} records but the npz artifact has {expected}",
+            "rerun the run stage; a shard is missing or was produced for other inputs",
+        )
+    first = shards[0].meta if shards else {}
+    output = {k: first.get(k) for k in ("output_name", "semantics", "dtype")}
+    with store.staging() as staged:
+        index = {
+            "count": count,
+            "shards": [{"digest": s.digest, "count": s.meta["count"]} for s in shards],
+            "output": output,
+        }
+        (staged / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
+        return store.commit(
+            staged,
+            kind="outputs",
+            name=f"{compiled.name or 'compiled'}/outputs-{str(npz.meta.get('dataset', 'data'))[:12]}",
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            inputs={"compiled": compiled, "npz": npz, **{f"shard-{i:04d}": s for i, s in enumerate(shards)}},
+            meta={"count": count, **output},
+            toolchain=toolchain,
+        )
+
+
+def read(store: Store, outputs: ArtifactRef) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(index, names, outputs) of every record, sorted by index."""
+    doc = json.loads(store.path(outputs, "index.json").read_text())
+    indices, names, rows = [], [], []
+    for shard in doc["shards"]:
+        with np.load(store.path(shard["digest"], "outputs.npz")) as data:
+            indices.append(data["index"])
+            rows.append(data["output_0"])
+        names += json.loads(store.path(shard["digest"], "names.json").read_text())
+    index = np.concatenate(indices) if indices else np.zeros(0, np.int64)
+    order = np.argsort(index, kind="stable")
+    return index[order], [names[i] for i in order], (np.concatenate(rows)[order] if rows else np.zeros((0, 0)))
+
+
+def export_vamp_layout(store: Store, outputs: ArtifactRef, folder: Path) -> int:
+    """Write ``output_%06d.npz`` (key ``output_0``, shape (1, C)) in record order; returns the count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise OutputsError(f"{folder} is not empty", "export into a new folder: stale output files would shift pairs")
+    index, _, rows = read(store, outputs)
+    for position, row in enumerate(rows):
+        with open(folder / f"output_{position:06d}.npz", "wb") as fh:
+            np.savez(fh, output_0=row[None, :])
+    return len(index)
