@@ -55,9 +55,13 @@ class ArtifactCachePolicy(CachePolicy):
     stage_version: str = ""
     libraries: tuple[str, ...] = ()
     extra: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = field(default=None, compare=False)
+    relevant: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = field(default=None, compare=False)
+    per_run: bool = False  # measurements: cached within a flow run (a retry resumes), measured again by the next run
 
-    def base_key(self, task_name: str, inputs: Mapping[str, Any]) -> str:
-        """The epoch-free part of the key (stable across runs and machines)."""
+    def base_key(self, task_name: str, inputs: Mapping[str, Any], run_id: str | None = None) -> str:
+        """The epoch-free part of the key (stable across runs and machines, unless `per_run`)."""
+        if self.relevant is not None:
+            inputs = self.relevant(inputs)
         payload = {
             "task": task_name,
             "stage": self.stage,
@@ -65,6 +69,7 @@ class ArtifactCachePolicy(CachePolicy):
             "libraries": library_versions(*self.libraries),
             "inputs": {k: _describe(v) for k, v in sorted(inputs.items()) if k != STORE_PARAM},
             "extra": _describe(dict(self.extra(inputs))) if self.extra else None,
+            "run": run_id if self.per_run else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -76,7 +81,7 @@ class ArtifactCachePolicy(CachePolicy):
         **kwargs: Any,
     ) -> str | None:
         store = open_store(inputs[STORE_PARAM])
-        base = self.base_key(task_ctx.task.name, inputs)
+        base = self.base_key(task_ctx.task.name, inputs, str(task_ctx.task_run.flow_run_id))
         record = store.cache_record(base)
         if record is not None and record.digest is None:
             epoch = record.epoch  # an earlier attempt did not finish: nothing cached under it yet
@@ -106,7 +111,7 @@ def remember(ref: ArtifactRef) -> ArtifactRef:
         return ref
     policy = ctx.task.cache_policy
     store = open_store(ctx.parameters[STORE_PARAM])
-    base = policy.base_key(ctx.task.name, ctx.parameters)
+    base = policy.base_key(ctx.task.name, ctx.parameters, str(ctx.task_run.flow_run_id))
     record = store.cache_record(base)
     epoch = record.epoch if record is not None else uuid.uuid4().hex[:12]
     store.write_cache_record(CacheRecord(key=base, epoch=epoch, digest=ref.digest))

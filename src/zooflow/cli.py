@@ -23,13 +23,16 @@ from rich.tree import Tree
 from zooflow import registry
 from zooflow.config import (
     STORE_ENV,
+    BenchmarkSpec,
     CalibrationOptions,
     DataSpec,
     DemoDataSpec,
     ExportOptions,
     ModelSource,
     NpzOptions,
+    QuantSpec,
     RunConfig,
+    ToolchainOptions,
     build,
 )
 from zooflow.errors import ConfigError, ZooflowError
@@ -45,6 +48,9 @@ EXAMPLES = """
   zooflow check-data --data ./demo/val
   zooflow calib --data ./demo/val --out ./calibration --per-class 1 --seed 0
   zooflow npz --data ./demo/val --format model --out ./npz --datalist ./npz/datalist.txt
+  zooflow run --demo --quant int8-percentile --toolchain onnxruntime
+  zooflow compile --onnx model.onnx --calibration ./calibration --quant int8-mse --out ./compiled
+  zooflow bench --compiled shufflenet-v1-1x_16xb64_in1k/onnxruntime/int8-mse --batch 1,8
   zooflow fetch --model shufflenet-v1-1x_16xb64_in1k
   zooflow export --checkpoint ./shufflenet_v1.pth --out shufflenet_v1.onnx
   zooflow artifacts list
@@ -100,6 +106,37 @@ ShardSizeOpt = Annotated[
     int, typer.Option(help="images per npz shard (one cached, resumable unit)", rich_help_panel="npz")
 ]
 WorkersOpt = Annotated[int | None, typer.Option(help="worker processes [default: CPU count]", rich_help_panel="npz")]
+
+
+ToolchainOpt = Annotated[
+    str, typer.Option(help="onnxruntime (embedded) | vastai (vamc/vamp on PATH)", rich_help_panel="toolchain")
+]
+QuantOpt = Annotated[
+    str,
+    typer.Option(
+        help="fp32 | fp16 | int8-max | int8-percentile | int8-kl_divergence | int8-mse", rich_help_panel="toolchain"
+    ),
+]
+PerTensorOpt = Annotated[
+    bool, typer.Option(help="int8: per-tensor instead of per-channel weight scales", rich_help_panel="toolchain")
+]
+VamcOpt = Annotated[
+    str, typer.Option(help="vastai: v2 (`vamc build`) | v3 (`vamc compile`)", rich_help_panel="toolchain")
+]
+BenchBatchOpt = Annotated[str, typer.Option(help="benchmark batch sizes, comma-separated", rich_help_panel="toolchain")]
+BenchThreadsOpt = Annotated[
+    str, typer.Option(help="benchmark thread counts (onnxruntime), comma-separated", rich_help_panel="toolchain")
+]
+
+
+def _quant(preset: str, per_tensor: bool) -> Any:
+    """A preset name, or the preset's spec with per-tensor weights."""
+    if not per_tensor:
+        return preset
+    try:
+        return QuantSpec.from_preset(preset, per_channel=False).model_dump()
+    except ConfigError:
+        return preset  # let validation report the bad preset with the field name
 
 
 def _data_values(
@@ -171,15 +208,19 @@ def run(
     skip_corrupt: SkipCorruptOpt = False,
     per_class: PerClassOpt = 1,
     allow_short: AllowShortOpt = False,
-    npz_format: Annotated[str, typer.Option("--npz-format", help="model | vastai", rich_help_panel="npz")] = "model",
     shard_size: ShardSizeOpt = 1000,
-    workers: WorkersOpt = None,
+    toolchain: ToolchainOpt = "onnxruntime",
+    quant: QuantOpt = "fp32",
+    per_tensor: PerTensorOpt = False,
+    vamc_generation: VamcOpt = "v2",
+    bench_batch: BenchBatchOpt = "1,8",
+    bench_threads: BenchThreadsOpt = "1",
     demo_classes: Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")] = 1000,
     demo_per_class: Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")] = 2,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the deploy_classifier flow: dataset, fetch, export, calibration set, npz (cached, resumable)."""
+    """Run the deploy_classifier flow: dataset, fetch, export, calibration, npz, compile, run, benchmark."""
     try:
         config = build(
             RunConfig,
@@ -194,10 +235,17 @@ def run(
                 "demo": {"classes": demo_classes, "per_class": demo_per_class},
             },
             calibration={"per_class": per_class, "allow_short": allow_short},
-            npz={"format": npz_format, "shard_size": shard_size, **({"workers": workers} if workers else {})},
+            npz={"shard_size": shard_size},
+            toolchain=toolchain,
+            quant=_quant(quant, per_tensor),
+            toolchain_options={"vamc_generation": vamc_generation},
+            benchmark={"batch_sizes": bench_batch, "threads": bench_threads},
             store=store,
         )
         open_store(config.store_url())
+        from zooflow import toolchains
+
+        toolchains.require(config.toolchain, config.toolchain_options)  # before Prefect starts: fail fast
         result = _load_runner("deploy")(config)
     except ZooflowError as exc:
         _fail(exc, as_json)
@@ -449,6 +497,150 @@ def npz(
     err.print(f"npz {ref.label()}: {ref.meta['count']} files in {out_dir}, datalist {written}", highlight=False)
     if as_json:
         print(json.dumps({**_ref_dict(ref), "count": ref.meta["count"], "out": str(out_dir), "datalist": str(written)}))
+
+
+def _onnx_ref(st: Store, onnx: str, model: str) -> ArtifactRef:
+    """A store reference, or an ONNX file published into the store (its zooflow metadata, or --model's)."""
+    path = Path(onnx).expanduser()
+    if not path.is_file():
+        return st.resolve(onnx)
+    import onnx as onnx_lib
+
+    from zooflow import models as models_mod
+
+    props = {p.key: p.value for p in onnx_lib.load(str(path), load_external_data=False).metadata_props}
+    preprocess = (
+        json.loads(props["zooflow.preprocess"])
+        if "zooflow.preprocess" in props
+        else models_mod.preprocess_spec(registry.resolve(model))
+    )
+    dynamic = not isinstance(
+        onnx_lib.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0].dim_value
+        or None,
+        int,
+    )
+    output = props.get("zooflow.output", "probs")
+    with st.staging() as staged:
+        shutil.copyfile(path, staged / path.name)
+        return st.commit(
+            staged,
+            kind="onnx",
+            name=f"{props.get('zooflow.model', model)}/onnx",
+            stage="import",
+            stage_version="1",
+            params={"source": str(path)},
+            meta={
+                "preprocess": preprocess,
+                "dynamic_batch": dynamic,
+                "output": {"name": output, "semantics": "logits" if output == "logits" else "softmax probabilities"},
+                "input": {"name": "input", "shape": ["batch" if dynamic else 1, 3, *preprocess["crop"]]},
+            },
+        )
+
+
+def _calibration_ref(st: Store, calibration: str | None) -> ArtifactRef | None:
+    """A store reference, or a folder written by `zooflow calib` (with its calibration.json)."""
+    if calibration is None:
+        return None
+    folder = Path(calibration).expanduser()
+    if not folder.is_dir():
+        return st.resolve(calibration)
+    if not (folder / "calibration.json").is_file():
+        raise ConfigError(
+            f"{folder} has no calibration.json", "make the calibration set with `zooflow calib --out DIR`"
+        )
+    with st.staging() as staged:
+        shutil.copyfile(folder / "calibration.json", staged / "calibration.json")
+        shutil.copytree(folder, staged / "images", ignore=shutil.ignore_patterns("calibration.json"))
+        return st.commit(staged, kind="calibration", stage="import", stage_version="1", params={"source": str(folder)})
+
+
+@app.command(
+    name="compile",
+    epilog="zooflow compile --onnx shufflenet-v1-1x_16xb64_in1k/onnx --calibration ./calibration --quant int8-mse",
+)
+def compile_cmd(
+    onnx: Annotated[str, typer.Option(help="ONNX file, or a store reference (name, name@N, digest)")],
+    quant: QuantOpt = "fp32",
+    calibration: Annotated[
+        str | None, typer.Option(help="int8: folder from `zooflow calib`, or a store reference")
+    ] = None,
+    toolchain: ToolchainOpt = "onnxruntime",
+    per_tensor: PerTensorOpt = False,
+    vamc_generation: VamcOpt = "v2",
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="copy the compiled files here")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compile an ONNX model with a toolchain (onnxruntime: fp32/fp16/int8; vastai: vamc fp16/int8)."""
+    from zooflow import toolchains
+
+    try:
+        spec = build(QuantSpec, **QuantSpec.from_preset(quant, per_channel=not per_tensor).model_dump())
+        tc = toolchains.require(toolchain, build(ToolchainOptions, vamc_generation=vamc_generation))
+        st = open_store(store)
+        onnx_ref = _onnx_ref(st, onnx, model)
+        calib_ref = _calibration_ref(st, calibration)
+        if spec.dtype == "int8" and calib_ref is None:
+            raise ConfigError(
+                "int8 needs a calibration set", "pass --calibration DIR (from `zooflow calib`) or a store reference"
+            )
+        ref = tc.compile(onnx_ref, calib_ref, spec, st)
+        if out_dir is not None:
+            _empty_or_ours(out_dir, ".zooflow-compiled")
+            shutil.copytree(st.directory(ref), out_dir)
+            (out_dir / ".zooflow-compiled").write_text(ref.digest + "\n")
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    err.print(f"compiled {ref.label()}" + (f" -> {out_dir}" if out_dir else ""), highlight=False)
+    if as_json:
+        print(json.dumps({**_ref_dict(ref), "meta": ref.meta}))
+
+
+@app.command(
+    epilog="zooflow bench --compiled shufflenet-v1-1x_16xb64_in1k/onnxruntime/int8-mse --batch 1,8 --threads 1,2"
+)
+def bench(
+    compiled: Annotated[str, typer.Option(help="compiled model: store reference (name, name@N, digest)")],
+    toolchain: ToolchainOpt = "onnxruntime",
+    batch: BenchBatchOpt = "1,8",
+    threads: BenchThreadsOpt = "1",
+    trials: Annotated[int, typer.Option(help="timed trials")] = 5,
+    iterations: Annotated[int, typer.Option(help="runs per trial")] = 20,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Benchmark a compiled model: throughput and latency percentiles per batch size and thread count."""
+    from zooflow import toolchains
+
+    try:
+        spec = build(BenchmarkSpec, batch_sizes=batch, threads=threads, trials=trials, iterations=iterations)
+        tc = toolchains.require(toolchain)
+        st = open_store(store)
+        ref = tc.benchmark(st.resolve(compiled), spec, st)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    table = Table("batch", "threads", "images/s", "spread", "p50 ms", "p99 ms", title=f"benchmark {ref.short}")
+    for r in ref.meta["results"]:
+        if "skipped" in r:
+            table.add_row(str(r["batch"]), str(r.get("threads", "")), r["skipped"], "", "", "")
+            continue
+        spread = f"{r['throughput_min']:.0f}-{r['throughput_max']:.0f}" if "throughput_min" in r else ""
+        lat = r.get("latency_ms", {})
+        table.add_row(
+            str(r["batch"]),
+            str(r.get("threads", "")),
+            f"{r['throughput']:.1f}",
+            spread,
+            f"{lat.get('p50', 0):.2f}",
+            f"{lat.get('p99', 0):.2f}",
+        )
+    err.print(table)
+    if as_json:
+        print(json.dumps({"digest": ref.digest, "results": ref.meta["results"]}))
 
 
 @app.command()

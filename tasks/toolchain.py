@@ -1,0 +1,104 @@
+"""Toolchain tasks: compile, run (per npz shard, on the device), collect outputs, benchmark.
+
+Every key includes the toolchain's fingerprint (tool versions), so an upgraded compiler misses
+the cache. The device-touching tasks carry `DEVICE_TAG`: give it a concurrency limit of 1
+(``prefect concurrency-limit create zooflow-device 1``) and timings never overlap across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prefect import task
+
+from tasks._cache import ArtifactCachePolicy, remember
+from tasks.ui import publish
+from zooflow import toolchains
+from zooflow.config import BenchmarkSpec, QuantSpec, ToolchainOptions
+from zooflow.store import ArtifactRef, open_store
+from zooflow.toolchains import DEVICE_TAG
+from zooflow.toolchains import outputs as outputs_mod
+
+
+def _fingerprint(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {"fingerprint": toolchains.get(inputs["toolchain"], inputs.get("toolchain_options")).fingerprint()}
+
+
+def _compile_inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """fp32/fp16 do not read the calibration set: it stays out of their key."""
+    quant = inputs["quant"]
+    return (
+        inputs if getattr(quant, "dtype", None) == "int8" else {k: v for k, v in inputs.items() if k != "calibration"}
+    )
+
+
+COMPILE_POLICY = ArtifactCachePolicy(stage="compile", stage_version="1", extra=_fingerprint, relevant=_compile_inputs)
+RUN_POLICY = ArtifactCachePolicy(stage="run", stage_version="1", extra=_fingerprint)
+BENCH_POLICY = ArtifactCachePolicy(stage="benchmark", stage_version="1", extra=_fingerprint, per_run=True)
+
+
+@task(name="compile", cache_policy=COMPILE_POLICY, persist_result=True, result_serializer="json")
+def compile_model(
+    onnx: ArtifactRef,
+    calibration: ArtifactRef,
+    quant: QuantSpec,
+    toolchain: str,
+    toolchain_options: ToolchainOptions,
+    store_url: str,
+) -> ArtifactRef:
+    """Compile the ONNX for the quantization spec with the selected toolchain."""
+    store = open_store(store_url)
+    tc = toolchains.get(toolchain, toolchain_options)
+    ref = tc.compile(onnx, calibration, quant, store)
+    rows = {"toolchain": toolchain, "preset": toolchains.quant_label(quant), "fingerprint": tc.fingerprint()}
+    rows.update(
+        {
+            k: ref.meta[k]
+            for k in ("calibration_images", "compile_seconds", "ort_calibrator", "percentile")
+            if ref.meta.get(k)
+        }
+    )
+    publish(ref, f"Compiled {toolchains.quant_label(quant)} ({toolchain})", rows)
+    return remember(ref)
+
+
+@task(name="run-shard", cache_policy=RUN_POLICY, persist_result=True, result_serializer="json", tags=[DEVICE_TAG])
+def run_shard(
+    compiled: ArtifactRef, shard: ArtifactRef, toolchain: str, toolchain_options: ToolchainOptions, store_url: str
+) -> ArtifactRef:
+    """Run the compiled model over one npz shard."""
+    store = open_store(store_url)
+    return remember(toolchains.get(toolchain, toolchain_options).run_shard(compiled, shard, store))
+
+
+@task(name="outputs", cache_policy=RUN_POLICY, persist_result=True, result_serializer="json")
+def collect_outputs(
+    compiled: ArtifactRef,
+    npz: ArtifactRef,
+    shards: list[ArtifactRef],
+    toolchain: str,
+    toolchain_options: ToolchainOptions,
+    store_url: str,
+) -> ArtifactRef:
+    """Join the per-shard outputs, checked to cover every npz record once."""
+    store = open_store(store_url)
+    tc = toolchains.get(toolchain, toolchain_options)
+    return remember(outputs_mod.assemble(store, shards, compiled=compiled, npz=npz, toolchain=tc.fingerprint()))
+
+
+@task(name="benchmark", cache_policy=BENCH_POLICY, persist_result=True, result_serializer="json", tags=[DEVICE_TAG])
+def benchmark(
+    compiled: ArtifactRef, spec: BenchmarkSpec, toolchain: str, toolchain_options: ToolchainOptions, store_url: str
+) -> ArtifactRef:
+    """Throughput and latency of the compiled model (measured again in every flow run)."""
+    store = open_store(store_url)
+    ref = toolchains.get(toolchain, toolchain_options).benchmark(compiled, spec, store)
+    table = {
+        f"batch {r['batch']}" + (f", {r['threads']} thread(s)" if "threads" in r else ""): (
+            r.get("skipped") or f"{r['throughput']:.1f} images/s, p99 {r['latency_ms'].get('p99', float('nan')):.2f} ms"
+        )
+        for r in ref.meta["results"]
+    }
+    publish(ref, f"Benchmark ({toolchain})", table)
+    return remember(ref)
