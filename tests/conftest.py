@@ -84,3 +84,47 @@ def demo_1000(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo-1000")
     write_demo_dataset(out, classes=1000, per_class=2, layout="flat", seed=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def toolchain_store(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint_file: Path, photos: list[Path], demo_small: Path
+):  # type: ignore[no-untyped-def]
+    """A store with a dynamic-batch ONNX (logits), a calibration set and model-format npz of real photos + demo images."""
+    import shutil
+
+    from zooflow import calibration, datasets, export, npz
+    from zooflow.config import CalibrationOptions, DataSpec, ExportOptions
+    from zooflow.fetch import fetch_checkpoint
+    from zooflow.store import Store
+
+    store = Store(tmp_path_factory.mktemp("toolchain-store"))
+    ckpt = fetch_checkpoint(str(checkpoint_file), store, model=MODEL, show_progress=False)
+    onnx = export.export_checkpoint(ckpt, store, model=MODEL, options=ExportOptions(logits=True, dynamic_batch=True))
+    data = tmp_path_factory.mktemp("photo-data")
+    shutil.copytree(demo_small, data, dirs_exist_ok=True)
+    with open(data / "val_label.txt", "a") as labels:  # the real photos join the set, labelled 0..3
+        for i, photo in enumerate(photos):
+            shutil.copyfile(photo, data / "val" / f"photo_{photo.stem}.JPEG")
+            labels.write(f"photo_{photo.stem}.JPEG {i}\n")
+    dataset = datasets.scan(DataSpec(path=str(data / "val")))
+    calib = calibration.build_calibration(dataset, store, CalibrationOptions(per_class=3, allow_short=True), seed=0)
+    model_npz = npz.build_npz(
+        dataset,
+        store,
+        npz.NpzParams.for_format("model", onnx.meta["preprocess"], None),
+        shard_size=16,
+        show_progress=False,
+    )
+    return {"store": store, "onnx": onnx, "calibration": calib, "npz": model_npz, "dataset": dataset}
+
+
+@pytest.fixture
+def emulators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The vamc/vamp EMULATORS (tests/support/vastai_emulator.py) first on PATH."""
+    from tests.support.vastai_emulator import install
+
+    bin_dir = install(tmp_path / "emulator-bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("VASTAI_EMULATOR_FAULT", raising=False)
+    return bin_dir

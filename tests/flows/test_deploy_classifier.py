@@ -26,8 +26,13 @@ ALL_COMPUTED = Counter(
         ("calibration-set", "Completed"): 1,
         ("npz-shard", "Completed"): 3,
         ("npz-index", "Completed"): 1,
+        ("compile", "Completed"): 1,
+        ("run-shard", "Completed"): 3,
+        ("outputs", "Completed"): 1,
+        ("benchmark", "Completed"): 1,
     }
 )
+ALWAYS_RUN = ("scan-dataset", "benchmark")  # the folder is rescanned; measurements are taken again each run
 
 
 def demo_config(root: Path, **overrides: Any) -> RunConfig:
@@ -38,6 +43,7 @@ def demo_config(root: Path, **overrides: Any) -> RunConfig:
         "data": {"demo": {"classes": 10, "per_class": 2}},
         "calibration": {"allow_short": True},
         "npz": {"shard_size": 8},
+        "benchmark": {"batch_sizes": (1,), "trials": 1, "iterations": 2, "warmup": 0},
     }
     return RunConfig(**{**values, **overrides})
 
@@ -65,10 +71,10 @@ def _snapshot(root: Path) -> dict[str, float]:
 
 
 def _cached(tasks: Counter[tuple[str, str]], *recomputed: str) -> Counter[tuple[str, str]]:
-    """The expected states of a rerun: dataset scanned again, `recomputed` tasks Completed, the rest Cached."""
+    """The expected states of a rerun: dataset scanned and benchmark measured again, `recomputed` Completed, the rest Cached."""
     expected: Counter[tuple[str, str]] = Counter()
     for (name, _), n in ALL_COMPUTED.items():
-        state = "Completed" if name == "scan-dataset" or name in recomputed else "Cached"
+        state = "Completed" if name in ALWAYS_RUN or name in recomputed else "Cached"
         expected[(name, state)] += n
     return expected
 
@@ -84,15 +90,27 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert tasks == ALL_COMPUTED
     result = first.result()
     assert result["status"] == "completed"
-    assert set(result["artifacts"]) == {"dataset", "checkpoint", "onnx", "calibration", "npz"}
+    assert set(result["artifacts"]) == {
+        "dataset",
+        "checkpoint",
+        "onnx",
+        "calibration",
+        "npz",
+        "compiled",
+        "outputs",
+        "benchmark",
+    }
     onnx_digest = result["artifacts"]["onnx"]["digest"]
     snapshot = _snapshot(root)
 
     second, tasks = _run(config)
     assert tasks == _cached(tasks)
-    digests = {k: v["digest"] for k, v in result["artifacts"].items()}
-    assert {k: v["digest"] for k, v in second.result()["artifacts"].items()} == digests
-    assert _snapshot(root) == snapshot, "a cached run must not write artifacts"
+    digests = {k: v["digest"] for k, v in result["artifacts"].items() if k != "benchmark"}
+    assert {k: v["digest"] for k, v in second.result()["artifacts"].items() if k != "benchmark"} == digests
+    fresh = {p for p in _snapshot(root).items() if p not in snapshot.items()}
+    assert {Store(root).manifest(Path(p).parent.name).kind for p, _ in fresh if p.endswith("manifest.json")} <= {
+        "benchmark"
+    }, "a cached run writes no artifacts but the new measurement"
 
     store = Store(root)
     onnx_file = store.path(onnx_digest)
@@ -103,7 +121,7 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert store.verify(onnx_digest)
 
     third, tasks = _run(config)
-    assert tasks == _cached(tasks, "export-onnx")
+    assert tasks == _cached(tasks, "export-onnx")  # same ONNX bytes again: everything downstream stays cached
     assert third.result()["artifacts"]["onnx"]["digest"] == onnx_digest  # deterministic export, repaired object
     assert store.verify(onnx_digest) == []
 
@@ -133,7 +151,7 @@ def test_changed_export_options_miss_the_cache_but_reuse_the_rest(tmp_path: Path
     first, _ = _run(demo_config(root))
     assert first.is_completed()
     second, tasks = _run(demo_config(root, export={"logits": True}))
-    assert tasks == _cached(tasks, "export-onnx")
+    assert tasks == _cached(tasks, "export-onnx", "compile", "run-shard", "outputs")  # a new ONNX: downstream redone
     assert second.result()["artifacts"]["onnx"]["digest"] != first.result()["artifacts"]["onnx"]["digest"]
     assert [v.version for v in Store(root).versions(f"{MODEL}/onnx")] == [1, 2]
     _, tasks = _run(demo_config(root, seed=1, data={"demo": {"classes": 10, "per_class": 2}}))
@@ -199,3 +217,45 @@ def test_unwritable_store_fails_before_any_task(tmp_path: Path) -> None:
     assert state.is_failed() and not tasks
     with pytest.raises(Exception, match="is not writable"):
         state.result()
+
+
+def test_int8_preset_through_the_flow_records_calibration(tmp_path: Path) -> None:
+    state, _ = _run(
+        demo_config(tmp_path / "store", quant="int8-percentile", toolchain_options={"calibration_chunk": 8})
+    )
+    assert state.is_completed(), state.message
+    result = state.result()
+    compiled = Store(tmp_path / "store").manifest(result["artifacts"]["compiled"]["digest"])
+    assert compiled.meta["calibration_images"] == 10 and compiled.meta["percentile"] == 99.999
+    assert result["quant"] == "int8-percentile" and result["toolchain"] == "onnxruntime"
+
+
+def test_vastai_flow_against_the_emulators_and_a_new_compiler_version(
+    tmp_path: Path, emulators: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = demo_config(tmp_path / "store", toolchain="vastai", quant="int8-max")
+    first, tasks = _run(config)
+    assert first.is_completed(), first.message
+    assert tasks == ALL_COMPUTED
+    monkeypatch.setenv("VASTAI_EMULATOR_VERSION", "vastai-emulator 2.0")  # an upgraded vamc/vamp
+    second, tasks = _run(config)
+    assert tasks == _cached(tasks, "compile", "run-shard", "outputs"), "only the toolchain's stages miss the cache"
+    # The emulator's output does not depend on its version: same bytes, so the same artifact (first producer's manifest).
+    assert second.result()["artifacts"]["compiled"]["digest"] == first.result()["artifacts"]["compiled"]["digest"]
+
+
+def test_a_failing_compiler_fails_the_run_and_the_fixed_rerun_resumes(
+    tmp_path: Path, emulators: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = demo_config(tmp_path / "store", toolchain="vastai", quant="fp16")
+    monkeypatch.setenv("VASTAI_EMULATOR_FAULT", "exit")
+    state, tasks = _run(config)
+    assert state.is_failed() and tasks[("compile", "Failed")] == 1
+    with pytest.raises(Exception, match="vamc exited with status 3"):
+        state.result()
+    monkeypatch.delenv("VASTAI_EMULATOR_FAULT")
+    state, tasks = _run(config)
+    assert state.is_completed(), state.message
+    for name in ("fetch-checkpoint", "export-onnx", "calibration-set", "npz-index"):
+        assert tasks[(name, "Cached")] == 1, name
+    assert tasks[("compile", "Completed")] == 1

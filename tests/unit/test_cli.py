@@ -185,3 +185,44 @@ def test_dataset_problems_exit_2_with_the_list(tmp_path: Path) -> None:
     (tmp_path / "val_label.txt").write_text("a.JPEG 1\n")
     code, _, err = invoke("check-data", "--data", str(tmp_path / "val"), "--workers", "1")
     assert code == 1 and "corrupt a.JPEG" in err
+
+
+def test_compile_and_bench_commands(tmp_path: Path, checkpoint_file: Path, demo_small: Path) -> None:
+    store = str(tmp_path / "store")
+    onnx_file = tmp_path / "model.onnx"
+    code, _, err = invoke(
+        "export", "--checkpoint", str(checkpoint_file), "--out", str(onnx_file), "--dynamic-batch", "--store", store
+    )
+    assert code == 0, err
+    code, _, err = invoke("compile", "--onnx", str(onnx_file), "--quant", "int8-max", "--store", store)
+    assert code == 2 and "int8 needs a calibration set" in err
+    code, _, err = invoke(
+        "calib", "--data", str(demo_small / "val"), "--out", str(tmp_path / "calib"), "--allow-short", "--store", store
+    )
+    assert code == 0, err
+    code, out, err = invoke("compile", "--onnx", str(onnx_file), "--quant", "int8-max", "--calibration", str(tmp_path / "calib"),
+                            "--out", str(tmp_path / "compiled"), "--store", store, "--json")  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out.strip().splitlines()[-1])
+    assert doc["meta"]["calibration_images"] == 12 and (tmp_path / "compiled" / "model.onnx").is_file()
+    code, out, err = invoke(
+        "bench",
+        "--compiled",
+        doc["digest"][:12],
+        "--batch",
+        "1,2",
+        "--trials",
+        "2",
+        "--iterations",
+        "2",
+        "--store",
+        store,
+        "--json",
+    )
+    assert code == 0, err
+    results = json.loads(out.strip().splitlines()[-1])["results"]
+    assert [r["batch"] for r in results] == [1, 2] and all(r["throughput"] > 0 for r in results)
+    code, _, err = invoke(
+        "compile", "--onnx", str(onnx_file), "--quant", "fp16", "--toolchain", "vastai", "--store", store
+    )
+    assert code == 2 and "not available here" in err and "--toolchain onnxruntime" in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zooflow.config import PRESETS, QuantSpec, RunConfig, build
+from zooflow.config import PRESETS, NpzOptions, QuantSpec, RunConfig, build
 from zooflow.errors import ConfigError
 
 
@@ -98,9 +98,16 @@ def test_real_runs_need_data_and_npz_options_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"data\.path is required"):
         build(RunConfig)
     with pytest.raises(ConfigError, match="pre_resize applies to the vastai format only"):
-        build(RunConfig, demo=True, npz={"pre_resize": "256x256"})
-    with pytest.raises(ConfigError, match=r"npz\.pre_resize: .*use HEIGHTxWIDTH"):
-        build(RunConfig, demo=True, npz={"format": "vastai", "pre_resize": "256"})
-    with pytest.raises(ConfigError, match=r"npz\.format: Input should be 'model' or 'vastai'"):
-        build(RunConfig, demo=True, npz={"format": "tensorrt"})
-    assert RunConfig(demo=True, npz={"format": "vastai", "pre_resize": "256x224"}).npz.pre_resize == (256, 224)
+        build(NpzOptions, pre_resize="256x256")
+    with pytest.raises(ConfigError, match=r"pre_resize: .*use HEIGHTxWIDTH"):
+        build(NpzOptions, format="vastai", pre_resize="256")
+    with pytest.raises(ConfigError, match=r"format: Input should be 'model' or 'vastai'"):
+        build(NpzOptions, format="tensorrt")
+    with pytest.raises(ConfigError, match=r"npz\.format: unknown option"):  # a run's format is the toolchain's
+        build(RunConfig, demo=True, npz={"format": "vastai"})
+    with pytest.raises(ConfigError, match="the vastai toolchain compiles fp16 and int8 only"):
+        build(RunConfig, demo=True, toolchain="vastai")
+    with pytest.raises(ConfigError, match=r"benchmark\.batch_sizes: give one or more positive integers"):
+        build(RunConfig, demo=True, benchmark={"batch_sizes": "0,8"})
+    assert NpzOptions(format="vastai", pre_resize="256x224").pre_resize == (256, 224)
+    assert RunConfig(demo=True, benchmark={"batch_sizes": "1,8,16"}).benchmark.batch_sizes == (1, 8, 16)

@@ -1,0 +1,154 @@
+"""The embedded toolchain: every preset compiles and runs; int8 stays close to fp32 on real photos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from zooflow import toolchains
+from zooflow.config import PRESETS, BenchmarkSpec, QuantSpec, ToolchainOptions
+from zooflow.toolchains import outputs
+from zooflow.toolchains.onnxruntime import mse_range
+
+
+def _run_all(tc, compiled, ctx):  # type: ignore[no-untyped-def]
+    store, npz_ref = ctx["store"], ctx["npz"]
+    shards = [store.ref(s["digest"]) for s in json.loads(store.path(npz_ref, "index.json").read_text())["shards"]]
+    done = outputs.assemble(
+        store,
+        [tc.run_shard(compiled, s, store) for s in shards],
+        compiled=compiled,
+        npz=npz_ref,
+        toolchain=tc.fingerprint(),
+    )
+    return outputs.read(store, done)
+
+
+@pytest.fixture(scope="module")
+def results(toolchain_store):  # type: ignore[no-untyped-def]
+    tc = toolchains.require("onnxruntime", ToolchainOptions(calibration_chunk=8, run_batch=8))
+    store = toolchain_store["store"]
+    compiled, outs = {}, {}
+    for preset in PRESETS:
+        compiled[preset] = tc.compile(
+            toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset(preset), store
+        )
+        outs[preset] = _run_all(tc, compiled[preset], toolchain_store)
+    return compiled, outs
+
+
+def test_every_preset_compiles_and_runs_over_every_record(results, toolchain_store) -> None:  # type: ignore[no-untyped-def]
+    compiled, outs = results
+    names = [r.name for r in toolchain_store["dataset"].records]
+    for preset in PRESETS:
+        index, got, rows = outs[preset]
+        assert list(index) == list(range(len(names))) and got == names, preset
+        assert rows.shape == (len(names), 1000) and np.isfinite(rows).all(), preset
+        assert compiled[preset].name == f"shufflenet-v1-1x_16xb64_in1k/onnxruntime/{preset}"
+
+
+def test_int8_and_fp16_agree_with_fp32_on_real_photos(results, toolchain_store) -> None:  # type: ignore[no-untyped-def]
+    _, outs = results
+    _, names, reference = outs["fp32"]
+    photos = [i for i, n in enumerate(names) if n.startswith("photo_")]
+    assert len(photos) == 4
+    report = {}
+    for preset in PRESETS[1:]:
+        rows = outs[preset][2]
+        ref, got = reference[photos], rows[photos]
+        sqnr = 10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2))
+        report[preset] = (float(np.mean(ref.argmax(1) == got.argmax(1))), float(sqnr))
+    print("top-1 agreement and SQNR (dB) vs fp32 on real photos:", report)
+    assert report["fp16"][1] > 40
+    for preset in PRESETS[2:]:
+        assert report[preset][1] > 15, (preset, report[preset])
+
+
+def test_compile_records_calibration_count_mode_and_percentile(results, toolchain_store) -> None:  # type: ignore[no-untyped-def]
+    compiled, _ = results
+    count = json.loads(toolchain_store["store"].path(toolchain_store["calibration"], "calibration.json").read_text())[
+        "count"
+    ]
+    for preset in PRESETS[2:]:
+        meta = compiled[preset].meta
+        assert meta["calibration_images"] == count == 36  # 3 per class x 12 classes, all used (in chunks of 8)
+        assert meta["calibrate"] == preset.removeprefix("int8-") and meta["opset"] == 13
+    assert compiled["int8-percentile"].meta["percentile"] == 99.999
+    assert compiled["int8-kl_divergence"].meta["ort_calibrator"] == "Entropy"
+    assert "zooflow MSE" in compiled["int8-mse"].meta["ort_calibrator"]
+    manifest = toolchain_store["store"].manifest(compiled["int8-max"].digest)
+    assert {i.role for i in manifest.inputs} == {"onnx", "calibration"}
+    assert manifest.producer.toolchain and manifest.producer.toolchain["toolchain"] == "onnxruntime"
+    assert {i.role for i in toolchain_store["store"].manifest(compiled["fp16"].digest).inputs} == {"onnx"}
+
+
+def test_per_tensor_is_its_own_artifact(toolchain_store) -> None:  # type: ignore[no-untyped-def]
+    tc = toolchains.require("onnxruntime", ToolchainOptions(calibration_chunk=8))
+    ref = tc.compile(
+        toolchain_store["onnx"],
+        toolchain_store["calibration"],
+        QuantSpec.from_preset("int8-max", per_channel=False),
+        toolchain_store["store"],
+    )
+    assert ref.name.endswith("/int8-max-per-tensor") and ref.meta["per_channel"] is False
+
+
+def test_mse_range_trades_clipping_against_rounding() -> None:
+    rng = np.random.default_rng(0)
+    gaussian = rng.normal(0, 1, 200_000)
+    hist, edges = np.histogram(gaussian, bins=2048, range=(gaussian.min(), gaussian.max()))
+    a, b = mse_range(hist, edges, float(gaussian.min()), float(gaussian.max()))
+    # The analytical MSE-optimal 8-bit clipping (ACIQ, Banner et al. 2019): about 4 sigma for a Gaussian...
+    assert 3.7 < b < 4.2 and -4.2 < a < -3.7 and b < gaussian.max()
+    laplace = rng.laplace(0, 1, 200_000)
+    hist, edges = np.histogram(laplace, bins=2048, range=(laplace.min(), laplace.max()))
+    a, b = mse_range(hist, edges, float(laplace.min()), float(laplace.max()))
+    assert 9.3 < b < 10.4 and -10.4 < a < -9.3  # ... and about 9.89 b for a Laplace(0, b)
+    assert mse_range(np.zeros(4), np.linspace(0, 0, 5), 0.0, 0.0) == (0.0, 0.0)
+
+
+def test_outputs_export_in_vamps_layout(results, toolchain_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    compiled, _ = results
+    store = toolchain_store["store"]
+    tc = toolchains.get("onnxruntime")
+    npz_ref = toolchain_store["npz"]
+    shards = [store.ref(s["digest"]) for s in json.loads(store.path(npz_ref, "index.json").read_text())["shards"]]
+    done = outputs.assemble(
+        store,
+        [tc.run_shard(compiled["fp32"], s, store) for s in shards],
+        compiled=compiled["fp32"],
+        npz=npz_ref,
+        toolchain=tc.fingerprint(),
+    )
+    assert outputs.export_vamp_layout(store, done, tmp_path / "vamp") == 40
+    first = np.load(tmp_path / "vamp" / "output_000000.npz")["output_0"]
+    assert first.shape == (1, 1000) and sorted(p.name for p in (tmp_path / "vamp").iterdir())[-1] == "output_000039.npz"
+    with pytest.raises(outputs.OutputsError, match="not empty"):
+        outputs.export_vamp_layout(store, done, tmp_path / "vamp")
+
+
+def test_benchmark_reports_throughput_spread_latency_cpu_and_version(results, toolchain_store) -> None:  # type: ignore[no-untyped-def]
+    compiled, _ = results
+    ref = toolchains.get("onnxruntime").benchmark(
+        compiled["int8-max"],
+        BenchmarkSpec(batch_sizes=(1, 4), threads=(1,), warmup=1, trials=3, iterations=3),
+        toolchain_store["store"],
+    )
+    doc = json.loads(toolchain_store["store"].path(ref, "benchmark.json").read_text())
+    assert doc["cpu"] and doc["onnxruntime"] and len(doc["results"]) == 2
+    for row in doc["results"]:
+        assert row["throughput"] > 0 and row["throughput_min"] <= row["throughput"] <= row["throughput_max"]
+        assert set(row["latency_ms"]) == {"p50", "p90", "p95", "p99", "mean"}
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+
+
+def test_unavailable_toolchain_names_reason_and_alternative(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(toolchains.ToolchainUnavailableError) as exc:
+        toolchains.require("vastai")
+    assert "vamc and vamp not found on PATH" in exc.value.problem
+    assert exc.value.fix == "use --toolchain onnxruntime"
+    with pytest.raises(toolchains.ToolchainUnavailableError, match="unknown toolchain 'tensorrt'"):
+        toolchains.get("tensorrt")

@@ -1,0 +1,219 @@
+"""The vastai adapter against the vamc/vamp EMULATORS: strict configs, parsing, and failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import MODEL
+from zooflow import npz, toolchains
+from zooflow.config import BenchmarkSpec, QuantSpec, ToolchainOptions
+from zooflow.toolchains import ToolError, outputs
+from zooflow.toolchains.vastai import V2_PROPERTIES, pair_outputs, parse_vamp, vdsp_params
+
+PRE = {"resize": [256, -1], "crop": [224, 224], "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+
+DOC_BLOCK = """- number of instances in each device: 8
+  devices: [0]
+  batch size: 2
+  ai utilize (%): 94.4
+  temperature (°C): 48.5
+  card power (W): 54.7
+  die memory used (MB): 1164.75
+  throughput (qps): 685.7
+  e2e latency (us):
+      avg latency: 3551
+      min latency: 1444
+      max latency: 5715
+      p50 latency: 3559
+      p90 latency: 5309
+      p95 latency: 5347
+      p99 latency: 5397
+"""
+
+
+def test_parse_vamp_reads_the_documented_block_field_by_field() -> None:
+    parsed = parse_vamp(DOC_BLOCK)
+    assert parsed["throughput"] == 685.7 and parsed["batch"] == 2 and parsed["instances"] == 8
+    assert parsed["temperature_c"] == 48.5 and parsed["die_memory_mb"] == 1164.75
+    assert parsed["e2e_latency_us"] == {
+        "avg": 3551,
+        "min": 1444,
+        "max": 5715,
+        "p50": 3559,
+        "p90": 5309,
+        "p95": 5347,
+        "p99": 5397,
+    }
+    assert "model_latency_us" not in parsed  # absent in this version: not invented
+    assert parse_vamp("garbage") == {}
+
+
+def test_vdsp_params_v2_uses_float16_bit_patterns_in_fixed_order() -> None:
+    doc = vdsp_params("v2", PRE, (256, 256))
+    assert doc["vdsp_op_type"] == "RGB_RESIZE_CVTCOLOR_CROP_NORMALIZATION_TENSORIZATION_U8"
+    assert [p["Property"] for p in doc["config"]] == list(V2_PROPERTIES) and len(V2_PROPERTIES) == 17
+    values = {p["Property"]: p["Value"] for p in doc["config"]}
+    assert values["meanr"] == 22459  # np.float16(123.675) bit pattern, as the contract states
+    assert float(np.uint16(values["meanr"]).view(np.float16)) == 123.6875
+    assert (values["short_edge_threshold"], values["crop_size"], values["iimage_format"]) == (256, 224, "RGB_PLANAR")
+
+
+def test_vdsp_params_v3_crop_offsets_and_rounded_floats() -> None:
+    cfg = vdsp_params("v3", PRE, (256, 256))["OpConfig"]
+    assert (cfg["ResizeWidth"], cfg["OimageWidth"], cfg["CropX"], cfg["CropY"]) == (256, 224, 16, 16)
+    assert cfg["Mean"][0] == 123.6875 and cfg["NormaType"] == "MINUSMEAN_DIVSTD"
+
+
+def test_pairing_rejects_missing_extra_and_stray_files(tmp_path: Path) -> None:
+    for i in range(3):
+        np.savez(tmp_path / f"output_{i:06d}.npz", output_0=np.zeros((1, 4)))
+    assert [p.name for p in pair_outputs(tmp_path, 3)] == [
+        "output_000000.npz",
+        "output_000001.npz",
+        "output_000002.npz",
+    ]
+    with pytest.raises(ToolError, match=r"1 beyond the datalist's 2 lines \(first: output_000002.npz\)"):
+        pair_outputs(tmp_path, 2)
+    with pytest.raises(ToolError, match=r"1 missing \(first: output_000003.npz\)"):
+        pair_outputs(tmp_path, 4)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ToolError, match=r"unexpected files: notes\.txt"):
+        pair_outputs(tmp_path, 3)
+
+
+@pytest.fixture
+def vastai_npz(toolchain_store):  # type: ignore[no-untyped-def]
+    """The same images in the vastai format (pre-resized to the DSP's 256x256)."""
+    store, dataset = toolchain_store["store"], toolchain_store["dataset"]
+    params = toolchains.get("vastai").input_params(toolchain_store["onnx"].meta["preprocess"])
+    assert params.format == "vastai" and params.pre_resize == (256, 256)
+    return npz.build_npz(dataset.limited(20), store, params, shard_size=8, show_progress=False)
+
+
+def _shards(store, ref):  # type: ignore[no-untyped-def]
+    return [store.ref(s["digest"]) for s in json.loads(store.path(ref, "index.json").read_text())["shards"]]
+
+
+@pytest.mark.parametrize("generation", ["v2", "v3"])
+@pytest.mark.parametrize("preset", ["int8-kl_divergence", "fp16"])
+def test_compile_run_benchmark_end_to_end(emulators, toolchain_store, vastai_npz, generation, preset) -> None:  # type: ignore[no-untyped-def]
+    store = toolchain_store["store"]
+    tc = toolchains.require("vastai", ToolchainOptions(vamc_generation=generation))
+    compiled = tc.compile(toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset(preset), store)
+    config = yaml.safe_load(store.path(compiled, "vamc_config.yaml").read_text())
+    if generation == "v2":
+        assert compiled.meta["prefix"] == "shufflenet_v1_1x_16xb64_in1k"
+        assert config["engine"]["common"]["do_quantization"] is (preset != "fp16")
+        if preset != "fp16":
+            assert config["engine"]["calibration"] == {"quant_mode": "kl_divergence", "per_channel": True}
+            assert config["dataset"]["sampler"] == {"suffix": "JPEG", "get_data_num": 36}
+    else:
+        assert compiled.meta["prefix"] == "mod" and config["backend"]["dtype"] == preset.split("-")[0]
+    assert {f"{compiled.meta['prefix']}{s}" for s in (".so", ".json", ".params")} <= set(compiled.files)
+
+    shard_outputs = [tc.run_shard(compiled, s, store) for s in _shards(store, vastai_npz)]
+    done = outputs.assemble(store, shard_outputs, compiled=compiled, npz=vastai_npz, toolchain=tc.fingerprint())
+    index, names, rows = outputs.read(store, done)
+    assert list(index) == list(range(20)) and names == [r.name for r in toolchain_store["dataset"].records[:20]]
+    assert rows.shape == (20, 1000) and rows.dtype == np.float16
+    assert shard_outputs[0].meta["vamp"]["batch"] == 22
+
+    bench = tc.benchmark(compiled, BenchmarkSpec(batch_sizes=(2,)), store)
+    row = bench.meta["results"][0]
+    assert row["batch"] == 2 and row["throughput"] > 0 and set(row["latency_ms"]) >= {"p50", "p99"}
+    assert "throughput (qps)" in store.path(bench, "vamp-b2.log").read_text()  # raw text kept
+
+
+def _intact(store) -> None:  # type: ignore[no-untyped-def]
+    assert all(not store.verify(d) for d in store.digests()), "earlier artifacts must survive a tool failure"
+
+
+@pytest.mark.parametrize(
+    ("fault", "needle"),
+    [
+        ("exit", "vamc exited with status 3; last output:"),
+        ("missing", "the compiled model is incomplete: shufflenet_v1_1x_16xb64_in1k.params (missing)"),
+        ("empty", "shufflenet_v1_1x_16xb64_in1k.so (empty)"),
+    ],
+)
+def test_vamc_failures_are_typed_errors_with_the_log_kept(
+    emulators, toolchain_store, monkeypatch, fault, needle
+) -> None:  # type: ignore[no-untyped-def]
+    store = toolchain_store["store"]
+    monkeypatch.setenv("VASTAI_EMULATOR_FAULT", fault)
+    with pytest.raises(ToolError) as exc:
+        toolchains.get("vastai").compile(
+            toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset("int8-max"), store
+        )
+    assert needle in exc.value.problem
+    kept = exc.value.problem.rsplit("kept as artifact ", 1)[1].rstrip(")")
+    log = store.resolve(kept)
+    assert log.kind == "tool-log" and "vamc emulator" in store.path(log).read_text()
+    _intact(store)
+
+
+def test_vamc_timeout_kills_the_tool(emulators, toolchain_store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("VASTAI_EMULATOR_FAULT", "hang")
+    tc = toolchains.get("vastai", ToolchainOptions(vamc_timeout=3))
+    with pytest.raises(ToolError, match="vamc did not finish within 3 s and was stopped"):
+        tc.compile(toolchain_store["onnx"], None, QuantSpec.from_preset("fp16"), toolchain_store["store"])
+
+
+@pytest.mark.parametrize(
+    ("fault", "needle"),
+    [
+        ("exit", "vamp exited with status 4"),
+        ("missing", "vamp's outputs do not pair with the datalist of 8 lines: 1 missing (first: output_000004.npz)"),
+        ("stale", "1 beyond the datalist's 8 lines (first: output_000008.npz), stale or extra"),
+        ("hang", "vamp did not finish within 3 s"),
+    ],
+)
+def test_vamp_run_failures(emulators, toolchain_store, vastai_npz, monkeypatch, fault, needle) -> None:  # type: ignore[no-untyped-def]
+    store = toolchain_store["store"]
+    compiled = toolchains.get("vastai").compile(toolchain_store["onnx"], None, QuantSpec.from_preset("fp16"), store)
+    monkeypatch.setenv("VASTAI_EMULATOR_FAULT", fault)
+    with pytest.raises(ToolError) as exc:
+        toolchains.get("vastai", ToolchainOptions(vamp_timeout=3)).run_shard(
+            compiled, _shards(store, vastai_npz)[0], store
+        )
+    assert needle in exc.value.problem
+    _intact(store)
+
+
+def test_garbled_vamp_output_is_an_error_not_a_zero(emulators, toolchain_store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    store = toolchain_store["store"]
+    compiled = toolchains.get("vastai").compile(toolchain_store["onnx"], None, QuantSpec.from_preset("fp16"), store)
+    monkeypatch.setenv("VASTAI_EMULATOR_FAULT", "garbled")
+    with pytest.raises(ToolError, match=r"vamp's output has no 'throughput \(qps\)' field"):
+        toolchains.get("vastai").benchmark(compiled, BenchmarkSpec(batch_sizes=(2,)), store)
+
+
+def test_fp32_is_refused_and_fingerprint_reports_versions(emulators, toolchain_store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ToolError, match="vamc compiles fp16 and int8 only"):
+        toolchains.get("vastai").compile(
+            toolchain_store["onnx"], None, QuantSpec.from_preset("fp32"), toolchain_store["store"]
+        )
+    assert toolchains.get("vastai").fingerprint()["vamc"] == "vastai-emulator 1.0"
+    monkeypatch.setenv("VASTAI_EMULATOR_VERSION", "vastai-emulator 2.0")
+    assert toolchains.get("vastai").fingerprint()["vamc"] == "vastai-emulator 2.0"
+    assert MODEL in toolchain_store["onnx"].name
+
+
+def test_the_emulator_rejects_the_zoos_misspelled_key(emulators, toolchain_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The public zoo ships `alibrate_mode`; the real vamc may ignore it silently, the emulator must not."""
+    import subprocess
+
+    store = toolchain_store["store"]
+    compiled = toolchains.get("vastai").compile(
+        toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset("int8-max"), store
+    )
+    config = yaml.safe_load(store.path(compiled, "vamc_config.yaml").read_text())
+    config["engine"]["calibration"]["alibrate_mode"] = config["engine"]["calibration"].pop("quant_mode")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(["vamc", "build", "bad.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown key(s) ['alibrate_mode']" in done.stderr
