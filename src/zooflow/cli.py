@@ -51,6 +51,7 @@ EXAMPLES = """
   zooflow run --demo --quant int8-percentile --toolchain onnxruntime
   zooflow compile --onnx model.onnx --calibration ./calibration --quant int8-mse --out ./compiled
   zooflow bench --compiled shufflenet-v1-1x_16xb64_in1k/onnxruntime/int8-mse --batch 1,8
+  zooflow export-outputs --outputs NAME_OR_DIGEST --out ./output      # vamp's output_%06d.npz layout
   zooflow fetch --model shufflenet-v1-1x_16xb64_in1k
   zooflow export --checkpoint ./shufflenet_v1.pth --out shufflenet_v1.onnx
   zooflow artifacts list
@@ -641,6 +642,37 @@ def bench(
     err.print(table)
     if as_json:
         print(json.dumps({"digest": ref.digest, "results": ref.meta["results"]}))
+
+
+@app.command(
+    "export-outputs",
+    epilog="zooflow export-outputs --outputs shufflenet-v1-1x_16xb64_in1k/onnxruntime/fp32/outputs-8f2f06d47344 --out ./output",
+)
+def export_outputs(
+    outputs_ref: Annotated[
+        str, typer.Option("--outputs", help="outputs artifact: store reference (name, name@N, digest)")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="new folder for output_%06d.npz files")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a run's outputs in vamp's layout (output_%06d.npz, key output_0), in datalist order."""
+    from zooflow.toolchains import outputs as outputs_mod
+
+    try:
+        st = _open_existing(store)
+        ref = st.resolve(outputs_ref)
+        if ref.kind != "outputs":
+            raise ConfigError(
+                f"{outputs_ref} is a {ref.kind} artifact, not outputs", "`zooflow artifacts list outputs` shows them"
+            )
+        count = outputs_mod.export_vamp_layout(st, ref, out_dir)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    err.print(f"{count} output files -> {out_dir}", highlight=False)
+    if as_json:
+        print(json.dumps({"count": count, "out": str(out_dir), "digest": ref.digest}))
 
 
 @app.command()

@@ -24,7 +24,20 @@ def invoke(*args: str) -> tuple[int, str, str]:
 def test_help_lists_every_command_with_examples() -> None:
     code, out, _ = invoke("--help")
     assert code == 0
-    for command in ("run", "fetch", "export", "demo-data", "check-data", "calib", "npz", "models", "artifacts"):
+    for command in (
+        "run",
+        "fetch",
+        "export",
+        "demo-data",
+        "check-data",
+        "calib",
+        "npz",
+        "compile",
+        "bench",
+        "export-outputs",
+        "models",
+        "artifacts",
+    ):
         assert f" {command} " in out
     assert "zooflow run --demo" in out
     assert "zooflow artifacts verify" in out

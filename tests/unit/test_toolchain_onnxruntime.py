@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from zooflow import toolchains
+from zooflow.cli import app
 from zooflow.config import PRESETS, BenchmarkSpec, QuantSpec, ToolchainOptions
 from zooflow.toolchains import outputs
 from zooflow.toolchains.onnxruntime import mse_range
@@ -127,6 +129,20 @@ def test_outputs_export_in_vamps_layout(results, toolchain_store, tmp_path) -> N
     assert first.shape == (1, 1000) and sorted(p.name for p in (tmp_path / "vamp").iterdir())[-1] == "output_000039.npz"
     with pytest.raises(outputs.OutputsError, match="not empty"):
         outputs.export_vamp_layout(store, done, tmp_path / "vamp")
+    # the same through the CLI, by digest; a reference to another kind of artifact is refused by name
+    cli = CliRunner()
+    result = cli.invoke(
+        app,
+        ["export-outputs", "--outputs", done.digest, "--out", str(tmp_path / "cli"), "--store", store.url, "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["count"] == 40
+    again = np.load(tmp_path / "cli" / "output_000000.npz")["output_0"]
+    np.testing.assert_array_equal(again, first)
+    wrong = cli.invoke(
+        app, ["export-outputs", "--outputs", npz_ref.digest, "--out", str(tmp_path / "x"), "--store", store.url]
+    )
+    assert wrong.exit_code != 0 and "not outputs" in wrong.stderr and not (tmp_path / "x").exists()
 
 
 def test_benchmark_reports_throughput_spread_latency_cpu_and_version(results, toolchain_store) -> None:  # type: ignore[no-untyped-def]
