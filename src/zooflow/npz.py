@@ -1,6 +1,6 @@
 """npz stage: images -> one ``.npz`` per image, in shards, plus a datalist. Public loader: `read`.
 
-Formats (the toolchain chooses; both store key ``input_0``, uint8, channel-first, uncompressed):
+Formats (the toolchain chooses; all store key ``input_0``, uint8, channel-first, uncompressed):
 
 - ``model``: the seed's preprocessing, exactly (`zooflow.preprocess`): the resized, center-cropped
   image as uint8 (3, 224, 224). What the model receives is ``((x / 255) - mean) / std`` in
@@ -8,6 +8,9 @@ Formats (the toolchain chooses; both store key ``input_0``, uint8, channel-first
   ``Normalize`` on the same file. Stored as uint8 it is exact and 4x smaller than float32.
 - ``vastai``: what the zoo's ``image2npz`` writes: the full decoded image as RGB uint8 (3, H, W),
   or pre-resized to the DSP's input size with OpenCV bilinear (``pre_resize``).
+- ``dsp``: what the card's DSP op makes of an image (`Transform.device_dsp`: fixed square OpenCV
+  resize, crop, float16-rounded mean/std), stored like ``model``; the evaluation runs it through
+  the fp32 reference to measure the preprocessing share of the device's accuracy gap.
 
 Files mirror the dataset: ``ILSVRC2012_val_00000001.npz`` (flat) or ``n01440764/<stem>.npz``.
 
@@ -54,6 +57,7 @@ STAGE = "npz"
 STAGE_VERSION = "1"
 LIBRARIES = ("pillow", "numpy", "opencv-python")
 KEY = "input_0"
+CROPPED = ("model", "dsp")  # formats that store the model-size uint8 crop and carry a `Transform`
 
 
 class NpzParams(BaseModel):
@@ -73,19 +77,16 @@ class NpzParams(BaseModel):
         if fmt == "model":
             transform = Transform.from_spec(preprocess) if preprocess else Transform()
             return cls(format="model", transform=transform.as_dict())
+        if fmt == "dsp":
+            if not preprocess:
+                raise DatasetError("the dsp format needs the model's preprocessing", "pass the ONNX artifact's spec")
+            return cls(format="dsp", transform=Transform.device_dsp(preprocess).as_dict())
         return cls(format="vastai", pre_resize=pre_resize)
 
     def transform_obj(self) -> Transform:
         """The exact transform of the model format."""
         assert self.transform is not None
-        t = self.transform
-        return Transform(
-            resize=t["resize"],
-            crop=tuple(t["crop"]),
-            mean=tuple(t["mean"]),
-            std=tuple(t["std"]),
-            interpolation=t["interpolation"],
-        )
+        return Transform.from_dict(self.transform)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def npz_name(record_name: str) -> str:
 def encode(path: Path, params: NpzParams, transform: Transform | None) -> tuple[np.ndarray, str]:
     """The stored array of one image and the image's original mode."""
     image, mode = load_rgb(path)
-    if params.format == "model":
+    if params.format in CROPPED:
         assert transform is not None
         return transform.crop_uint8(image), mode
     array: np.ndarray = np.asarray(image, dtype=np.uint8)
@@ -155,7 +156,7 @@ def build_shard(
     found = store.recall(key)
     if found is not None:
         return found
-    transform = params.transform_obj() if params.format == "model" else None
+    transform = params.transform_obj() if params.format in CROPPED else None
     corrupt: dict[str, str] = {}
     modes: Counter[str] = Counter()
     with store.staging() as staged:
@@ -394,7 +395,7 @@ def read(datalist: str | os.PathLike[str]) -> Iterator[tuple[str, int | None, np
             f"{path} has {len(lines)} lines but its index {sidecar_path(path).name} describes {len(meta['records'])}",
             "regenerate the datalist with `zooflow npz` (it was edited or mixed with another one)",
         )
-    transform = NpzParams(**meta["params"]).transform_obj() if meta and meta["format"] == "model" else None
+    transform = NpzParams(**meta["params"]).transform_obj() if meta and meta["format"] in CROPPED else None
     for number, line in enumerate(lines):
         with np.load(line) as data:
             array = data[KEY]

@@ -10,6 +10,11 @@ makes, then a crop. (Splitting Pillow's two passes to crop in between would be f
 pass runs first is an internal heuristic that changed in Pillow 13, PR #9549; and the ``box=``
 argument is read as single-precision floats, which shifts coefficients. Both were tried and
 found to differ from torchvision on some image sizes.)
+
+`Transform.device_dsp` describes the other path, the Vastai card's DSP op: a fixed square resize
+with OpenCV bilinear (aspect ratio not kept), a center crop, and mean/std rounded to float16 as
+vdsp_params stores them. Comparing the two is how the preprocessing share of the device's
+accuracy gap is measured.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ _FILTERS = {
 }
 
 
+def _triple(values: Any) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return r, g, b
+
+
 @dataclass(frozen=True)
 class Transform:
     """Short-side resize, center crop and normalisation parameters (0-1 scale, like torchvision)."""
@@ -36,7 +46,8 @@ class Transform:
     crop: tuple[int, int] = (224, 224)  # (height, width)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bilinear"
+    interpolation: str = "bilinear"  # PIL filter name, or "cv2-bilinear" (OpenCV INTER_LINEAR)
+    resize_mode: str = "short-side"  # or "fixed": resize to (resize, resize), aspect ratio not kept
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Transform:
@@ -50,18 +61,48 @@ class Transform:
             interpolation=spec.get("interpolation", "bilinear"),
         )
 
+    @classmethod
+    def device_dsp(cls, spec: dict[str, Any]) -> Transform:
+        """The card's DSP op for this model (vdsp_params): fixed square OpenCV resize, float16 mean/std."""
+        exact = cls.from_spec(spec)
+        return cls(
+            resize=exact.resize,
+            crop=exact.crop,
+            mean=_triple(float(np.float16(v)) / 255 for v in spec["mean"]),
+            std=_triple(float(np.float16(v)) / 255 for v in spec["std"]),
+            interpolation="cv2-bilinear",
+            resize_mode="fixed",
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Transform:
+        """Inverse of `as_dict`."""
+        return cls(
+            resize=int(values["resize"]),
+            crop=(int(values["crop"][0]), int(values["crop"][1])),
+            mean=_triple(values["mean"]),
+            std=_triple(values["std"]),
+            interpolation=values["interpolation"],
+            resize_mode=values.get("resize_mode", "short-side"),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-able parameters (recorded in artifacts and cache keys)."""
-        return {
+        values: dict[str, Any] = {
             "resize": self.resize,
             "crop": list(self.crop),
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,
         }
+        if self.resize_mode != "short-side":  # only when set, so existing keys stay valid
+            values["resize_mode"] = self.resize_mode
+        return values
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """torchvision's output size for ``Resize(int)``: short side -> resize, long side truncated."""
+        if self.resize_mode == "fixed":
+            return self.resize, self.resize
         if width <= height:
             return self.resize, int(self.resize * height / width)
         return int(self.resize * width / height), self.resize
@@ -73,8 +114,15 @@ class Transform:
         crop_h, crop_w = self.crop
         top = round((new_h - crop_h) / 2.0)  # torchvision: int(round(...)), Python's round-half-even
         left = round((new_w - crop_w) / 2.0)
-        resized = image.resize((new_w, new_h), _FILTERS[self.interpolation])
-        cropped = np.asarray(resized, dtype=np.uint8)[top : top + crop_h, left : left + crop_w]
+        if self.interpolation == "cv2-bilinear":
+            import cv2
+
+            resized = cv2.resize(np.asarray(image, dtype=np.uint8), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        else:
+            resized = np.asarray(image.resize((new_w, new_h), _FILTERS[self.interpolation]), dtype=np.uint8)
+        if self.resize_mode == "fixed":  # the DSP's crop offset: (resize - crop) // 2
+            top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
+        cropped = resized[top : top + crop_h, left : left + crop_w]
         return np.ascontiguousarray(cropped.transpose(2, 0, 1))
 
     def normalize(self, crop: np.ndarray) -> np.ndarray:

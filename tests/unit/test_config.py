@@ -101,7 +101,7 @@ def test_real_runs_need_data_and_npz_options_are_checked() -> None:
         build(NpzOptions, pre_resize="256x256")
     with pytest.raises(ConfigError, match=r"pre_resize: .*use HEIGHTxWIDTH"):
         build(NpzOptions, format="vastai", pre_resize="256")
-    with pytest.raises(ConfigError, match=r"format: Input should be 'model' or 'vastai'"):
+    with pytest.raises(ConfigError, match=r"format: Input should be 'model', 'vastai' or 'dsp'"):
         build(NpzOptions, format="tensorrt")
     with pytest.raises(ConfigError, match=r"npz\.format: unknown option"):  # a run's format is the toolchain's
         build(RunConfig, demo=True, npz={"format": "vastai"})

@@ -74,3 +74,19 @@ def test_resized_size_truncates_the_long_side_like_torchvision() -> None:
     assert Transform().resized_size(500, 375) == (341, 256)
     assert Transform().resized_size(375, 500) == (256, 341)
     assert Transform().resized_size(256, 256) == (256, 256)
+
+
+def test_device_dsp_path_is_a_fixed_opencv_resize_with_fp16_constants(photos: list[Path]) -> None:
+    import cv2
+
+    spec = {"resize": [256, -1], "crop": [224, 224], "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+    dsp = Transform.device_dsp(spec)
+    assert dsp.mean[0] * 255 == pytest.approx(123.6875) and dsp.std[2] * 255 == pytest.approx(57.375)
+    image, _ = load_rgb(photos[1])  # chelsea: 451x300, not square
+    expected = cv2.resize(np.asarray(image), (256, 256), interpolation=cv2.INTER_LINEAR)[16:240, 16:240]
+    np.testing.assert_array_equal(dsp.crop_uint8(image), expected.transpose(2, 0, 1))
+    tensor = dsp.normalize(dsp.crop_uint8(image))
+    np.testing.assert_allclose(tensor[0], (expected[..., 0] - 123.6875) / 58.40625, rtol=1e-5, atol=1e-5)
+    framework = Transform.from_spec(spec)
+    assert np.abs(framework.normalize(framework.crop_uint8(image)) - tensor).mean() > 0.1  # aspect is not kept
+    assert Transform.from_dict(dsp.as_dict()) == dsp and "resize_mode" not in framework.as_dict()

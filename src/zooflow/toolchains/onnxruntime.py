@@ -187,7 +187,13 @@ class OnnxRuntimeToolchain:
         sess = session(store.path(compiled, "model.onnx"), self.options.run_threads)
         name = sess.get_inputs()[0].name
         records = outputs_mod.shard_records(store, shard)
-        transform = Transform.from_spec(compiled.meta["preprocess"])
+        # normalise as the shard's format says (the dsp format has its own mean/std), else as the model does
+        shard_params = store.manifest(shard.digest).producer.params
+        transform = (
+            Transform.from_dict(shard_params["transform"])
+            if shard_params.get("transform")
+            else Transform.from_spec(compiled.meta["preprocess"])
+        )
         batch = self.options.run_batch if compiled.meta.get("dynamic_batch") else 1
         folder = store.directory(shard)
         rows = []
