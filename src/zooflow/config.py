@@ -118,7 +118,7 @@ class CalibrationOptions(BaseModel):
     )
 
 
-NpzFormat = Literal["model", "vastai"]
+NpzFormat = Literal["model", "vastai", "dsp"]
 
 
 class NpzOptions(BaseModel):
@@ -127,7 +127,8 @@ class NpzOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: NpzFormat = Field(
-        default="model", description="model: exact preprocessed crop; vastai: image2npz's full-size RGB"
+        default="model",
+        description="model: exact preprocessed crop; vastai: image2npz's full-size RGB; dsp: the card's DSP crop",
     )
     shard_size: int = Field(default=1000, ge=1, le=100_000, description="images per shard (one cached unit)")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256, description="worker processes")
@@ -210,6 +211,96 @@ class ShardOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shard_size: int = Field(default=1000, ge=1, le=100_000, description="images per shard (one cached unit)")
+
+
+GateMetric = Literal["top1", "top5", "agreement", "sqnr_db", "cosine"]
+GATE_METRICS: tuple[str, ...] = get_args(GateMetric)
+_VS_FP32 = ("top1", "top5")  # metrics that the fp32 reference and the model index also report
+
+
+class Gate(BaseModel):
+    """A goal for one metric; every limit given must hold (top-1/top-5/agreement in percent, points for drops)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: GateMetric
+    min: float | None = Field(default=None, description="absolute threshold: the value must be at least this")
+    max_drop_vs_reference: float | None = Field(
+        default=None, ge=0, description="points the value may fall below the fp32 reference run of the same data"
+    )
+    max_drop_vs_published: float | None = Field(
+        default=None, ge=0, description="points the value may fall below the model index's published number"
+    )
+    max_drop_vs_baseline: float | None = Field(
+        default=None, ge=0, description="points the value may fall below the named baseline run's"
+    )
+    baseline: str | None = Field(
+        default=None, description="baseline evaluation artifact (name, name@N, name@alias or digest)"
+    )
+
+    @classmethod
+    def parse(cls, text: str) -> Gate:
+        """``METRIC:LIMIT=VALUE[,LIMIT=VALUE...]``, e.g. ``top1:max_drop_vs_reference=1.5`` or
+        ``top1:max_drop_vs_baseline=0.3,baseline=NAME@3`` (the CLI's ``--gate``)."""
+        metric, sep, rest = text.partition(":")
+        if not sep or not rest:
+            raise ConfigError(
+                f"gate {text!r} is not METRIC:LIMIT=VALUE",
+                "e.g. --gate top1:max_drop_vs_reference=1.5 or --gate top1:min=65",
+            )
+        values: dict[str, Any] = {"metric": metric.strip()}
+        for part in rest.split(","):
+            key, eq, value = part.partition("=")
+            if not eq:
+                raise ConfigError(f"gate {text!r}: {part!r} is not LIMIT=VALUE", "separate limits with commas")
+            values[key.strip()] = value.strip()
+        return build(cls, **values)  # type: ignore[no-any-return]
+
+    @model_validator(mode="after")
+    def _limits_make_sense(self) -> Gate:
+        limits = (self.min, self.max_drop_vs_reference, self.max_drop_vs_published, self.max_drop_vs_baseline)
+        if all(v is None for v in limits):
+            raise ValueError(
+                f"gate on {self.metric} sets no limit: give min, max_drop_vs_reference, "
+                "max_drop_vs_published or max_drop_vs_baseline"
+            )
+        if (self.max_drop_vs_reference is not None or self.max_drop_vs_published is not None) and (
+            self.metric not in _VS_FP32
+        ):
+            raise ValueError(f"{self.metric} has no fp32 or published value to compare with; use min")
+        if (self.max_drop_vs_baseline is None) != (self.baseline is None):
+            raise ValueError("max_drop_vs_baseline and baseline go together")
+        return self
+
+
+def default_gates(quant: QuantSpec) -> tuple[Gate, ...]:
+    """int8: top-1 at most 1.5 points below fp32; fp16: at most 0.5; fp32 (the reference itself): none."""
+    if quant.dtype == "int8":
+        return (Gate(metric="top1", max_drop_vs_reference=1.5),)
+    if quant.dtype == "fp16":
+        return (Gate(metric="top1", max_drop_vs_reference=0.5),)
+    return ()
+
+
+class EvaluationOptions(BaseModel):
+    """What the evaluation measures and which goals it holds the run to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gates: tuple[Gate, ...] | None = Field(
+        default=None, description="metric goals; default: top-1 within 1.5 points of fp32 (int8), 0.5 (fp16)"
+    )
+    probe_images: int = Field(
+        default=16, ge=0, le=1024, description="images also run through the PyTorch model (0 = no probe)"
+    )
+    preprocess_parity: bool = Field(
+        default=True, description="also run the fp32 reference on the card's DSP preprocessing and compare"
+    )
+    max_flips: int = Field(default=200, ge=0, description="flipped predictions listed in the report")
+
+    def gates_for(self, quant: QuantSpec) -> tuple[Gate, ...]:
+        """The gates in force: the given ones, else the defaults for the spec's dtype."""
+        return self.gates if self.gates is not None else default_gates(quant)
 
 
 def default_store_url() -> str:
@@ -310,6 +401,7 @@ class RunConfig(ModelSource):
     toolchain: ToolchainName = Field(default="onnxruntime", description="onnxruntime (embedded) or vastai (vamc/vamp)")
     toolchain_options: ToolchainOptions = Field(default_factory=ToolchainOptions)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
 
     @field_validator("quant", mode="before")
     @classmethod

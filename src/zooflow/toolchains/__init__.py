@@ -19,6 +19,10 @@ from zooflow.store import ArtifactRef, Store
 
 NAMES: tuple[ToolchainName, ...] = ("onnxruntime", "vastai")
 DEVICE_TAG = "zooflow-device"  # tasks that touch the accelerator; give this tag a concurrency limit of 1
+# The fidelity reference every run is compared with: the fp32 export through the embedded toolchain
+# (always available, so a Vastai run is measured against the same numbers as a laptop run).
+REFERENCE_TOOLCHAIN: ToolchainName = "onnxruntime"
+REFERENCE_QUANT = QuantSpec(dtype="fp32")
 
 
 class ToolchainUnavailableError(ZooflowError):

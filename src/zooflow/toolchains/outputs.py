@@ -77,7 +77,7 @@ def assemble(
 ) -> ArtifactRef:
     """The ``outputs`` artifact over the shards, checked to cover every npz record exactly once.
 
-    Named ``<compiled name>/outputs-<dataset identity prefix>``.
+    Named ``<compiled name>/outputs-<npz format>-<dataset identity prefix>``.
     """
     expected = json.loads(store.path(npz, "index.json").read_text())["count"]
     count = sum(int(s.meta["count"]) for s in shards)
@@ -98,7 +98,8 @@ def assemble(
         return store.commit(
             staged,
             kind="outputs",
-            name=f"{compiled.name or 'compiled'}/outputs-{str(npz.meta.get('dataset', 'data'))[:12]}",
+            name=f"{compiled.name or 'compiled'}/outputs-{npz.meta.get('format', 'npz')}-"
+            f"{str(npz.meta.get('dataset', 'data'))[:12]}",
             stage=STAGE,
             stage_version=STAGE_VERSION,
             inputs={"compiled": compiled, "npz": npz, **{f"shard-{i:04d}": s for i, s in enumerate(shards)}},

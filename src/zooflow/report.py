@@ -1,0 +1,322 @@
+"""Reports people want to look at: a markdown summary, a self-contained HTML file and PNG plots.
+
+A ``report`` artifact holds ``report.md`` (summary, verdict, lineage: which checkpoint, which
+calibration manifest, which toolchain fingerprint), ``report.html`` (the same, plots embedded,
+one file to mail around), ``per_class.png`` (per-class top-1 drop vs the fp32 reference) and
+``results.txt`` (the zoo's text format). `pareto_plot` draws accuracy vs throughput for sweeps.
+
+HTML is rendered from the markdown with markdown-it-py (already here through rich) rather than a
+template of our own; plots use matplotlib's non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zooflow.evaluate import load_metrics
+from zooflow.store import ArtifactRef, Store
+
+STAGE = "report"
+STAGE_VERSION = "1"
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    return f"{value:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------- plots
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def per_class_plot(rows: list[dict[str, Any]], out: Path, title: str, worst: int = 30) -> Path:
+    """Per-class top-1 drop vs fp32: the `worst` classes as bars, and the distribution over all classes."""
+    plt = _pyplot()
+    fig, (bars, hist) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    if rows and "drop" in rows[0]:
+        ordered = sorted(rows, key=lambda r: (-r["drop"], r["class"]))[:worst]
+        labels = [
+            f"{r['class']} {r['name'][:18]}" if r["name"] != str(r["class"]) else str(r["class"]) for r in ordered
+        ]
+        values = [r["drop"] for r in ordered]
+        bars.barh(range(len(values)), values, color=["#c0392b" if v > 0 else "#27ae60" for v in values])
+        bars.set_yticks(range(len(values)), labels, fontsize=7)
+        bars.invert_yaxis()
+        bars.axvline(0, color="black", linewidth=0.8)
+        bars.set_xlabel("top-1 drop vs fp32 reference (points; > 0 is worse)")
+        bars.set_title(f"{len(values)} classes with the largest drop")
+        drops = [r["drop"] for r in rows]
+        hist.hist(drops, bins=41, color="#34495e")
+        hist.axvline(0, color="black", linewidth=0.8)
+        hist.set_xlabel("top-1 drop vs fp32 (points)")
+        hist.set_ylabel("classes")
+        mean = sum(drops) / len(drops)
+        hist.set_title(f"all {len(drops)} classes (mean drop {mean:+.2f})")
+    else:
+        accs = [r["top1"] for r in rows]
+        hist.hist(accs, bins=21, range=(0, 100), color="#34495e")
+        hist.set_xlabel("per-class top-1 (%)")
+        hist.set_ylabel("classes")
+        bars.text(0.5, 0.5, "no fp32 reference: drop not available", ha="center", va="center")
+        bars.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def pareto_front(points: Sequence[dict[str, Any]], x: str = "throughput", y: str = "top1") -> list[int]:
+    """Indices of the points no other point beats on both axes (higher is better on each), by x."""
+    front = []
+    for i, p in enumerate(points):
+        dominated = any(
+            q[x] >= p[x] and q[y] >= p[y] and (q[x] > p[x] or q[y] > p[y]) for j, q in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][x])
+
+
+def pareto_plot(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path:
+    """Top-1 vs throughput, one labelled point per preset, the Pareto front as a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    usable = [p for p in points if p.get("throughput") is not None and p.get("top1") is not None]
+    front = pareto_front(usable)
+    for i, p in enumerate(usable):
+        on = i in front
+        ax.scatter(p["throughput"], p["top1"], s=60, color="#c0392b" if on else "#7f8c8d", zorder=3)
+        ax.annotate(p["label"], (p["throughput"], p["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if front:
+        ax.plot(
+            [usable[i]["throughput"] for i in front],
+            [usable[i]["top1"] for i in front],
+            color="#c0392b",
+            linewidth=1.2,
+            label="Pareto front",
+        )
+        ax.legend(loc="lower left")
+    ax.set_xlabel("throughput (images/s)")
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------------- documents
+_LEAVES = ("reference", "probe", "parity", "benchmark")  # listed, not followed: their inputs repeat the run's
+
+
+def lineage(store: Store, evaluation: ArtifactRef) -> dict[str, dict[str, Any]]:
+    """The artifacts a result came from, by role: outputs, compiled, onnx, checkpoint, calibration, npz."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def visit(digest: str, role: str, name: str | None, depth: int) -> None:
+        if depth > 6 or role in found or not store.exists(digest):
+            return
+        manifest = store.manifest(digest)
+        info: dict[str, Any] = {"digest": digest, "kind": manifest.kind, "name": name}
+        if manifest.producer.toolchain:
+            info["toolchain"] = manifest.producer.toolchain
+        info["code_version"] = manifest.producer.code_version
+        if manifest.kind == "checkpoint":
+            info["source"] = manifest.producer.params.get("source")
+        found[role] = info
+        if role in _LEAVES:
+            return
+        for item in manifest.inputs:
+            if not item.role.startswith("shard-"):
+                visit(item.digest, item.role, item.name, depth + 1)
+
+    visit(evaluation.digest, "evaluation", evaluation.name, 0)
+    return found
+
+
+def markdown(
+    metrics: dict[str, Any],
+    per_class: list[dict[str, Any]],
+    flips: list[dict[str, Any]],
+    roots: dict[str, dict[str, Any]],
+    *,
+    title: str,
+    benchmark: dict[str, Any] | None = None,
+    plot: str | None = None,
+) -> str:
+    """The report as markdown (for the store, the Prefect UI and the HTML file)."""
+    verdict = metrics["verdict"]
+    ref = metrics.get("reference") or {}
+    pub = metrics.get("published") or {}
+    status = "PASS" if verdict["passed"] else "FAIL"
+    out = [f"# {title}: {status}", ""]
+    ctx = metrics.get("context") or {}
+    if ctx.get("warning"):
+        out += [f"> **Warning:** {ctx['warning']}", ""]
+    out += [
+        f"{metrics['images']} images. Top-1/top-5 in percent; paired with the inputs by index and name.",
+        "",
+        "| metric | this run | fp32 reference | published |",
+        "|---|---|---|---|",
+        f"| top-1 | {_pct(metrics['top1'])} | {_pct(ref.get('top1'))} | {_pct(pub.get('top1'))} |",
+        f"| top-5 | {_pct(metrics['top5'])} | {_pct(ref.get('top5'))} | {_pct(pub.get('top5'))} |",
+    ]
+    if "agreement" in metrics:
+        fid = metrics.get("fidelity", {})
+        out += [
+            f"| top-1 agreement with fp32 | {_pct(metrics['agreement'])} | | |",
+            f"| flipped predictions | {fid.get('flips', 0)} ({fid.get('flips_broken', 0)} now wrong, "
+            f"{fid.get('flips_fixed', 0)} now right) | | |",
+            f"| output SQNR vs fp32 (dB) | {_num(metrics.get('sqnr_db'), 1)} | | |",
+            f"| output cosine vs fp32 (mean / min) | {_num(metrics.get('cosine'), 5)} / "
+            f"{_num(fid.get('cosine_min'), 5)} | | |",
+            f"| max abs diff vs fp32 | {_num(fid.get('max_abs_diff'), 4)} | | |",
+        ]
+    probe = metrics.get("probe")
+    if probe and probe.get("images"):
+        out.append(
+            f"| vs PyTorch on {probe['images']} probe images | agreement {_pct(probe['agreement'])}, "
+            f"SQNR {_num(probe['sqnr_db'], 1)} dB, max diff {_num(probe['max_abs_diff'], 4)} | | |"
+        )
+    if metrics.get("published_note"):
+        out += ["", f"Published numbers: {metrics['published_note']}."]
+    out += ["", "## Verdict", ""]
+    if not verdict["checks"]:
+        out.append("No gates were set for this run.")
+    for check in verdict["checks"]:
+        mark = "skipped" if check.get("skipped") else ("pass" if check["passed"] else "**FAIL**")
+        out.append(f"- {mark}: {check['reason']}")
+    parity = metrics.get("preprocess_parity")
+    if parity:
+        out += [
+            "",
+            "## Preprocessing parity (framework vs the card's DSP), both through the fp32 reference",
+            "",
+            "| path | top-1 | top-5 |",
+            "|---|---|---|",
+            f"| framework (PIL short-side resize + center crop) | {_pct(parity['framework']['top1'])} | "
+            f"{_pct(parity['framework']['top5'])} |",
+            f"| device DSP (OpenCV fixed 256x256 + fp16 mean/std) | {_pct(parity['device_dsp']['top1'])} | "
+            f"{_pct(parity['device_dsp']['top5'])} |",
+            "",
+            f"The DSP path costs {_pct(parity['gap_top1'])} top-1 points before any quantisation "
+            f"(agreement {_pct(parity['agreement'])}%, input tensors differ by "
+            f"{parity['input_mean_abs_diff']:.4f} on average over {parity['input_images_compared']} images).",
+        ]
+    if benchmark:
+        out += ["", "## Benchmark", "", "| setting | images/s | p50 ms | p99 ms |", "|---|---|---|---|"]
+        for r in benchmark.get("results", []):
+            setting = f"batch {r['batch']}" + (f", {r['threads']} thread(s)" if "threads" in r else "")
+            if r.get("skipped"):
+                out.append(f"| {setting} | {r['skipped']} | | |")
+                continue
+            lat = r.get("latency_ms", {})
+            out.append(
+                f"| {setting} | {_num(r.get('throughput'), 1)} | {_num(lat.get('p50'))} | {_num(lat.get('p99'))} |"
+            )
+    if per_class and "drop" in per_class[0]:
+        worst = sorted(per_class, key=lambda r: (-r["drop"], r["class"]))[:10]
+        out += ["", "## Classes that lost the most", "", "| class | name | images | top-1 | fp32 | drop |"]
+        out.append("|---|---|---|---|---|---|")
+        out += [
+            f"| {r['class']} | {r['name']} | {r['images']} | {_pct(r['top1'])} | {_pct(r['reference_top1'])} | "
+            f"{_pct(r['drop'])} |"
+            for r in worst
+        ]
+    if plot:
+        out += ["", f"![per-class top-1 drop vs fp32]({plot})"]
+    if flips:
+        out += [
+            "",
+            f"## Flipped predictions (first {min(len(flips), 20)} of {metrics.get('fidelity', {}).get('flips')})",
+        ]
+        out += ["", "| image | label | fp32 | now | change |", "|---|---|---|---|---|"]
+        out += [f"| {f['name']} | {f['label']} | {f['reference']} | {f['now']} | {f['change']} |" for f in flips[:20]]
+    out += ["", "## Lineage", "", "| role | artifact | digest | notes |", "|---|---|---|---|"]
+    for role, info in roots.items():
+        notes = []
+        if info.get("source"):
+            notes.append(f"source {info['source']}")
+        if info.get("toolchain") and role in ("compiled", "outputs"):
+            notes.append("toolchain " + ", ".join(f"{k}={v}" for k, v in sorted(info["toolchain"].items())))
+        out.append(
+            f"| {role} | {info['kind']} {info.get('name') or ''} | `{info['digest'][:16]}` | {'; '.join(notes)} |"
+        )
+    code = next((i["code_version"] for i in roots.values() if i.get("code_version")), None)
+    if code:
+        out += ["", f"Code version: `{code}`."]
+    return "\n".join(out) + "\n"
+
+
+def html(md_text: str, title: str, images: dict[str, Path]) -> str:
+    """Self-contained HTML: the markdown rendered, images embedded as data URIs."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(md_text)
+    for name, path in images.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        body = body.replace(f'src="{name}"', f'src="data:image/png;base64,{data}"')
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "code{background:#f4f4f4;padding:1px 4px}img{max-width:100%}blockquote{color:#a04000}"
+    )
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{title}</title><style>{style}</style></head>'
+        f"<body>\n{body}</body></html>\n"
+    )
+
+
+def render(store: Store, evaluation: ArtifactRef, *, benchmark: ArtifactRef | None = None) -> ArtifactRef:
+    """The ``report`` artifact of an evaluation (and optionally its benchmark)."""
+    metrics = load_metrics(store, evaluation)
+    per_class = json.loads(store.path(evaluation, "per_class.json").read_text())
+    flips = json.loads(store.path(evaluation, "flips.json").read_text())
+    roots = lineage(store, evaluation)
+    ctx = metrics.get("context") or {}
+    title = " · ".join(str(ctx[k]) for k in ("model", "toolchain", "preset") if ctx.get(k)) or (
+        evaluation.name or "evaluation"
+    )
+    bench = None
+    if benchmark is not None:
+        bench = {"results": benchmark.meta.get("results", [])}
+    with store.staging() as staged:
+        plot = per_class_plot(per_class, staged / "per_class.png", f"{title}: per-class top-1 vs fp32")
+        md_text = markdown(metrics, per_class, flips, roots, title=title, benchmark=bench, plot=plot.name)
+        (staged / "report.md").write_text(md_text, encoding="utf-8")
+        (staged / "report.html").write_text(html(md_text, title, {plot.name: plot}), encoding="utf-8")
+        shutil.copyfile(store.path(evaluation, "results.txt"), staged / "results.txt")
+        name = (evaluation.name or "run").rsplit("/", 1)[0]
+        inputs = {"evaluation": evaluation, **({"benchmark": benchmark} if benchmark is not None else {})}
+        return store.commit(
+            staged,
+            kind="report",
+            name=f"{name}/report",
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            inputs=inputs,
+            meta={"title": title, "passed": metrics["verdict"]["passed"], "top1": metrics["top1"]},
+        )
