@@ -30,6 +30,12 @@ class Stages:
         self.states[stage] = state.name
         return result
 
+    def run_plain(self, stage: str, task: Any, **params: Any) -> Any:
+        """Run a task that returns no artifact (e.g. the gate check); a failure fails the flow run."""
+        state = bind(task, self.store_url)(**params, store_url=self.store_url, return_state=True)
+        self.states[stage] = state.name
+        return state.result()
+
     def map(self, stage: str, task: Any, items: list[dict[str, Any]], **common: Any) -> list[Any]:
         """Run `task` once per item, concurrently on the flow's task runner; all finish before errors surface.
 

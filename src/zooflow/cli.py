@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -28,6 +29,7 @@ from zooflow.config import (
     DataSpec,
     DemoDataSpec,
     ExportOptions,
+    Gate,
     ModelSource,
     NpzOptions,
     QuantSpec,
@@ -200,7 +202,10 @@ def run(
     seed: Annotated[int, typer.Option(help="seed for demo weights and sampling")] = 0,
     opset: Annotated[int, typer.Option(help="ONNX opset (mmcls models need 11+)")] = 11,
     logits: Annotated[bool, typer.Option(help="export logits instead of softmax probabilities")] = False,
-    dynamic_batch: Annotated[bool, typer.Option(help="export with a symbolic batch dimension")] = False,
+    dynamic_batch: Annotated[
+        bool | None,
+        typer.Option(help="export with a symbolic batch dimension [default: the toolchain's choice]"),
+    ] = None,
     data: DataOpt = None,
     labels: LabelsOpt = None,
     names: NamesOpt = None,
@@ -216,12 +221,28 @@ def run(
     vamc_generation: VamcOpt = "v2",
     bench_batch: BenchBatchOpt = "1,8",
     bench_threads: BenchThreadsOpt = "1",
+    gate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="metric goal METRIC:LIMIT=VALUE (repeatable), e.g. top1:max_drop_vs_reference=1.5 "
+            "[default: int8 1.5, fp16 0.5 top-1 points below fp32]",
+            rich_help_panel="evaluation",
+        ),
+    ] = None,
+    no_gates: Annotated[bool, typer.Option(help="record no gates at all", rich_help_panel="evaluation")] = False,
+    probe_images: Annotated[
+        int, typer.Option(help="images also run through PyTorch (0 = none)", rich_help_panel="evaluation")
+    ] = 16,
+    parity: Annotated[
+        bool,
+        typer.Option(help="also measure the card's DSP preprocessing vs the framework's", rich_help_panel="evaluation"),
+    ] = True,
     demo_classes: Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")] = 1000,
     demo_per_class: Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")] = 2,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the deploy_classifier flow: dataset, fetch, export, calibration, npz, compile, run, benchmark."""
+    """Run the deploy_classifier flow: dataset, fetch, export, calibration, npz, compile, run, benchmark, evaluate, report."""
     try:
         config = build(
             RunConfig,
@@ -241,6 +262,11 @@ def run(
             quant=_quant(quant, per_tensor),
             toolchain_options={"vamc_generation": vamc_generation},
             benchmark={"batch_sizes": bench_batch, "threads": bench_threads},
+            evaluation={
+                "gates": () if no_gates else ([Gate.parse(g) for g in gate] if gate else None),
+                "probe_images": probe_images,
+                "preprocess_parity": parity,
+            },
             store=store,
         )
         open_store(config.store_url())
@@ -262,10 +288,29 @@ def run(
             else:
                 table.add_row(stage, "", "", "", state)
         err.print(table)
+        _print_outcome(result)
     if as_json:
         print(json.dumps(result))
     if result.get("status") != "completed":
         raise typer.Exit(1)
+
+
+def _print_outcome(result: dict[str, Any]) -> None:
+    """Metrics, verdict and where the report is, after a completed run."""
+    metrics = result.get("metrics") or {}
+    if metrics:
+        parts = [f"top-1 {metrics['top1']:.2f}%", f"top-5 {metrics['top5']:.2f}%"]
+        if metrics.get("agreement") is not None:
+            parts.append(f"agreement with fp32 {metrics['agreement']:.2f}%")
+        if metrics.get("drop_top1") is not None:
+            parts.append(f"drop vs fp32 {metrics['drop_top1']:+.2f} points")
+        err.print("  ".join(parts), highlight=False)
+    verdict = result.get("verdict") or {}
+    for check in verdict.get("checks", []):
+        err.print(f"  gate {'pass' if check['passed'] else 'FAIL'}: {check['reason']}", highlight=False)
+    report = (result.get("artifacts") or {}).get("report")
+    if report:
+        err.print(f"report: zooflow report {report['name']} --store {result['store']}", highlight=False)
 
 
 @app.command(
@@ -446,7 +491,10 @@ def npz(
     data: Annotated[str, typer.Option("--data", help="ImageNet val folder")],
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the npz files (mirrors the dataset)")],
     npz_format: Annotated[
-        str, typer.Option("--format", help="model (exact preprocessed crop) | vastai (image2npz)")
+        str,
+        typer.Option(
+            "--format", help="model (exact preprocessed crop) | vastai (image2npz) | dsp (the card's DSP crop)"
+        ),
     ] = "model",
     datalist: Annotated[Path | None, typer.Option(help="datalist to write [default: OUT/datalist.txt]")] = None,
     labels: LabelsOpt = None,
@@ -477,7 +525,7 @@ def npz(
         st = open_store(store)
         dataset = datasets.scan(spec).limited(limit)
         index = datasets.publish_index(dataset, st, source={"path": data})
-        preprocess = models.preprocess_spec(registry.resolve(model)) if opts.format == "model" else None
+        preprocess = models.preprocess_spec(registry.resolve(model)) if opts.format in npz_stage.CROPPED else None
         params = npz_stage.NpzParams.for_format(opts.format, preprocess, opts.pre_resize)
         ref = npz_stage.build_npz(
             dataset,
@@ -646,7 +694,7 @@ def bench(
 
 @app.command(
     "export-outputs",
-    epilog="zooflow export-outputs --outputs shufflenet-v1-1x_16xb64_in1k/onnxruntime/fp32/outputs-8f2f06d47344 --out ./output",
+    epilog="zooflow export-outputs --outputs shufflenet-v1-1x_16xb64_in1k/onnxruntime/fp32/outputs-model-8f2f06d47344 --out ./output",
 )
 def export_outputs(
     outputs_ref: Annotated[
@@ -695,6 +743,133 @@ def models(
             f"{m.flops / 1e9:.3f}" if m.flops else "-",
         )
     out.print(table)
+
+
+@app.command(
+    "eval",
+    epilog="zooflow eval --outputs ./vamp_out --datalist ./npz/datalist.txt --labels ./val_label.txt --json\n\n"
+    "zooflow eval --outputs shufflenet-v1-1x_16xb64_in1k/onnxruntime/int8-max/outputs-model-8f2f06d47344",
+)
+def eval_command(
+    outputs: Annotated[
+        str,
+        typer.Option(help="outputs artifact (name, name@N, digest) or a folder of vamp's output_%06d.npz files"),
+    ],
+    datalist: Annotated[
+        Path | None, typer.Option(help="the datalist the outputs were made from (line i <-> output_i)")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="val_label.txt: `FILE CLASS_ID` per line")] = None,
+    names: Annotated[Path | None, typer.Option(help="class names, line = class id (imagenet.txt)")] = None,
+    semantics: Annotated[
+        str, typer.Option(help="folder outputs: logits | probs (prob in --text is a softmax of logits)")
+    ] = "logits",
+    text: Annotated[
+        Path | None, typer.Option(help="also write the zoo's text format (5 lines per image) to this file")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top-1/top-5 of outputs paired with their inputs by index and name (never by directory order)."""
+    from zooflow import evaluate as ev
+
+    try:
+        if semantics not in ("logits", "probs"):
+            raise ConfigError(f"--semantics {semantics!r} is not logits or probs", "pass --semantics logits|probs")
+        folder = Path(outputs).expanduser()
+        if folder.is_dir():
+            if datalist is None:
+                raise ConfigError(
+                    "a folder of output files needs --datalist", "pass the datalist vamp ran (line i -> output_i)"
+                )
+            truth = ev.truth_from_datalist(datalist.expanduser(), labels)
+            rows = ev.read_vamp_folder(folder, len(truth.names))
+            source = str(folder)
+        else:
+            st = _open_existing(store)
+            ref = st.resolve(outputs)
+            if ref.kind != "outputs":
+                raise ConfigError(
+                    f"{outputs} is a {ref.kind} artifact, not outputs",
+                    "`zooflow artifacts list outputs` shows them; or pass a folder of vamp output files",
+                )
+            truth, rows, semantics_found = ev.scored_outputs(st, ref)
+            semantics = "probs" if ev.is_probs(semantics_found) else "logits"
+            if datalist is not None:  # the user's list must be the one these outputs were made from
+                given = ev.truth_from_datalist(datalist.expanduser(), labels)
+                ev.pair(np.arange(len(given.names)), given.names, rows, truth)
+                truth = ev.Truth(names=truth.names, labels=given.labels)
+            elif labels is not None:
+                table = ev.read_labels(labels)
+                missing = [n for n in truth.names if ev.image_stem(n) not in table]
+                if missing:
+                    raise ev.EvaluationError(
+                        f"{len(missing)} images have no label in {labels} (first: {missing[0]})",
+                        "use the labels file of the same image set",
+                    )
+                truth = ev.Truth(names=truth.names, labels=np.array([table[ev.image_stem(n)] for n in truth.names]))
+            source = ref.label()
+        scores = ev.score(rows, truth)
+        class_names = ev.read_class_names(names.expanduser() if names else None, rows.shape[1])
+        if text is not None:
+            ids, _ = scores.ids, None
+            probs = np.take_along_axis(ev.probabilities(rows, semantics), ids, axis=1)
+            ev.write_text(text.expanduser(), truth.names, ids, probs, class_names)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    counts, per_class = scores.per_class()
+    present = np.flatnonzero(counts > 0)
+    err.print(f"{len(truth.names)} outputs from {source}, paired by index and name", highlight=False)
+    print(f"top1_rate: {scores.top1:.3f} top5_rate: {scores.top5:.3f}")
+    if len(present) > 1:
+        worst = present[np.argsort(per_class[present], kind="stable")[:5]]
+        err.print(
+            "lowest per-class top-1: "
+            + ", ".join(f"{int(c)} ({class_names[int(c)] if class_names else c}) {per_class[c]:.1f}%" for c in worst),
+            highlight=False,
+        )
+    if text is not None:
+        err.print(f"text results -> {text}", highlight=False)
+    if as_json:
+        print(
+            json.dumps({"top1": scores.top1, "top5": scores.top5, "images": len(truth.names), "classes": len(present)})
+        )
+
+
+@app.command(epilog="zooflow report shufflenet-v1-1x_16xb64_in1k/onnxruntime/int8-max/report --out ./report")
+def report(
+    run: Annotated[str, typer.Argument(help="report or evaluation artifact (name, name@N, name@alias, digest)")],
+    out: Annotated[Path | None, typer.Option(help="copy report.md/.html, the plot and results.txt here")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's report (rendering it from the evaluation if needed): summary, verdict, lineage, plots."""
+    from zooflow import report as report_mod
+
+    try:
+        st = _open_existing(store)
+        ref = st.resolve(run)
+        if ref.kind == "evaluation":
+            ref = report_mod.render(st, ref)
+        elif ref.kind != "report":
+            raise ConfigError(
+                f"{run} is a {ref.kind} artifact, not a report or evaluation",
+                "`zooflow artifacts list report` shows the reports",
+            )
+        if out is not None:
+            out = out.expanduser()
+            out.mkdir(parents=True, exist_ok=True)
+            for file in ref.files:
+                shutil.copyfile(st.path(ref, file), out / file)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    if not as_json:
+        print(st.path(ref, "report.md").read_text(encoding="utf-8"))
+    err.print(f"HTML report: {out / 'report.html' if out else st.path(ref, 'report.html')}", highlight=False)
+    if as_json:
+        files = {f: str((out / f) if out else st.path(ref, f)) for f in ref.files}
+        print(json.dumps({"digest": ref.digest, "name": ref.name, "passed": ref.meta.get("passed"), "files": files}))
 
 
 def _open_existing(store: str | None) -> Store:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,56 @@ from zooflow.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
+# A first fp32 run: the fp32 reference repeats the run's own export/npz/compile/run tasks, so those
+# are Cached within the same run; the DSP-preprocessing parity adds its own npz and run shards.
 ALL_COMPUTED = Counter(
     {
         ("scan-dataset", "Completed"): 1,
         ("fetch-checkpoint", "Completed"): 1,
         ("export-onnx", "Completed"): 1,
+        ("export-onnx", "Cached"): 1,
         ("calibration-set", "Completed"): 1,
-        ("npz-shard", "Completed"): 3,
-        ("npz-index", "Completed"): 1,
+        ("npz-shard", "Completed"): 6,
+        ("npz-shard", "Cached"): 3,
+        ("npz-index", "Completed"): 2,
+        ("npz-index", "Cached"): 1,
         ("compile", "Completed"): 1,
-        ("run-shard", "Completed"): 3,
-        ("outputs", "Completed"): 1,
+        ("compile", "Cached"): 1,
+        ("run-shard", "Completed"): 6,
+        ("run-shard", "Cached"): 3,
+        ("outputs", "Completed"): 2,
+        ("outputs", "Cached"): 1,
         ("benchmark", "Completed"): 1,
+        ("torch-probe", "Completed"): 1,
+        ("preprocess-parity", "Completed"): 1,
+        ("evaluate", "Completed"): 1,
+        ("report", "Completed"): 1,
+        ("gates", "Completed"): 1,
     }
 )
-ALWAYS_RUN = ("scan-dataset", "benchmark")  # the folder is rescanned; measurements are taken again each run
+# the folder is rescanned, measurements are taken again (so the report is redone), gates are checked each run
+ALWAYS_RUN = ("scan-dataset", "benchmark", "report", "gates")
+STAGES = {
+    "dataset",
+    "checkpoint",
+    "onnx",
+    "calibration",
+    "npz",
+    "compiled",
+    "outputs",
+    "benchmark",
+    "reference-onnx",
+    "reference-npz",
+    "reference-compiled",
+    "reference-outputs",
+    "probe",
+    "dsp-npz",
+    "dsp-outputs",
+    "parity",
+    "evaluation",
+    "report",
+}
+PER_RUN = ("benchmark", "report")
 
 
 def demo_config(root: Path, **overrides: Any) -> RunConfig:
@@ -44,6 +80,7 @@ def demo_config(root: Path, **overrides: Any) -> RunConfig:
         "calibration": {"allow_short": True},
         "npz": {"shard_size": 8},
         "benchmark": {"batch_sizes": (1,), "trials": 1, "iterations": 2, "warmup": 0},
+        "evaluation": {"probe_images": 4},
     }
     return RunConfig(**{**values, **overrides})
 
@@ -56,11 +93,21 @@ def _run(config: RunConfig) -> tuple[Any, Counter[tuple[str, str]]]:
     from flows.deploy_classifier import deploy_classifier
 
     state = deploy_classifier(config, return_state=True)
+    # Task-run states reach the API as events, a moment after the flow returns: read until two
+    # consecutive reads agree and no run is still shown as pending or running.
+    previous: Counter[tuple[str, str]] | None = None
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
-    return state, Counter((r.name.rsplit("-", 1)[0], r.state.name) for r in runs if r.state is not None)
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+            counts = Counter((r.name.rsplit("-", 1)[0], r.state.name) for r in runs if r.state is not None)
+            settled = all(r.state is not None and r.state.is_final() for r in runs)
+            if (settled and counts == previous) or time.monotonic() > deadline:
+                return state, counts
+            previous = counts
+            time.sleep(0.5)
 
 
 def _snapshot(root: Path) -> dict[str, float]:
@@ -71,11 +118,11 @@ def _snapshot(root: Path) -> dict[str, float]:
 
 
 def _cached(tasks: Counter[tuple[str, str]], *recomputed: str) -> Counter[tuple[str, str]]:
-    """The expected states of a rerun: dataset scanned and benchmark measured again, `recomputed` Completed, the rest Cached."""
+    """The expected states of a rerun: ALWAYS_RUN and `recomputed` computed again, the rest Cached."""
     expected: Counter[tuple[str, str]] = Counter()
-    for (name, _), n in ALL_COMPUTED.items():
-        state = "Completed" if name in ALWAYS_RUN or name in recomputed else "Cached"
-        expected[(name, state)] += n
+    for (name, first), n in ALL_COMPUTED.items():
+        redo = first == "Completed" and (name in ALWAYS_RUN or name in recomputed)
+        expected[(name, "Completed" if redo else "Cached")] += n
     return expected
 
 
@@ -90,27 +137,26 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert tasks == ALL_COMPUTED
     result = first.result()
     assert result["status"] == "completed"
-    assert set(result["artifacts"]) == {
-        "dataset",
-        "checkpoint",
-        "onnx",
-        "calibration",
-        "npz",
-        "compiled",
-        "outputs",
-        "benchmark",
-    }
+    assert set(result["artifacts"]) == STAGES
+    assert result["verdict"] == {"passed": True, "checks": [], "failures": []}  # fp32: no default gates
+    metrics = json.loads(Store(root).path(result["artifacts"]["evaluation"]["digest"], "metrics.json").read_text())
+    assert metrics["agreement"] == 100.0 and metrics["reference"]["top1"] == metrics["top1"]  # fp32 is the reference
+    assert metrics["probe"]["images"] == 4 and metrics["probe"]["max_abs_diff"] < 1e-4  # vs PyTorch itself
+    parity = metrics["preprocess_parity"]
+    assert parity["framework"]["top1"] == metrics["top1"] and parity["images"] == 20
+    assert parity["input_mean_abs_diff"] > 0.01 and parity["device_dsp"]["transform"]["resize_mode"] == "fixed"
     onnx_digest = result["artifacts"]["onnx"]["digest"]
     snapshot = _snapshot(root)
 
     second, tasks = _run(config)
     assert tasks == _cached(tasks)
-    digests = {k: v["digest"] for k, v in result["artifacts"].items() if k != "benchmark"}
-    assert {k: v["digest"] for k, v in second.result()["artifacts"].items() if k != "benchmark"} == digests
+    digests = {k: v["digest"] for k, v in result["artifacts"].items() if k not in PER_RUN}
+    assert {k: v["digest"] for k, v in second.result()["artifacts"].items() if k not in PER_RUN} == digests
     fresh = {p for p in _snapshot(root).items() if p not in snapshot.items()}
     assert {Store(root).manifest(Path(p).parent.name).kind for p, _ in fresh if p.endswith("manifest.json")} <= {
-        "benchmark"
-    }, "a cached run writes no artifacts but the new measurement"
+        "benchmark",
+        "report",
+    }, "a cached run writes no artifacts but the new measurement and its report"
 
     store = Store(root)
     onnx_file = store.path(onnx_digest)
@@ -140,8 +186,8 @@ def test_a_damaged_npz_shard_recomputes_that_shard_only(tmp_path: Path) -> None:
     victim.chmod(0o644)
     victim.unlink()
     second, tasks = _run(demo_config(root))
-    assert tasks[("npz-shard", "Completed")] == 1 and tasks[("npz-shard", "Cached")] == 2
-    assert tasks[("npz-index", "Cached")] == 1  # same shard content, same index
+    assert tasks[("npz-shard", "Completed")] == 1 and tasks[("npz-shard", "Cached")] == 8
+    assert tasks[("npz-index", "Cached")] == 3  # same shard content, same index (model, reference, dsp)
     assert second.result()["artifacts"]["npz"]["digest"] == npz_ref.digest
     assert store.verify(shard) == []
 
@@ -151,7 +197,8 @@ def test_changed_export_options_miss_the_cache_but_reuse_the_rest(tmp_path: Path
     first, _ = _run(demo_config(root))
     assert first.is_completed()
     second, tasks = _run(demo_config(root, export={"logits": True}))
-    assert tasks == _cached(tasks, "export-onnx", "compile", "run-shard", "outputs")  # a new ONNX: downstream redone
+    # a new ONNX: everything downstream of it is redone; the data stages and the PyTorch probe are not
+    assert tasks == _cached(tasks, "export-onnx", "compile", "run-shard", "outputs", "preprocess-parity", "evaluate")
     assert second.result()["artifacts"]["onnx"]["digest"] != first.result()["artifacts"]["onnx"]["digest"]
     assert [v.version for v in Store(root).versions(f"{MODEL}/onnx")] == [1, 2]
     _, tasks = _run(demo_config(root, seed=1, data={"demo": {"classes": 10, "per_class": 2}}))
@@ -236,10 +283,18 @@ def test_vastai_flow_against_the_emulators_and_a_new_compiler_version(
     config = demo_config(tmp_path / "store", toolchain="vastai", quant="int8-max")
     first, tasks = _run(config)
     assert first.is_completed(), first.message
-    assert tasks == ALL_COMPUTED
+    # the vastai export (static batch), npz format, compile and runs are the toolchain's; the fp32
+    # reference and DSP parity go through the embedded toolchain: nothing is shared, nothing Cached
+    assert {state for _, state in tasks} == {"Completed"}
+    assert tasks[("export-onnx", "Completed")] == 2 and tasks[("npz-shard", "Completed")] == 9
+    result = first.result()
+    assert result["verdict"]["checks"][0]["kind"] == "max_drop_vs_reference"  # int8's default gate, held
+    assert result["artifacts"]["reference-compiled"]["name"] == f"{MODEL}/onnxruntime/fp32"
     monkeypatch.setenv("VASTAI_EMULATOR_VERSION", "vastai-emulator 2.0")  # an upgraded vamc/vamp
     second, tasks = _run(config)
-    assert tasks == _cached(tasks, "compile", "run-shard", "outputs"), "only the toolchain's stages miss the cache"
+    changed = {name for (name, state) in tasks if state == "Completed"} - set(ALWAYS_RUN)
+    assert changed == {"compile", "run-shard", "outputs"}, "only the toolchain's stages miss the cache"
+    assert tasks[("compile", "Completed")] == 1 and tasks[("run-shard", "Completed")] == 3  # not the reference's
     # The emulator's output does not depend on its version: same bytes, so the same artifact (first producer's manifest).
     assert second.result()["artifacts"]["compiled"]["digest"] == first.result()["artifacts"]["compiled"]["digest"]
 
@@ -258,4 +313,30 @@ def test_a_failing_compiler_fails_the_run_and_the_fixed_rerun_resumes(
     assert state.is_completed(), state.message
     for name in ("fetch-checkpoint", "export-onnx", "calibration-set", "npz-index"):
         assert tasks[(name, "Cached")] == 1, name
-    assert tasks[("compile", "Completed")] == 1
+    assert tasks[("compile", "Completed")] == 2  # vamc now, and the fp32 reference the failed run never reached
+
+
+def test_a_failing_gate_fails_the_run_with_a_readable_reason_and_keeps_the_report(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    gates = [{"metric": "top1", "min": 90.0}, {"metric": "top5", "max_drop_vs_reference": 0.0}]
+    state, tasks = _run(
+        demo_config(root, quant="int8-max", evaluation={"probe_images": 0, "preprocess_parity": False, "gates": gates})
+    )
+    assert state.is_failed() and tasks[("gates", "Failed")] == 1
+    assert tasks[("evaluate", "Completed")] == 1 and tasks[("report", "Completed")] == 1
+    with pytest.raises(
+        Exception, match=r"int8-max failed 1 gate check\(s\):\n  top1 = \d+\.\d\d, below the minimum 90\.00"
+    ):
+        state.result()
+    store = Store(root)
+    report = store.resolve(f"{MODEL}/onnxruntime/int8-max/report")
+    text = store.path(report, "report.md").read_text()
+    assert ": FAIL" in text.splitlines()[0] and "**FAIL**: top1 = " in text and "pass: top5 = " in text
+    assert store.path(report, "per_class.png").stat().st_size > 10_000
+    # the same run with a goal it meets completes, and the verdict is recorded in the evaluation
+    state, tasks = _run(demo_config(root, quant="int8-max", evaluation={"probe_images": 0, "preprocess_parity": False}))
+    assert state.is_completed(), state.message
+    assert tasks[("compile", "Cached")] == 2 and tasks[("evaluate", "Completed")] == 1  # other gates: re-evaluated
+    evaluation = store.resolve(f"{MODEL}/onnxruntime/int8-max/evaluation")
+    verdict = json.loads(store.path(evaluation, "metrics.json").read_text())["verdict"]
+    assert verdict["passed"] and verdict["checks"][0]["reason"].endswith("the limit is 1.50 points below")

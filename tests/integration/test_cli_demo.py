@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.flows.test_deploy_classifier import PER_RUN, STAGES
+
 pytestmark = pytest.mark.slow
 
 
@@ -25,34 +27,25 @@ def test_demo_run_json_then_cached_rerun(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["status"] == "completed"
-    assert set(summary["artifacts"]) == {
-        "dataset",
-        "checkpoint",
-        "onnx",
-        "calibration",
-        "npz",
-        "compiled",
-        "outputs",
-        "benchmark",
+    assert set(summary["artifacts"]) == STAGES
+    within_run = {"reference-onnx", "reference-npz", "reference-compiled", "reference-outputs"}  # = the fp32 run's
+    assert {stage: a["state"] for stage, a in summary["artifacts"].items()} == {
+        stage: "Cached" if stage in within_run else "Completed" for stage in STAGES
     }
-    assert all(len(a["digest"]) == 64 and a["state"] == "Completed" for a in summary["artifacts"].values())
+    assert all(len(a["digest"]) == 64 for a in summary["artifacts"].values())
+    assert summary["verdict"]["passed"] and summary["metrics"]["agreement"] == 100.0  # fp32 vs itself
+    assert "report: zooflow report shufflenet-v1-1x_16xb64_in1k/onnxruntime/fp32/report" in first.stderr
     digests = {stage: a["digest"] for stage, a in summary["artifacts"].items()}
 
     second = _zooflow("run", "--demo", "--json", env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads(second.stdout.strip().splitlines()[-1])["artifacts"]
-    assert {stage: a["digest"] for stage, a in again.items() if stage != "benchmark"} == {
-        stage: d for stage, d in digests.items() if stage != "benchmark"
+    assert {stage: a["digest"] for stage, a in again.items() if stage not in PER_RUN} == {
+        stage: d for stage, d in digests.items() if stage not in PER_RUN
     }
+    rerun = {"dataset", *PER_RUN}  # the folder is always rescanned (same index); measured again, so reported again
     assert {stage: a["state"] for stage, a in again.items()} == {
-        "dataset": "Completed",  # the folder is always rescanned; its index is unchanged
-        "checkpoint": "Cached",
-        "onnx": "Cached",
-        "calibration": "Cached",
-        "npz": "Cached",
-        "compiled": "Cached",
-        "outputs": "Cached",
-        "benchmark": "Completed",  # measured again in every run
+        stage: "Completed" if stage in rerun else "Cached" for stage in STAGES
     }
 
     listed = _zooflow("artifacts", "list", "--json", env=env)
@@ -60,10 +53,15 @@ def test_demo_run_json_then_cached_rerun(tmp_path: Path) -> None:
     assert listing == {
         ("dataset-index", 1),
         ("calibration", 1),
-        ("npz", 1),
+        ("npz", 1),  # model format and the DSP parity's format: two names, version 1 each
         ("dataset", 1),
         ("checkpoint", 1),
         ("onnx", 1),
         ("compiled", 1),
         ("outputs", 1),
+        ("probe", 1),
+        ("parity", 1),
+        ("evaluation", 1),
+        ("report", 1),
+        ("report", 2),  # one report per run: each has its own benchmark
     }
