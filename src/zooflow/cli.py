@@ -28,12 +28,14 @@ from zooflow.config import (
     CalibrationOptions,
     DataSpec,
     DemoDataSpec,
+    ExecutionOptions,
     ExportOptions,
     Gate,
     ModelSource,
     NpzOptions,
     QuantSpec,
     RunConfig,
+    SweepConfig,
     ToolchainOptions,
     build,
 )
@@ -239,6 +241,15 @@ def run(
     ] = True,
     demo_classes: Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")] = 1000,
     demo_per_class: Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")] = 2,
+    runner: Annotated[
+        str, typer.Option(help="threads | dask (tasks on a Dask cluster)", rich_help_panel="execution")
+    ] = "threads",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler, e.g. tcp://host:8786 [default: a local cluster]", rich_help_panel="execution"
+        ),
+    ] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -273,7 +284,8 @@ def run(
         from zooflow import toolchains
 
         toolchains.require(config.toolchain, config.toolchain_options)  # before Prefect starts: fail fast
-        result = _load_runner("deploy")(config)
+        execution = build(ExecutionOptions, runner=runner, dask_address=dask_address)
+        result = _load_runner("deploy")(config, execution)
     except ZooflowError as exc:
         _fail(exc, as_json)
         return
@@ -293,6 +305,131 @@ def run(
         print(json.dumps(result))
     if result.get("status") != "completed":
         raise typer.Exit(1)
+
+
+@app.command(
+    epilog="zooflow sweep --demo\n\nzooflow sweep --data /data/imagenet/val --labels val_label.txt "
+    "--presets fp16,int8-max,int8-mse --toolchain vastai"
+)
+def sweep(
+    presets: Annotated[
+        str | None,
+        typer.Option(help="comma-separated presets [default: fp32, fp16, int8-max/percentile/kl_divergence/mse]"),
+    ] = None,
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    checkpoint: Annotated[str | None, typer.Option(help="checkpoint URL or path")] = None,
+    demo: Annotated[bool, typer.Option(help="offline: locally initialised weights, generated data")] = False,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    per_tensor: PerTensorOpt = False,
+    toolchain: ToolchainOpt = "onnxruntime",
+    allow_short: AllowShortOpt = False,
+    shard_size: ShardSizeOpt = 1000,
+    bench_batch: BenchBatchOpt = "1,8",
+    demo_classes: Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")] = 1000,
+    demo_per_class: Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")] = 2,
+    runner: Annotated[
+        str, typer.Option(help="threads | dask (tasks on a Dask cluster)", rich_help_panel="execution")
+    ] = "threads",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Dask scheduler, e.g. tcp://host:8786 [default: a local cluster]", rich_help_panel="execution"
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the quant_sweep flow: every preset on one model and dataset, one comparison table and Pareto plot."""
+    try:
+        config = build(
+            SweepConfig,
+            presets=tuple(p.strip() for p in presets.split(",") if p.strip()) if presets is not None else None,
+            per_channel=not per_tensor,
+            model=model,
+            checkpoint=checkpoint,
+            demo=demo,
+            data={
+                **_data_values(data, labels, None, "auto", limit, False),
+                "demo": {"classes": demo_classes, "per_class": demo_per_class},
+            },
+            calibration={"allow_short": allow_short},
+            npz={"shard_size": shard_size},
+            toolchain=toolchain,
+            benchmark={"batch_sizes": bench_batch},
+            store=store,
+        )
+        open_store(config.store_url())
+        from zooflow import toolchains
+
+        toolchains.require(config.toolchain, config.toolchain_options)
+        execution = build(ExecutionOptions, runner=runner, dask_address=dask_address)
+        result = _load_runner("sweep")(config, execution)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    if result.get("status") != "completed":
+        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
+    else:
+        table = Table(
+            "preset", "top-1", "top-5", "drop vs fp32", "agreement", "images/s", "p99 ms", "gates", title="quant-sweep"
+        )
+        for row in result["table"]:
+            table.add_row(
+                row["preset"],
+                *(
+                    "n/a" if row[k] is None else f"{row[k]:.2f}"
+                    for k in ("top1", "top5", "drop_top1", "agreement", "throughput", "latency_p99_ms")
+                ),
+                "pass" if row["passed"] else "FAIL",
+            )
+        err.print(table)
+        sweep_art = result["artifacts"]["sweep"]
+        err.print(f"table and Pareto plot: zooflow artifacts show {sweep_art['name']} (sweep.html, pareto.png)")
+    if as_json:
+        print(json.dumps(result))
+    if result.get("status") != "completed":
+        raise typer.Exit(1)
+
+
+@app.command(epilog="zooflow nightly --matrix deployments/regression-demo.yaml --night 2026-11-28")
+def nightly(
+    matrix: Annotated[str, typer.Option(help="regression matrix (YAML)")] = "deployments/regression.yaml",
+    night: Annotated[str | None, typer.Option(help="YYYY-MM-DD [default: today, UTC]")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the nightly_regression flow once: the matrix, tonight's history entry and the trend report."""
+    from zooflow.config import NightlyConfig, RegressionMatrix
+
+    try:
+        config = build(NightlyConfig, matrix=matrix, night=night, store=store)
+        RegressionMatrix.load(config.matrix).configs(store=store)  # a bad matrix fails before Prefect starts
+        result = _load_runner("nightly")(config)
+    except ZooflowError as exc:
+        _fail(exc, as_json)
+        return
+    if result.get("status") != "completed":
+        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
+    else:
+        err.print(f"night {result['night']} of {result['matrix']}: no regressions", highlight=False)
+    if as_json:
+        print(json.dumps(result))
+    if result.get("status") != "completed":
+        raise typer.Exit(1)
+
+
+@app.command(epilog="zooflow serve\n\nzooflow serve --only one-off --only quant-sweep")
+def serve(
+    only: Annotated[list[str] | None, typer.Option(help="serve only these deployments (repeatable)")] = None,
+    file: Annotated[Path, typer.Option(help="deployments file")] = Path("deployments/prefect.yaml"),
+) -> None:
+    """Serve the deployments of deployments/prefect.yaml from this process (one machine; see README for a team)."""
+    try:
+        _load_runner("serve")(file, only or [])
+    except ZooflowError as exc:
+        _fail(exc)
 
 
 def _print_outcome(result: dict[str, Any]) -> None:

@@ -10,10 +10,10 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from zooflow import registry
 from zooflow.errors import ConfigError, UnknownModelError
@@ -303,6 +303,25 @@ class EvaluationOptions(BaseModel):
         return self.gates if self.gates is not None else default_gates(quant)
 
 
+class ExecutionOptions(BaseModel):
+    """Where a flow's tasks run (not a flow parameter: the same run may go anywhere)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runner: Literal["threads", "dask"] = Field(
+        default="threads", description="threads in this process, or a Dask cluster (prefect-dask's DaskTaskRunner)"
+    )
+    dask_address: str | None = Field(
+        default=None, description="scheduler address, e.g. tcp://10.0.0.5:8786; default: a temporary local cluster"
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ExecutionOptions:
+        if self.dask_address and self.runner != "dask":
+            raise ValueError("--dask-address needs --runner dask")
+        return self
+
+
 def default_store_url() -> str:
     """`ZOOFLOW_STORE` if set, else a per-user data directory."""
     env = os.environ.get(STORE_ENV)
@@ -390,36 +409,163 @@ class ModelSource(BaseModel):
         return self.store or default_store_url()
 
 
-class RunConfig(ModelSource):
-    """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
+PresetName = Literal["fp32", "fp16", "int8-max", "int8-percentile", "int8-kl_divergence", "int8-mse"]
+assert get_args(PresetName) == PRESETS
+# The UI form offers the preset names as a drop-down, or the full spec; the server validates
+# parameters against this schema before it creates a run.
+_QUANT_SCHEMA = {
+    "anyOf": [{"type": "string", "enum": list(PRESETS), "title": "preset"}, QuantSpec.model_json_schema()],
+    "description": "a preset name or a full spec",
+    "default": "fp32",
+}
+
+
+def _to_quant(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return QuantSpec.from_preset(value)
+        except ConfigError as exc:
+            raise ValueError(f"{exc.problem}; use one of: {', '.join(PRESETS)}") from None
+    return value
+
+
+class PipelineConfig(ModelSource):
+    """What every flow shares: model, data, export, calibration, sharding, toolchain, benchmark, evaluation."""
 
     export: ExportOptions = Field(default_factory=ExportOptions)
     data: DataSpec = Field(default_factory=DataSpec)
     calibration: CalibrationOptions = Field(default_factory=CalibrationOptions)
     npz: ShardOptions = Field(default_factory=ShardOptions)
-    quant: QuantSpec = Field(default_factory=QuantSpec, description="a preset name or a full spec")
     toolchain: ToolchainName = Field(default="onnxruntime", description="onnxruntime (embedded) or vastai (vamc/vamp)")
     toolchain_options: ToolchainOptions = Field(default_factory=ToolchainOptions)
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
 
+    @model_validator(mode="after")
+    def _needs_data(self) -> PipelineConfig:
+        if not self.demo and self.data.path is None:
+            raise ValueError("data.path is required (an ImageNet val folder, --data); or use --demo for generated data")
+        return self
+
+    def check_quant(self, quant: QuantSpec) -> None:
+        """Refuse a spec the toolchain cannot compile."""
+        if self.toolchain == "vastai" and quant.dtype == "fp32":
+            raise ValueError("the vastai toolchain compiles fp16 and int8 only: choose --quant fp16 or an int8 preset")
+
+
+class RunConfig(PipelineConfig):
+    """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
+
+    quant: Annotated[QuantSpec, WithJsonSchema(_QUANT_SCHEMA)] = Field(default_factory=QuantSpec)
+
     @field_validator("quant", mode="before")
     @classmethod
     def _preset(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return QuantSpec.from_preset(value)
-            except ConfigError as exc:
-                raise ValueError(f"{exc.problem}; use one of: {', '.join(PRESETS)}") from None
-        return value
+        return _to_quant(value)
 
     @model_validator(mode="after")
-    def _needs_data(self) -> RunConfig:
-        if not self.demo and self.data.path is None:
-            raise ValueError("data.path is required (an ImageNet val folder, --data); or use --demo for generated data")
-        if self.toolchain == "vastai" and self.quant.dtype == "fp32":
-            raise ValueError("the vastai toolchain compiles fp16 and int8 only: choose --quant fp16 or an int8 preset")
+    def _quant_fits_toolchain(self) -> RunConfig:
+        self.check_quant(self.quant)
         return self
+
+
+class SweepConfig(PipelineConfig):
+    """`quant_sweep`: one model and dataset over a list of presets (default: every preset the toolchain compiles)."""
+
+    presets: tuple[PresetName, ...] | None = Field(
+        default=None, description="presets to compare; default: fp32, fp16 and int8 with all four calibrate modes"
+    )
+    per_channel: bool = Field(default=True, description="int8 presets: per-channel weight scales")
+
+    def quants(self) -> list[QuantSpec]:
+        """The specs to run, in order."""
+        names: tuple[str, ...] = self.presets or tuple(
+            p for p in PRESETS if not (self.toolchain == "vastai" and p == "fp32")
+        )
+        return [QuantSpec.from_preset(p, per_channel=self.per_channel) for p in names]
+
+    @model_validator(mode="after")
+    def _presets_fit_toolchain(self) -> SweepConfig:
+        if self.presets is not None and not self.presets:
+            raise ValueError("presets is empty: name at least one, e.g. fp32,int8-max")
+        for quant in self.quants():
+            self.check_quant(quant)
+        return self
+
+
+class MatrixEntry(BaseModel):
+    """One model of the regression matrix: its checkpoint, presets and goals."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(default=registry.DEFAULT_MODEL)
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    presets: tuple[PresetName, ...] = ("fp32", "int8-max")
+    gates: tuple[Gate, ...] | None = Field(default=None, description="goals for every preset; default per dtype")
+
+
+class RegressionMatrix(BaseModel):
+    """``deployments/regression.yaml``: models x presets x goals over shared settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="names the history in the store")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="PipelineConfig fields shared by all models")
+    models: tuple[MatrixEntry, ...] = Field(min_length=1)
+
+    def configs(self, store: str | None = None) -> list[tuple[MatrixEntry, SweepConfig]]:
+        """Each entry as a validated sweep config (errors name the entry)."""
+        out = []
+        for number, entry in enumerate(self.models):
+            values = {**self.defaults, "model": entry.model, "presets": entry.presets}
+            if entry.checkpoint:
+                values.update(checkpoint=entry.checkpoint, checkpoint_sha256=entry.checkpoint_sha256)
+            if store:
+                values["store"] = store
+            try:
+                out.append((entry, SweepConfig(**values)))
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"regression matrix {self.name!r}, model #{number + 1} ({entry.model}):\n"
+                    + describe_validation_error(exc, SweepConfig),
+                    "fix the matrix file",
+                ) from None
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RegressionMatrix:
+        """Read and validate a matrix file (YAML)."""
+        import yaml
+
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(
+                f"regression matrix not found: {file}",
+                "pass the path of a matrix file, e.g. deployments/regression.yaml",
+            )
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file} is not valid YAML: {exc}", "fix the file's syntax") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid regression matrix {file}:\n{describe_validation_error(exc, cls)}", "fix the matrix file"
+            ) from None
+
+
+class NightlyConfig(BaseModel):
+    """`nightly_regression`: which matrix, which night (default: today, UTC), where the store is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    matrix: str = Field(default="deployments/regression.yaml", description="regression matrix file (YAML)")
+    night: str | None = Field(
+        default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD; default today (UTC)"
+    )
+    store: str | None = Field(default=None, description=f"artifact store path or fsspec URL; default ${STORE_ENV}")
 
 
 def _field_names(model_cls: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:

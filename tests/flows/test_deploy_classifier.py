@@ -86,13 +86,18 @@ def demo_config(root: Path, **overrides: Any) -> RunConfig:
 
 
 def _run(config: RunConfig) -> tuple[Any, Counter[tuple[str, str]]]:
-    """Run the flow; return its final state and a count of (task name, state name)."""
+    """Run deploy_classifier; return its final state and a count of (task name, state name)."""
+    from flows.deploy_classifier import deploy_classifier
+
+    return _run_flow(deploy_classifier, config)
+
+
+def _run_flow(flow: Any, config: Any) -> tuple[Any, Counter[tuple[str, str]]]:
+    """Run a flow; return its final state and a count of (task name, state name)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.deploy_classifier import deploy_classifier
-
-    state = deploy_classifier(config, return_state=True)
+    state = flow(config, return_state=True)
     # Task-run states reach the API as events, a moment after the flow returns: read until two
     # consecutive reads agree and no run is still shown as pending or running.
     previous: Counter[tuple[str, str]] | None = None
@@ -312,8 +317,8 @@ def test_a_failing_compiler_fails_the_run_and_the_fixed_rerun_resumes(
     state, tasks = _run(config)
     assert state.is_completed(), state.message
     for name in ("fetch-checkpoint", "export-onnx", "calibration-set", "npz-index"):
-        assert tasks[(name, "Cached")] == 1, name
-    assert tasks[("compile", "Completed")] == 2  # vamc now, and the fp32 reference the failed run never reached
+        assert tasks[(name, "Cached")] >= 1 and tasks[(name, "Completed")] == 0, name
+    assert tasks[("compile", "Completed")] == 1 and tasks[("compile", "Cached")] == 1  # vamc again; the reference kept
 
 
 def test_a_failing_gate_fails_the_run_with_a_readable_reason_and_keeps_the_report(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,10 @@ COMPILE_VERSION = "1"
 BENCH_STAGE = "benchmark"
 BENCH_VERSION = "1"
 QDQ_OPSET = 13
+# onnxslim keeps its fusion-pattern registry in module globals: two `slim` calls in parallel
+# threads (a sweep compiles its presets together) corrupt each other's matches (IndexError in
+# concat_reshape). Slimming takes a second; it runs one at a time, the rest of a compile does not.
+_SLIM_LOCK = threading.Lock()
 _MODES = {"max": "MinMax", "percentile": "Percentile", "kl_divergence": "Entropy", "mse": "Distribution"}
 
 
@@ -145,7 +150,9 @@ class OnnxRuntimeToolchain:
         started = time.perf_counter()
         with store.staging() as staged, tempfile.TemporaryDirectory() as tmp:
             slim = Path(tmp) / "slim.onnx"
-            onnx_lib.save(onnxslim.slim(str(source)), str(slim))
+            with _SLIM_LOCK:
+                slimmed = onnxslim.slim(str(source))
+            onnx_lib.save(slimmed, str(slim))
             out = staged / "model.onnx"
             details: dict[str, Any] = {"preset": quant.preset, "per_channel": quant.per_channel}
             if quant.dtype == "fp32":

@@ -1,0 +1,233 @@
+"""The stages every flow shares, in two parts: `prepare` (everything a preset does not change) and
+`deploy_presets` (compile -> run -> benchmark -> evaluate -> report for one or more presets).
+
+deploy_classifier calls them for one preset, quant_sweep for a list (upstream computed once),
+nightly_regression per model of its matrix. Neither part branches on the toolchain: it decides the
+export settings, the npz format and how to compile, run and measure. The fp32 reference (the same
+data through the embedded toolchain's fp32 build) uses the same cached tasks, so every preset of a
+model and dataset shares it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flows._stages import Stages
+from tasks.data import calibration_set, npz_index, npz_shard, scan_dataset
+from tasks.evaluate import check_gates, evaluate, preprocess_parity, report, torch_probe
+from tasks.export import export_onnx
+from tasks.fetch import fetch_checkpoint
+from tasks.toolchain import benchmark, collect_outputs, compile_model, run_shard
+from zooflow import toolchains
+from zooflow.config import Gate, PipelineConfig, QuantSpec
+from zooflow.datasets import DatasetHandle
+from zooflow.npz import NpzParams, plan
+from zooflow.store import ArtifactRef
+
+
+@dataclass
+class Prepared:
+    """What every preset of one model and dataset shares."""
+
+    config: PipelineConfig
+    toolchain: Any
+    device: dict[str, Any]
+    dataset: DatasetHandle
+    checkpoint: ArtifactRef
+    onnx: ArtifactRef
+    calibration: ArtifactRef
+    shards: list[ArtifactRef]
+    npz: ArtifactRef
+    reference: ArtifactRef
+    probe: ArtifactRef | None
+    parity: ArtifactRef | None
+
+
+def _npz(stages: Stages, stage: str, dataset: DatasetHandle, params: NpzParams, config: PipelineConfig) -> Any:
+    """npz shards (one cached task each) and the index over them."""
+    shards = stages.map(
+        f"{stage}-shards",
+        npz_shard,
+        [{"shard": s.number} for s in plan(dataset.count, config.npz.shard_size)],
+        dataset=dataset,
+        shard_size=config.npz.shard_size,
+        params=params,
+        skip_corrupt=config.data.skip_corrupt,
+    )
+    return shards, stages.run(stage, npz_index, dataset=dataset, shards=shards, params=params)
+
+
+def _outputs(
+    stages: Stages, stage: str, compiled: ArtifactRef, shards: list[Any], npz: ArtifactRef, device: dict[str, Any]
+) -> ArtifactRef:
+    """Run a compiled model over every npz shard (one cached task each) and join the outputs."""
+    runs = stages.map(f"{stage}-shards", run_shard, [{"shard": s} for s in shards], compiled=compiled, **device)
+    result: ArtifactRef = stages.run(stage, collect_outputs, compiled=compiled, npz=npz, shards=runs, **device)
+    return result
+
+
+def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
+    """dataset, checkpoint, ONNX, calibration set, npz, and the fp32 reference with its probe and parity runs."""
+    toolchain = toolchains.require(config.toolchain, config.toolchain_options)  # a missing toolchain fails first
+    device = {"toolchain": config.toolchain, "toolchain_options": config.toolchain_options}
+    dataset = stages.run("dataset", scan_dataset, spec=config.data, demo_run=config.demo, seed=config.seed)
+    checkpoint = stages.run(
+        "checkpoint",
+        fetch_checkpoint,
+        source=config.checkpoint_source(),
+        model=config.model,
+        sha256=config.checkpoint_sha256,
+        seed=config.seed,
+    )
+    onnx = stages.run(
+        "onnx", export_onnx, checkpoint=checkpoint, model=config.model, options=toolchain.export_options(config.export)
+    )
+    calibration = stages.run(
+        "calibration",
+        calibration_set,
+        dataset=dataset,
+        options=config.calibration,
+        seed=config.seed,
+        skip_corrupt=config.data.skip_corrupt,
+    )
+    shards, npz = _npz(stages, "npz", dataset, toolchain.input_params(onnx.meta["preprocess"]), config)
+
+    reference_tc = toolchains.get(toolchains.REFERENCE_TOOLCHAIN, config.toolchain_options)
+    reference_device = {"toolchain": toolchains.REFERENCE_TOOLCHAIN, "toolchain_options": config.toolchain_options}
+    ref_onnx = stages.run(
+        "reference-onnx",
+        export_onnx,
+        checkpoint=checkpoint,
+        model=config.model,
+        options=reference_tc.export_options(config.export),
+    )
+    ref_shards, ref_npz = _npz(
+        stages, "reference-npz", dataset, reference_tc.input_params(ref_onnx.meta["preprocess"]), config
+    )
+    ref_compiled = stages.run(
+        "reference-compiled",
+        compile_model,
+        onnx=ref_onnx,
+        calibration=calibration,
+        quant=toolchains.REFERENCE_QUANT,
+        **reference_device,
+    )
+    reference = _outputs(stages, "reference-outputs", ref_compiled, ref_shards, ref_npz, reference_device)
+    options = config.evaluation
+    probe = None
+    if options.probe_images:
+        probe = stages.run(
+            "probe", torch_probe, checkpoint=checkpoint, npz=ref_npz, model=config.model, images=options.probe_images
+        )
+    parity = None
+    if options.preprocess_parity:
+        dsp_shards, dsp_npz = _npz(
+            stages, "dsp-npz", dataset, NpzParams.for_format("dsp", ref_onnx.meta["preprocess"], None), config
+        )
+        dsp_outputs = _outputs(stages, "dsp-outputs", ref_compiled, dsp_shards, dsp_npz, reference_device)
+        parity = stages.run("parity", preprocess_parity, framework=reference, device=dsp_outputs)
+    return Prepared(
+        config=config,
+        toolchain=toolchain,
+        device=device,
+        dataset=dataset,
+        checkpoint=checkpoint,
+        onnx=onnx,
+        calibration=calibration,
+        shards=shards,
+        npz=npz,
+        reference=reference,
+        probe=probe,
+        parity=parity,
+    )
+
+
+def deploy_presets(
+    stages: Stages, prep: Prepared, quants: list[QuantSpec], gates: tuple[Gate, ...] | None = None
+) -> list[dict[str, Any]]:
+    """compile -> run -> benchmark -> evaluate -> report for each preset; compiles and runs of
+    different presets go to the task runner together, benchmarks one at a time (they time the device).
+
+    Returns, per preset, its label and artifacts; gates are not checked here (see `check_all`).
+    """
+    config, device = prep.config, prep.device
+    labels = [toolchains.quant_label(q) for q in quants]
+    single = len(quants) == 1
+
+    def name(label: str, stage: str) -> str:
+        return stage if single else f"{label}/{stage}"
+
+    compiled = stages.map(
+        "compiled",
+        compile_model,
+        [{"quant": q} for q in quants],
+        names=[name(lab, "compiled") for lab in labels],
+        onnx=prep.onnx,
+        calibration=prep.calibration,
+        **device,
+    )
+    runs = stages.map(
+        "outputs-shards",
+        run_shard,
+        [{"compiled": c, "shard": s} for c in compiled for s in prep.shards],
+        **device,
+    )
+    per = len(prep.shards)
+    outputs = stages.map(
+        "outputs",
+        collect_outputs,
+        [{"compiled": c, "shards": runs[i * per : (i + 1) * per]} for i, c in enumerate(compiled)],
+        names=[name(lab, "outputs") for lab in labels],
+        npz=prep.npz,
+        **device,
+    )
+    benches = [
+        stages.run(name(lab, "benchmark"), benchmark, compiled=c, spec=config.benchmark, **device)
+        for lab, c in zip(labels, compiled, strict=True)
+    ]
+    context = {
+        "model": config.model,
+        "toolchain": config.toolchain,
+        **({"warning": prep.checkpoint.meta["warning"]} if prep.checkpoint.meta.get("warning") else {}),
+    }
+    evaluations = stages.map(
+        "evaluation",
+        evaluate,
+        [
+            {
+                "outputs": out,
+                "gates": gates if gates is not None else config.evaluation.gates_for(q),
+                "context": {**context, "preset": lab},
+            }
+            for q, lab, out in zip(quants, labels, outputs, strict=True)
+        ],
+        names=[name(lab, "evaluation") for lab in labels],
+        reference=prep.reference,
+        probe=prep.probe,
+        parity=prep.parity,
+        dataset=prep.dataset,
+        demo_data=config.demo and config.data.path is None,
+        max_flips=config.evaluation.max_flips,
+    )
+    reports = stages.map(
+        "report",
+        report,
+        [{"evaluation": e, "benchmark": b} for e, b in zip(evaluations, benches, strict=True)],
+        names=[name(lab, "report") for lab in labels],
+    )
+    return [
+        {"preset": lab, "compiled": c, "outputs": o, "benchmark": b, "evaluation": e, "report": r}
+        for lab, c, o, b, e, r in zip(labels, compiled, outputs, benches, evaluations, reports, strict=True)
+    ]
+
+
+def check_all(stages: Stages, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Check every preset's gates; the first failure fails the flow run (after all are stored)."""
+    verdicts = stages.map(
+        "gates",
+        check_gates,
+        [{"evaluation": r["evaluation"], "report": r["report"]} for r in results],
+        plain=True,
+    )
+    return {r["preset"]: v for r, v in zip(results, verdicts, strict=True)}

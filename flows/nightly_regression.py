@@ -1,0 +1,49 @@
+"""nightly_regression: every model x preset of a regression matrix, tonight's results appended to the
+history in the store, a trend report, and a failed run on any failed goal.
+
+On a regression the error and the trend report name the first bad night and which inputs changed
+since the last good one (checkpoint, calibration set, ONNX, data, toolchain fingerprint, code).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import flow
+
+from flows._pipeline import deploy_presets, prepare
+from flows._stages import Stages
+from tasks.compare import append_history, regression_gates
+from zooflow.config import NightlyConfig, RegressionMatrix, default_store_url
+from zooflow.store import open_store
+
+
+@flow(name="nightly-regression", log_prints=True)
+def nightly_regression(config: NightlyConfig = NightlyConfig()) -> dict[str, Any]:  # noqa: B008 - immutable default
+    """Run the matrix for one night; fail if any model/preset misses its goals."""
+    matrix = RegressionMatrix.load(config.matrix)  # a bad matrix fails before any work
+    night = config.night or dt.datetime.now(dt.UTC).date().isoformat()
+    store_url = config.store or matrix.defaults.get("store") or default_store_url()
+    open_store(store_url)
+    runs = [(entry, sweep) for entry, sweep in matrix.configs(store=store_url)]
+    entries: list[dict[str, Any]] = []
+    per_model: dict[str, Any] = {}
+    for entry, sweep in runs:
+        stages = Stages(store_url)  # stage names repeat across models: one record per model
+        prepared = prepare(stages, sweep)
+        results = deploy_presets(stages, prepared, sweep.quants(), gates=entry.gates)
+        entries += [{"model": entry.model, "preset": r["preset"], "evaluation": r["evaluation"]} for r in results]
+        per_model[entry.model] = stages.summary()["artifacts"]
+    summary = Stages(store_url)
+    trend = summary.run("trend", append_history, night=night, entries=entries, name=matrix.name)
+    found = summary.run_plain("regressions", regression_gates, trend=trend, night=night)
+    return {
+        "status": "completed",
+        "night": night,
+        "matrix": matrix.name,
+        "store": store_url,
+        "trend": trend.digest,
+        "regressions": found,
+        "models": per_model,
+    }

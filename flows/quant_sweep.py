@@ -1,0 +1,49 @@
+"""quant_sweep: one model and dataset over a list of presets, upstream stages computed once.
+
+Compiles and runs of all presets go to the task runner together (threads here, Dask with
+`--runner dask`); benchmarks run one at a time so their timings do not overlap. Ends with one
+comparison table and the accuracy-vs-throughput Pareto plot (Prefect artifacts and the store).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows._pipeline import check_all, deploy_presets, prepare
+from flows._stages import Stages
+from tasks.compare import sweep_table
+from zooflow.config import SweepConfig
+from zooflow.store import open_store
+
+
+@flow(name="quant-sweep", log_prints=True)
+def quant_sweep(config: SweepConfig = SweepConfig(demo=True)) -> dict[str, Any]:  # noqa: B008 - immutable default
+    """Compare presets on one model and dataset; failed gates fail the run after the table is stored."""
+    store_url = config.store_url()
+    open_store(store_url)
+    stages = Stages(store_url)
+    prepared = prepare(stages, config)
+    results = deploy_presets(stages, prepared, config.quants())
+    table = stages.run(
+        "sweep",
+        sweep_table,
+        results=results,
+        name=f"{config.model}/{config.toolchain}/sweep-{prepared.dataset.index.digest[:12]}",
+        title=f"{config.model} · {config.toolchain} · quantisation sweep",
+    )
+    verdicts = check_all(stages, results)
+    return stages.summary(
+        model=config.model,
+        toolchain=config.toolchain,
+        presets=[r["preset"] for r in results],
+        table=[{k: v for k, v in row.items() if k != "evaluation"} for row in _rows(table, store_url)],
+        verdicts=verdicts,
+    )
+
+
+def _rows(table: Any, store_url: str) -> list[dict[str, Any]]:
+    import json
+
+    return list(json.loads(open_store(store_url).path(table, "sweep.json").read_text()))

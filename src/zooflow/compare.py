@@ -1,0 +1,326 @@
+"""Comparisons across runs: the quantisation sweep's table and Pareto plot, and the nightly history.
+
+- `sweep_rows` / `write_sweep`: one row per preset (top-1, top-5, drop vs fp32, agreement,
+  throughput, p99 latency, verdict), stored as a ``sweep`` artifact with ``sweep.md``,
+  ``sweep.json`` and ``pareto.png`` (accuracy vs throughput, the Pareto front marked).
+- `night_rows` / `append_history` / `trend`: each night's results join a ``history`` artifact
+  (a new version per night, holding every night so far); the trend report plots each
+  model/preset over nights and, on a regression, names the first bad night and which inputs
+  changed since the last good one (checkpoint, calibration set, toolchain fingerprint, code).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zooflow.errors import ZooflowError
+from zooflow.evaluate import load_metrics
+from zooflow.report import _pyplot, html, pareto_plot
+from zooflow.store import ArtifactRef, Store
+
+
+class RegressionError(ZooflowError):
+    """Goals failed tonight; the message names each model/preset, its first bad night and what changed."""
+
+    def __init__(self, found: Sequence[dict[str, Any]], *, trend_path: str) -> None:
+        lines = []
+        for reg in found:
+            since = f", last good {reg['last_good_night']}" if reg["last_good_night"] else ", never passed"
+            lines.append(f"{reg['model']} {reg['preset']}: failing since {reg['first_bad_night']}{since}")
+            lines += [f"    {f}" for f in reg["failures"]]
+            for key, change in reg["changed"].items():
+                lines.append(f"    changed {key}: {_short(change['good'])} -> {_short(change['bad'])}")
+        super().__init__(
+            f"{len(found)} model/preset(s) failed their goals:\n  " + "\n  ".join(lines),
+            f"the trend report says more: {trend_path}",
+        )
+        self.found = list(found)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_regression_error, (self.problem, self.fix))
+
+
+def _rebuild_regression_error(problem: str, fix: str | None) -> ZooflowError:
+    return ZooflowError(problem, fix)
+
+
+STAGE = "compare"
+STAGE_VERSION = "1"
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float | int) else str(value)
+
+
+def best_benchmark(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The measured setting with the highest throughput (skipped settings ignored)."""
+    measured = [r for r in results if r.get("throughput") is not None]
+    return max(measured, key=lambda r: r["throughput"]) if measured else None
+
+
+def sweep_rows(store: Store, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One comparison row per preset from its evaluation and benchmark artifacts."""
+    rows = []
+    for entry in entries:
+        evaluation: ArtifactRef = entry["evaluation"]
+        metrics = load_metrics(store, evaluation)
+        bench = best_benchmark(entry["benchmark"].meta.get("results", [])) if entry.get("benchmark") else None
+        rows.append(
+            {
+                "preset": entry["preset"],
+                "top1": metrics["top1"],
+                "top5": metrics["top5"],
+                "drop_top1": metrics.get("drop_top1"),
+                "agreement": metrics.get("agreement"),
+                "sqnr_db": metrics.get("sqnr_db"),
+                "throughput": bench["throughput"] if bench else None,
+                "latency_p99_ms": bench.get("latency_ms", {}).get("p99") if bench else None,
+                "bench_setting": (
+                    f"batch {bench['batch']}" + (f", {bench['threads']} thread(s)" if "threads" in bench else "")
+                    if bench
+                    else None
+                ),
+                "passed": metrics["verdict"]["passed"],
+                "evaluation": evaluation.digest,
+            }
+        )
+    return rows
+
+
+def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None = None) -> str:
+    """The comparison table (and the plot) as markdown."""
+    out = [
+        f"# {title}",
+        "",
+        "| preset | top-1 | top-5 | drop vs fp32 | agreement | SQNR dB | images/s | p99 ms | setting | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['preset']} | {_fmt(r['top1'])} | {_fmt(r['top5'])} | {_fmt(r['drop_top1'])} | "
+            f"{_fmt(r['agreement'])} | {_fmt(r['sqnr_db'], 1)} | {_fmt(r['throughput'], 1)} | "
+            f"{_fmt(r['latency_p99_ms'])} | {r['bench_setting'] or 'n/a'} | {'pass' if r['passed'] else 'FAIL'} |"
+        )
+    if plot:
+        out += ["", f"![top-1 vs throughput]({plot})"]
+    return "\n".join(out) + "\n"
+
+
+def write_sweep(
+    store: Store, rows: list[dict[str, Any]], *, name: str, title: str, inputs: dict[str, ArtifactRef]
+) -> ArtifactRef:
+    """The ``sweep`` artifact: table (md + json), Pareto plot, self-contained HTML."""
+    with store.staging() as staged:
+        points = [{"label": r["preset"], "top1": r["top1"], "throughput": r["throughput"]} for r in rows]
+        plot = pareto_plot(points, staged / "pareto.png", f"{title}: top-1 vs throughput")
+        md_text = sweep_markdown(rows, title, plot.name)
+        (staged / "sweep.md").write_text(md_text, encoding="utf-8")
+        (staged / "sweep.json").write_text(json.dumps(rows, indent=1))
+        (staged / "sweep.html").write_text(html(md_text, title, {plot.name: plot}), encoding="utf-8")
+        return store.commit(
+            staged,
+            kind="sweep",
+            name=name,
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            inputs=inputs,
+            meta={"presets": [r["preset"] for r in rows], "passed": all(r["passed"] for r in rows)},
+        )
+
+
+# ------------------------------------------------------------------------------ nightly history
+WATCHED = ("checkpoint", "calibration", "toolchain", "code_version", "onnx", "dataset")
+
+
+def _find_input(store: Store, digest: str, role: str, depth: int = 0) -> str | None:
+    """Digest of the first ancestor recorded under `role` (breadth over the lineage)."""
+    if depth > 6 or not store.exists(digest):
+        return None
+    inputs = store.manifest(digest).inputs
+    for item in inputs:
+        if item.role == role:
+            return item.digest
+    for item in inputs:
+        if item.role in ("reference", "probe", "parity") or item.role.startswith("shard-"):
+            continue
+        found = _find_input(store, item.digest, role, depth + 1)
+        if found:
+            return found
+    return None
+
+
+def night_row(store: Store, night: str, model: str, preset: str, evaluation: ArtifactRef) -> dict[str, Any]:
+    """One model/preset result of one night, with the digests of what produced it."""
+    metrics = load_metrics(store, evaluation)
+    outputs = _find_input(store, evaluation.digest, "outputs")
+    compiled = _find_input(store, evaluation.digest, "compiled")
+    toolchain = store.manifest(compiled).producer.toolchain if compiled else None
+    return {
+        "night": night,
+        "model": model,
+        "preset": preset,
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "agreement": metrics.get("agreement"),
+        "passed": metrics["verdict"]["passed"],
+        "failures": metrics["verdict"]["failures"],
+        "evaluation": evaluation.digest,
+        "inputs": {
+            "checkpoint": _find_input(store, evaluation.digest, "checkpoint"),
+            "calibration": _find_input(store, evaluation.digest, "calibration") if "int8" in preset else None,
+            "onnx": _find_input(store, evaluation.digest, "onnx"),
+            "dataset": _find_input(store, outputs, "npz") if outputs else None,
+            "toolchain": json.dumps(toolchain, sort_keys=True) if toolchain else None,
+            "code_version": store.manifest(evaluation.digest).producer.code_version,
+        },
+    }
+
+
+def append_history(store: Store, name: str, rows: list[dict[str, Any]]) -> ArtifactRef:
+    """A new version of the history: every earlier night, then tonight's rows (a rerun of a night replaces it)."""
+    previous: list[dict[str, Any]] = []
+    if store.versions(name):
+        previous = json.loads(store.path(store.resolve(name), "history.json").read_text())
+    nights = {r["night"] for r in rows}
+    history = [r for r in previous if r["night"] not in nights] + rows
+    history.sort(key=lambda r: (r["night"], r["model"], r["preset"]))
+    with store.staging() as staged:
+        (staged / "history.json").write_text(json.dumps(history, indent=1))
+        return store.commit(
+            staged,
+            kind="history",
+            name=name,
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            meta={"nights": sorted({r["night"] for r in history}), "rows": len(history)},
+        )
+
+
+def regressions(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model/preset that fails on its latest night: the first bad night of that run of failures,
+    the last good night before it, and which input digests differ between the two."""
+    found = []
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in sorted(history, key=lambda r: r["night"]):
+        series.setdefault((row["model"], row["preset"]), []).append(row)
+    for (model, preset), rows in sorted(series.items()):
+        if rows[-1]["passed"]:
+            continue
+        first_bad = len(rows) - 1
+        while first_bad > 0 and not rows[first_bad - 1]["passed"]:
+            first_bad -= 1
+        bad = rows[first_bad]
+        good = rows[first_bad - 1] if first_bad > 0 else None
+        changed = (
+            {
+                key: {"good": good["inputs"].get(key), "bad": bad["inputs"].get(key)}
+                for key in WATCHED
+                if good["inputs"].get(key) != bad["inputs"].get(key)
+            }
+            if good
+            else {}
+        )
+        found.append(
+            {
+                "model": model,
+                "preset": preset,
+                "first_bad_night": bad["night"],
+                "last_night": rows[-1]["night"],
+                "last_good_night": good["night"] if good else None,
+                "failures": bad["failures"],
+                "changed": changed,
+            }
+        )
+    return found
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] if len(text) == 64 else text
+
+
+def trend_markdown(history: Sequence[dict[str, Any]], found: Sequence[dict[str, Any]], plot: str | None) -> str:
+    """The trend report: regressions first, then every model/preset over nights."""
+    out = ["# Nightly regression", ""]
+    if not found:
+        out += ["No regressions: every model/preset passes its goals on the latest night.", ""]
+    for reg in found:
+        since = (
+            f" (last good night {reg['last_good_night']})" if reg["last_good_night"] else " (no good night before it)"
+        )
+        out += [f"## REGRESSION: {reg['model']} {reg['preset']}: first bad night {reg['first_bad_night']}{since}", ""]
+        out += [f"- {f}" for f in reg["failures"]]
+        if reg["changed"]:
+            out += ["", "What changed between the last good and the first bad night:", ""]
+            out += ["| input | last good | first bad |", "|---|---|---|"]
+            out += [f"| {k} | `{_short(v['good'])}` | `{_short(v['bad'])}` |" for k, v in reg["changed"].items()]
+        elif reg["last_good_night"]:
+            out += ["", "No recorded input changed: suspect the data or the environment."]
+        out.append("")
+    out += [
+        "## History",
+        "",
+        "| night | model | preset | top-1 | top-5 | agreement | gates |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in history:
+        out.append(
+            f"| {r['night']} | {r['model']} | {r['preset']} | {_fmt(r['top1'])} | {_fmt(r['top5'])} | "
+            f"{_fmt(r['agreement'])} | {'pass' if r['passed'] else 'FAIL'} |"
+        )
+    if plot:
+        out += ["", f"![top-1 over nights]({plot})"]
+    return "\n".join(out) + "\n"
+
+
+def trend_plot(history: Sequence[dict[str, Any]], out: Path) -> Path:
+    """Top-1 per model/preset over nights; failed nights marked with a red cross."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    nights = sorted({r["night"] for r in history})
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in history:
+        series.setdefault(f"{r['model']} {r['preset']}", []).append(r)
+    for label, rows in sorted(series.items()):
+        rows = sorted(rows, key=lambda r: r["night"])
+        xs = [nights.index(r["night"]) for r in rows]
+        ax.plot(xs, [r["top1"] for r in rows], marker="o", label=label)
+        bad = [(x, r["top1"]) for x, r in zip(xs, rows, strict=True) if not r["passed"]]
+        if bad:
+            ax.scatter(*zip(*bad, strict=True), marker="x", s=120, color="#c0392b", zorder=4)
+    ax.set_xticks(range(len(nights)), nights, rotation=30, ha="right")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("top-1 per model/preset over nights (x: failed gates)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_trend(store: Store, history_ref: ArtifactRef, name: str) -> ArtifactRef:
+    """The ``trend`` artifact: markdown + HTML with the plot, and the regressions as JSON."""
+    history = json.loads(store.path(history_ref, "history.json").read_text())
+    found = regressions(history)
+    with store.staging() as staged:
+        plot = trend_plot(history, staged / "trend.png")
+        md_text = trend_markdown(history, found, plot.name)
+        (staged / "trend.md").write_text(md_text, encoding="utf-8")
+        (staged / "trend.html").write_text(html(md_text, "Nightly regression", {plot.name: plot}), encoding="utf-8")
+        (staged / "regressions.json").write_text(json.dumps(found, indent=1))
+        return store.commit(
+            staged,
+            kind="trend",
+            name=name,
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            inputs={"history": history_ref},
+            meta={"regressions": len(found), "nights": sorted({r["night"] for r in history})},
+        )

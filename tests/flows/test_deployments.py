@@ -1,0 +1,124 @@
+"""deployments/prefect.yaml: it parses, its parameters validate, and a served deployment runs as the UI starts it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.runner import load_deployments
+from zooflow.config import RegressionMatrix
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOYMENTS = REPO / "deployments" / "prefect.yaml"
+
+
+def test_prefect_yaml_parses_and_every_deployments_parameters_validate() -> None:
+    specs = {s["name"]: s for s in load_deployments(DEPLOYMENTS)}
+    assert set(specs) == {"nightly-regression", "one-off", "quant-sweep"}
+    for spec in specs.values():
+        spec["flow"].validate_parameters(spec.get("parameters") or {})  # raises if a value does not fit the form
+        assert (REPO / spec["entrypoint"].split(":")[0]).is_file()
+    (schedule,) = specs["nightly-regression"]["schedules"]
+    assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin"
+    assert not specs["one-off"].get("schedules") and not specs["quant-sweep"].get("schedules")
+    matrix = specs["nightly-regression"]["parameters"]["config"]["matrix"]
+    RegressionMatrix.load(REPO / matrix).configs()  # the matrix it names validates too
+    RegressionMatrix.load(REPO / "deployments" / "regression-demo.yaml").configs()
+    with pytest.raises(Exception, match="int8-maxx"):
+        specs["one-off"]["flow"].validate_parameters({"config": {"demo": True, "quant": "int8-maxx"}})
+
+
+def _wait(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_served_deployment_runs_with_parameters_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "zooflow"), "serve", "--only", "one-off"],
+        cwd=REPO,
+        env=env,
+        stdout=open(tmp_path / "serve.log", "w"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with get_client(sync_client=True) as client:
+
+            def deployment() -> Any:
+                try:
+                    return client.read_deployment_by_name("deploy-classifier/one-off")
+                except Exception:  # noqa: BLE001 - not registered yet
+                    return None
+
+            found = _wait(deployment, 180, "the served deployment to register")
+
+            def runs() -> list[Any]:
+                return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id])))
+
+            config = {
+                "demo": True,
+                "store": str(tmp_path / "store"),
+                "quant": "int8-max",
+                "data": {"demo": {"classes": 10, "per_class": 2}},
+                "calibration": {"allow_short": True},
+                "npz": {"shard_size": 20},
+                "benchmark": {"batch_sizes": [1], "trials": 1, "iterations": 2, "warmup": 0},
+                "evaluation": {"probe_images": 0, "preprocess_parity": False},
+            }
+            prefect = [str(bin_dir / "prefect"), "deployment", "run", "deploy-classifier/one-off", "--param"]
+            bad = subprocess.run(
+                [*prefect, f"config={json.dumps({**config, 'quant': 'int8-maxx'})}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert bad.returncode != 0, bad.stdout
+            assert "int8-maxx" in bad.stdout + bad.stderr or "alidation" in bad.stdout + bad.stderr
+            assert runs() == [], "a bad parameter must be refused before a run is created"
+
+            good = subprocess.run(
+                [*prefect, f"config={json.dumps(config)}"], env=env, capture_output=True, text=True, timeout=120
+            )
+            assert good.returncode == 0, good.stdout + good.stderr
+            (run,) = runs()
+            final = _wait(
+                lambda: (r := client.read_flow_run(run.id)).state is not None and r.state.is_final() and r,
+                400,
+                "the triggered run to finish",
+            )
+            assert final.state.is_completed(), (final.state.message, (tmp_path / "serve.log").read_text()[-3000:])
+            assert final.parameters["config"]["quant"] == "int8-max"
+        from zooflow.store import Store
+
+        store = Store(tmp_path / "store")
+        evaluation = store.resolve("shufflenet-v1-1x_16xb64_in1k/onnxruntime/int8-max/evaluation")
+        assert json.loads(store.path(evaluation, "metrics.json").read_text())["verdict"]["passed"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)

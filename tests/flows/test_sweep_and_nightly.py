@@ -1,0 +1,156 @@
+"""quant_sweep and nightly_regression under a real Prefect API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import MODEL
+from tests.flows.test_deploy_classifier import _run_flow
+from zooflow.config import NightlyConfig, SweepConfig
+from zooflow.store import Store
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+SMALL: dict[str, Any] = {
+    "calibration": {"allow_short": True},
+    "npz": {"shard_size": 20},
+    "benchmark": {"batch_sizes": (1,), "trials": 1, "iterations": 2, "warmup": 0},
+    "evaluation": {"probe_images": 0, "preprocess_parity": False},
+}
+
+
+def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path: Path) -> None:
+    from flows.quant_sweep import quant_sweep
+
+    root = tmp_path / "store"
+    config = SweepConfig(
+        demo=True, store=str(root), presets=("fp32", "fp16", "int8-max"), data={"demo": {"classes": 10}}, **SMALL
+    )
+    state, tasks = _run_flow(quant_sweep, config)
+    assert state.is_completed(), state.message
+    for upstream in ("fetch-checkpoint", "calibration-set", "npz-index"):
+        assert tasks[(upstream, "Completed")] == 1, upstream  # shared by every preset
+    # fp32 is the reference itself: its compile and run are the reference's, Cached within the run
+    assert tasks[("compile", "Completed")] == 3 and tasks[("compile", "Cached")] == 1
+    assert tasks[("benchmark", "Completed")] == 3 and tasks[("evaluate", "Completed")] == 3
+    result = state.result()
+    assert [row["preset"] for row in result["table"]] == ["fp32", "fp16", "int8-max"]
+    fp32, fp16, int8 = result["table"]
+    assert fp32["agreement"] == 100.0 and fp32["drop_top1"] == 0.0
+    assert all(row["throughput"] > 0 and row["latency_p99_ms"] > 0 for row in result["table"])
+    assert int8["sqnr_db"] < fp16["sqnr_db"]  # int8 is further from fp32 than fp16
+    store = Store(root)
+    sweep = store.ref(result["artifacts"]["sweep"]["digest"])
+    assert sweep.kind == "sweep" and {"sweep.md", "sweep.json", "pareto.png", "sweep.html"} <= set(sweep.files)
+    assert "| int8-max |" in store.path(sweep, "sweep.md").read_text()
+    assert store.path(sweep, "pareto.png").stat().st_size > 10_000
+    assert {"fp32/report", "fp16/report", "int8-max/report"} <= set(result["artifacts"])
+
+    again, tasks = _run_flow(quant_sweep, config)
+    assert again.is_completed()
+    assert tasks[("compile", "Completed")] == 0 and tasks[("evaluate", "Completed")] == 0  # all cached
+
+
+def _labelled_by_the_model(tmp_path: Path, checkpoint: Path, info: Any) -> Path:
+    """Demo images labelled with the good checkpoint's own predictions: a set it scores 100% on,
+    so a degraded checkpoint shows up as an accuracy regression (demo weights know no ImageNet)."""
+    import torch
+
+    from zooflow import models
+    from zooflow.demo import write_demo_dataset
+    from zooflow.export import export_module
+    from zooflow.preprocess import Transform, load_rgb
+
+    write_demo_dataset(tmp_path / "data", classes=10, per_class=2)
+    val = tmp_path / "data" / "val"
+    net = models.build_model(info)
+    models.load_strict(net, checkpoint, info)
+    module = export_module(net, logits=True)
+    transform = Transform.from_spec(models.preprocess_spec(info))
+    files = sorted(p.name for p in val.iterdir())
+    batch = np.stack([transform.normalize(transform.crop_uint8(load_rgb(val / f)[0])) for f in files])
+    with torch.no_grad():
+        predicted = module(torch.from_numpy(batch)).numpy().argmax(1)
+    (tmp_path / "data" / "val_label.txt").write_text(
+        "".join(f"{f} {c}\n" for f, c in zip(files, predicted, strict=True))
+    )
+    return val
+
+
+def _degraded(checkpoint: Path, out: Path) -> Path:
+    """The same weights with the classifier head's rows rotated by one class: a mis-converted head."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = ckpt["state_dict"]
+    for key in ("head.fc.weight", "head.fc.bias"):
+        state[key] = torch.roll(state[key], shifts=1, dims=0)
+    torch.save(ckpt, out)
+    return out
+
+
+def test_two_nights_with_an_injected_regression_name_the_first_bad_night_and_the_change(
+    tmp_path: Path, checkpoint_file: Path, model_info: Any
+) -> None:
+    from flows.nightly_regression import nightly_regression
+
+    val = _labelled_by_the_model(tmp_path, checkpoint_file, model_info)
+    bad = _degraded(checkpoint_file, tmp_path / "shufflenet_v1_degraded.pth")
+    root = tmp_path / "store"
+
+    def night(date: str, checkpoint: Path) -> Any:
+        matrix = {
+            "name": "test-nightly",
+            "defaults": {"data": {"path": str(val)}, **SMALL},
+            "models": [
+                {
+                    "model": MODEL,
+                    "checkpoint": str(checkpoint),
+                    "presets": ["fp32", "fp16"],
+                    "gates": [{"metric": "top1", "min": 90.0}],
+                }
+            ],
+        }
+        path = tmp_path / f"matrix-{date}.yaml"
+        path.write_text(yaml.safe_dump(matrix))
+        return _run_flow(nightly_regression, NightlyConfig(matrix=str(path), night=date, store=str(root)))
+
+    first, _ = night("2026-11-26", checkpoint_file)
+    assert first.is_completed(), first.message
+    assert first.result()["regressions"] == []
+    second, tasks = night("2026-11-27", bad)
+    assert second.is_failed() and tasks[("regression-gates", "Failed")] == 1
+    with pytest.raises(Exception, match="failing since 2026-11-27, last good 2026-11-26") as info:
+        second.result()
+    message = str(info.value)
+    assert "top1 = " in message and "below the minimum 90.00" in message and "changed checkpoint: " in message
+
+    store = Store(root)
+    history = store.resolve("regression/test-nightly/history")
+    rows = json.loads(store.path(history, "history.json").read_text())
+    assert [(r["night"], r["preset"], r["passed"]) for r in rows] == [
+        ("2026-11-26", "fp16", True),
+        ("2026-11-26", "fp32", True),
+        ("2026-11-27", "fp16", False),
+        ("2026-11-27", "fp32", False),
+    ]
+    assert [v.version for v in store.versions("regression/test-nightly/history")] == [1, 2]
+    assert store.resolve("regression/test-nightly/history@nightly-2026-11-26").version == 1
+    trend = store.resolve("regression/test-nightly/trend")
+    found = json.loads(store.path(trend, "regressions.json").read_text())
+    assert {r["preset"] for r in found} == {"fp32", "fp16"}
+    for reg in found:
+        assert reg["first_bad_night"] == "2026-11-27" and reg["last_good_night"] == "2026-11-26"
+        assert {"checkpoint", "onnx"} <= set(reg["changed"]) and "calibration" not in reg["changed"]
+        assert "toolchain" not in reg["changed"] and "dataset" not in reg["changed"]
+    md = store.path(trend, "trend.md").read_text()
+    assert (
+        "REGRESSION: shufflenet-v1-1x_16xb64_in1k fp32: first bad night 2026-11-27 (last good night 2026-11-26)" in md
+    )
+    assert "| checkpoint |" in md and store.path(trend, "trend.png").stat().st_size > 10_000

@@ -1,0 +1,96 @@
+"""Crash-resume: SIGKILL the whole `zooflow run` mid-shard and at a stage boundary; reruns redo only unfinished work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ARGS = [
+    "run",
+    "--demo",
+    "--demo-classes",
+    "30",
+    "--demo-per-class",
+    "4",
+    "--allow-short",
+    "--shard-size",
+    "12",
+    "--quant",
+    "int8-max",
+    "--no-parity",
+    "--probe-images",
+    "0",
+    "--bench-batch",
+    "1",
+    "--json",
+]
+
+
+def _kinds(store: Path) -> list[str]:
+    """Kinds of the committed artifacts (a manifest is written last, so these are complete)."""
+    kinds = []
+    for manifest in (store / "objects").glob("*/*/manifest.json"):
+        try:
+            kinds.append(json.loads(manifest.read_text())["kind"])
+        except (OSError, ValueError):
+            continue
+    return kinds
+
+
+def _run_until(env: dict[str, str], store: Path, kind: str, count: int) -> int:
+    """Start a run, SIGKILL its process group once `count` artifacts of `kind` exist; returns that count."""
+    exe = Path(sys.executable).with_name("zooflow")
+    proc = subprocess.Popen(
+        [str(exe), *ARGS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 400
+    try:
+        while _kinds(store).count(kind) < count:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, f"no {count} {kind} artifacts in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return _kinds(store).count(kind)
+
+
+def _counts(state: str) -> dict[str, int]:
+    """'3 Cached, 7 Completed' -> {'Cached': 3, 'Completed': 7}."""
+    return {name: int(n) for n, name in (part.split(" ", 1) for part in state.split(", "))}
+
+
+def test_killed_runs_resume_where_they_stopped(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    env = {**os.environ, "ZOOFLOW_STORE": str(store), "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    shards = 10  # 120 images in shards of 12
+
+    done = _run_until(env, store, "npz-shard", 3)  # mid npz stage: some shards done, others being written
+    assert 3 <= done < shards
+    # at a stage boundary: the fp32 reference and the int8 model compiled, evaluation not reached
+    killed_at = _run_until(env, store, "compiled", 2)
+    assert killed_at == 2 and _kinds(store).count("npz-shard") == shards and "evaluation" not in _kinds(store)
+
+    exe = Path(sys.executable).with_name("zooflow")
+    final = subprocess.run([str(exe), *ARGS], env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    summary = json.loads(final.stdout.strip().splitlines()[-1])
+    stages = summary["stages"]
+    assert _counts(stages["npz-shards"]) == {"Cached": shards}  # nothing finished is redone
+    assert stages["checkpoint"] == stages["onnx"] == stages["calibration"] == stages["compiled"] == "Cached"
+    assert sum(_counts(stages["outputs-shards"]).values()) == shards
+    assert stages["evaluation"] == stages["report"] == "Completed"  # the unfinished work, done now
+    assert summary["verdict"]["passed"]
+    # the resumed run produced what an uninterrupted one does: the same artifacts, once each
+    kinds = _kinds(store)
+    assert kinds.count("evaluation") == 1 and kinds.count("compiled") == 2  # int8 + the fp32 reference
