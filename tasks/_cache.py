@@ -13,12 +13,13 @@ the policy starts a new epoch, the key changes, and the stage recomputes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
@@ -104,15 +105,52 @@ class ArtifactCachePolicy(CachePolicy):
         return f"{self.stage}-{base[:40]}-{epoch}"
 
 
-def remember(ref: ArtifactRef) -> ArtifactRef:
-    """Record, for the running task's cache key, the artifact it produced; returns `ref`."""
+def _current() -> tuple[Any, str] | None:
+    """The running task's store and base key, when it uses `ArtifactCachePolicy`."""
     ctx = TaskRunContext.get()
     if ctx is None or not isinstance(ctx.task.cache_policy, ArtifactCachePolicy):
-        return ref
-    policy = ctx.task.cache_policy
+        return None
     store = open_store(ctx.parameters[STORE_PARAM])
-    base = policy.base_key(ctx.task.name, ctx.parameters, str(ctx.task_run.flow_run_id))
+    return store, ctx.task.cache_policy.base_key(ctx.task.name, ctx.parameters, str(ctx.task_run.flow_run_id))
+
+
+def remember(ref: ArtifactRef) -> ArtifactRef:
+    """Record, for the running task's cache key, the artifact it produced; returns `ref`."""
+    current = _current()
+    if current is None:
+        return ref
+    store, base = current
     record = store.cache_record(base)
     epoch = record.epoch if record is not None else uuid.uuid4().hex[:12]
-    store.write_cache_record(CacheRecord(key=base, epoch=epoch, digest=ref.digest))
+    store.write_cache_record(CacheRecord(key=base, epoch=epoch, digest=ref.digest, name=ref.name, version=ref.version))
     return ref
+
+
+P = ParamSpec("P")
+
+
+def resumable(fn: Callable[P, ArtifactRef]) -> Callable[P, ArtifactRef]:
+    """Skip the work when an interrupted run already committed this key's artifact.
+
+    A process killed after a stage committed its artifact (and `remember`ed it) but before
+    Prefect persisted the task's result misses Prefect's cache on the rerun; the store's record
+    still names the verified artifact, so the stage returns it instead of computing it again.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> ArtifactRef:
+        current = _current()
+        if current is not None:
+            store, base = current
+            record = store.cache_record(base)
+            if record is not None and record.digest is not None and not store.verify(record.digest):
+                ref: ArtifactRef = store.ref(record.digest, name=record.name, version=record.version)
+                logger.info(
+                    "resumed: %s artifact %s was committed by an interrupted run; not recomputed",
+                    ref.kind,
+                    ref.short,
+                )
+                return ref
+        return fn(*args, **kwargs)
+
+    return wrapper

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks._cache import ArtifactCachePolicy, remember
+from tasks._cache import ArtifactCachePolicy, remember, resumable
 from tasks.ui import publish
 from zooflow import calibration, datasets, demo, npz
 from zooflow.config import CalibrationOptions, DataSpec
@@ -47,6 +47,7 @@ CALIBRATION_POLICY = ArtifactCachePolicy(
 
 
 @task(name="calibration-set", cache_policy=CALIBRATION_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def calibration_set(
     dataset: DatasetHandle, options: CalibrationOptions, seed: int, skip_corrupt: bool, store_url: str
 ) -> ArtifactRef:
@@ -55,6 +56,7 @@ def calibration_set(
     ref = calibration.build_calibration(
         dataset.open(store), store, options, seed=seed, skip_corrupt=skip_corrupt, inputs={"dataset": dataset.index}
     )
+    remember(ref)  # first: a kill while publishing must not lose the record
     publish(
         ref,
         "Calibration set",
@@ -66,13 +68,14 @@ def calibration_set(
             "skipped corrupt": ref.meta["skipped_corrupt"],
         },
     )
-    return remember(ref)
+    return ref
 
 
 NPZ_POLICY = ArtifactCachePolicy(stage=npz.STAGE, stage_version=npz.STAGE_VERSION, libraries=npz.LIBRARIES)
 
 
 @task(name="npz-shard", cache_policy=NPZ_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def npz_shard(
     dataset: DatasetHandle, shard: int, shard_size: int, params: NpzParams, skip_corrupt: bool, store_url: str
 ) -> ArtifactRef:
@@ -85,10 +88,12 @@ def npz_shard(
 
 
 @task(name="npz-index", cache_policy=NPZ_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def npz_index(dataset: DatasetHandle, shards: list[ArtifactRef], params: NpzParams, store_url: str) -> ArtifactRef:
     """Join the shards into the ``npz`` artifact (records in dataset order, shard digests)."""
     store = open_store(store_url)
     ref = npz.assemble(dataset.open(store), shards, params, store, inputs={"dataset": dataset.index})
+    remember(ref)  # first: a kill while publishing must not lose the record
     publish(
         ref,
         f"npz ({params.format})",
@@ -99,4 +104,4 @@ def npz_index(dataset: DatasetHandle, shards: list[ArtifactRef], params: NpzPara
             "skipped corrupt": ref.meta["skipped_corrupt"],
         },
     )
-    return remember(ref)
+    return ref

@@ -14,7 +14,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks._cache import ArtifactCachePolicy, remember
+from tasks._cache import ArtifactCachePolicy, remember, resumable
 from tasks.ui import artifact_key
 from zooflow import evaluate as evaluate_mod
 from zooflow import registry
@@ -46,6 +46,7 @@ REPORT_POLICY = ArtifactCachePolicy(stage="report", stage_version=report_mod.STA
 
 
 @task(name="torch-probe", cache_policy=PROBE_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def torch_probe(checkpoint: ArtifactRef, npz: ArtifactRef, model: str, images: int, store_url: str) -> ArtifactRef:
     """PyTorch outputs on the first images: the compiled model is also checked against the framework."""
     store = open_store(store_url)
@@ -53,6 +54,7 @@ def torch_probe(checkpoint: ArtifactRef, npz: ArtifactRef, model: str, images: i
 
 
 @task(name="preprocess-parity", cache_policy=PARITY_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def preprocess_parity(framework: ArtifactRef, device: ArtifactRef, store_url: str) -> ArtifactRef:
     """Accuracy of the seed's preprocessing vs the card's DSP, both through the fp32 reference."""
     store = open_store(store_url)
@@ -60,6 +62,7 @@ def preprocess_parity(framework: ArtifactRef, device: ArtifactRef, store_url: st
 
 
 @task(name="evaluate", cache_policy=EVALUATE_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def evaluate(
     outputs: ArtifactRef,
     reference: ArtifactRef | None,
@@ -92,6 +95,7 @@ def evaluate(
         max_flips=max_flips,
         context=context,
     )
+    remember(ref)  # first: a kill while publishing must not lose the record
     metrics = evaluate_mod.load_metrics(store, ref)
     rows = [
         {"metric": "top-1 (%)", "value": metrics["top1"], "fp32 reference": metrics.get("reference", {}).get("top1")},
@@ -104,14 +108,16 @@ def evaluate(
         {"metric": "verdict", "value": "pass" if metrics["verdict"]["passed"] else "FAIL", "fp32 reference": None}
     )
     create_table_artifact(rows, key=artifact_key("metrics", ref.name or "evaluation"), description="Evaluation metrics")
-    return remember(ref)
+    return ref
 
 
 @task(name="report", cache_policy=REPORT_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def report(evaluation: ArtifactRef, benchmark: ArtifactRef | None, store_url: str) -> ArtifactRef:
     """Markdown + HTML report with the per-class plot, stored; the summary also as a Prefect markdown artifact."""
     store = open_store(store_url)
     ref = report_mod.render(store, evaluation, benchmark=benchmark)
+    remember(ref)  # first: a kill while publishing must not lose the record
     md_text = store.path(ref, "report.md").read_text(encoding="utf-8")
     files = f"\n\nFull report with plots: `{store.path(ref, 'report.html')}`"
     create_markdown_artifact(
@@ -119,7 +125,7 @@ def report(evaluation: ArtifactRef, benchmark: ArtifactRef | None, store_url: st
         key=artifact_key("report", ref.name or "report"),
         description=ref.meta.get("title", "report"),
     )
-    return remember(ref)
+    return ref
 
 
 @task(name="gates", cache_policy=NO_CACHE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks._cache import ArtifactCachePolicy, remember
+from tasks._cache import ArtifactCachePolicy, remember, resumable
 from tasks.ui import publish
 from zooflow import export
 from zooflow.config import ExportOptions
@@ -14,10 +14,12 @@ EXPORT_POLICY = ArtifactCachePolicy(stage=export.STAGE, stage_version=export.STA
 
 
 @task(name="export-onnx", cache_policy=EXPORT_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def export_onnx(checkpoint: ArtifactRef, model: str, options: ExportOptions, store_url: str) -> ArtifactRef:
     """Export to ONNX and check it against PyTorch."""
     store = open_store(store_url)
     ref = export.export_checkpoint(checkpoint, store, model=model, options=options)
+    remember(ref)  # first: a kill while publishing must not lose the record
     parity = ref.meta["parity"]
     publish(
         ref,
@@ -31,4 +33,4 @@ def export_onnx(checkpoint: ArtifactRef, model: str, options: ExportOptions, sto
         },
         warning=ref.meta.get("warning"),
     )
-    return remember(ref)
+    return ref

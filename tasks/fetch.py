@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import task
 
-from tasks._cache import ArtifactCachePolicy, remember
+from tasks._cache import ArtifactCachePolicy, remember, resumable
 from tasks.ui import publish
 from zooflow import fetch
 from zooflow.store import ArtifactRef, open_store, sha256_file
@@ -35,10 +35,12 @@ FETCH_POLICY = ArtifactCachePolicy(
     retries=1,
     retry_delay_seconds=5,
 )
+@resumable
 def fetch_checkpoint(source: str, model: str, sha256: str | None, seed: int, store_url: str) -> ArtifactRef:
     """Download (or locally initialise) and verify the checkpoint."""
     store = open_store(store_url)
     ref = fetch.fetch_checkpoint(source, store, model=model, sha256=sha256, seed=seed)
+    remember(ref)  # first: a kill while publishing must not lose the record
     publish(
         ref,
         f"Checkpoint for {model}",
@@ -49,4 +51,4 @@ def fetch_checkpoint(source: str, model: str, sha256: str | None, seed: int, sto
         },
         warning=ref.meta.get("warning"),
     )
-    return remember(ref)
+    return ref

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import task
 
-from tasks._cache import ArtifactCachePolicy, remember
+from tasks._cache import ArtifactCachePolicy, remember, resumable
 from tasks.ui import publish
 from zooflow import toolchains
 from zooflow.config import BenchmarkSpec, QuantSpec, ToolchainOptions
@@ -39,6 +39,7 @@ BENCH_POLICY = ArtifactCachePolicy(stage="benchmark", stage_version="1", extra=_
 
 
 @task(name="compile", cache_policy=COMPILE_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def compile_model(
     onnx: ArtifactRef,
     calibration: ArtifactRef,
@@ -51,6 +52,7 @@ def compile_model(
     store = open_store(store_url)
     tc = toolchains.get(toolchain, toolchain_options)
     ref = tc.compile(onnx, calibration, quant, store)
+    remember(ref)  # first: a kill while publishing must not lose the record
     rows = {"toolchain": toolchain, "preset": toolchains.quant_label(quant), "fingerprint": tc.fingerprint()}
     rows.update(
         {
@@ -60,10 +62,11 @@ def compile_model(
         }
     )
     publish(ref, f"Compiled {toolchains.quant_label(quant)} ({toolchain})", rows)
-    return remember(ref)
+    return ref
 
 
 @task(name="run-shard", cache_policy=RUN_POLICY, persist_result=True, result_serializer="json", tags=[DEVICE_TAG])
+@resumable
 def run_shard(
     compiled: ArtifactRef, shard: ArtifactRef, toolchain: str, toolchain_options: ToolchainOptions, store_url: str
 ) -> ArtifactRef:
@@ -73,6 +76,7 @@ def run_shard(
 
 
 @task(name="outputs", cache_policy=RUN_POLICY, persist_result=True, result_serializer="json")
+@resumable
 def collect_outputs(
     compiled: ArtifactRef,
     npz: ArtifactRef,
@@ -88,12 +92,14 @@ def collect_outputs(
 
 
 @task(name="benchmark", cache_policy=BENCH_POLICY, persist_result=True, result_serializer="json", tags=[DEVICE_TAG])
+@resumable
 def benchmark(
     compiled: ArtifactRef, spec: BenchmarkSpec, toolchain: str, toolchain_options: ToolchainOptions, store_url: str
 ) -> ArtifactRef:
     """Throughput and latency of the compiled model (measured again in every flow run)."""
     store = open_store(store_url)
     ref = toolchains.get(toolchain, toolchain_options).benchmark(compiled, spec, store)
+    remember(ref)  # first: a kill while publishing must not lose the record
     table = {
         f"batch {r['batch']}" + (f", {r['threads']} thread(s)" if "threads" in r else ""): (
             r.get("skipped") or f"{r['throughput']:.1f} images/s, p99 {r['latency_ms'].get('p99', float('nan')):.2f} ms"
@@ -101,4 +107,4 @@ def benchmark(
         for r in ref.meta["results"]
     }
     publish(ref, f"Benchmark ({toolchain})", table)
-    return remember(ref)
+    return ref

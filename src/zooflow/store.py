@@ -128,6 +128,8 @@ class CacheRecord(BaseModel):
     key: str
     epoch: str
     digest: str | None = None
+    name: str | None = None  # the produced artifact's name@version, so a resumed stage returns the same ref
+    version: int | None = None
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

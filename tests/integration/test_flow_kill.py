@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,22 +47,21 @@ def _kinds(store: Path) -> list[str]:
     return kinds
 
 
-def _run_until(env: dict[str, str], store: Path, kind: str, count: int) -> int:
-    """Start a run, SIGKILL its process group once `count` artifacts of `kind` exist; returns that count."""
+def _run_until(env: dict[str, str], ready: Callable[[], bool], what: str) -> None:
+    """Start a run and SIGKILL its whole process group as soon as `ready()` holds."""
     exe = Path(sys.executable).with_name("zooflow")
     proc = subprocess.Popen(
         [str(exe), *ARGS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 400
     try:
-        while _kinds(store).count(kind) < count:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, f"no {count} {kind} artifacts in time"
-            time.sleep(0.05)
+        while not ready():
+            assert proc.poll() is None, f"the run ended before {what}"
+            assert time.monotonic() < deadline, f"no {what} in time"
+            time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    return _kinds(store).count(kind)
 
 
 def _counts(state: str) -> dict[str, int]:
@@ -73,13 +73,19 @@ def test_killed_runs_resume_where_they_stopped(tmp_path: Path) -> None:
     store = tmp_path / "store"
     env = {**os.environ, "ZOOFLOW_STORE": str(store), "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"  # the final run's log says which stage resumed what
     shards = 10  # 120 images in shards of 12
 
-    done = _run_until(env, store, "npz-shard", 3)  # mid npz stage: some shards done, others being written
-    assert 3 <= done < shards
+    def writing_npz() -> bool:  # an npz file staged but its shard not committed: mid-shard
+        return any((store / "tmp").rglob("*.npz")) if (store / "tmp").is_dir() else False
+
+    _run_until(env, writing_npz, "an npz shard being written")
+    done = _kinds(store).count("npz-shard")
+    assert done < shards, "killed mid-stage: some shards unfinished"
     # at a stage boundary: the fp32 reference and the int8 model compiled, evaluation not reached
-    killed_at = _run_until(env, store, "compiled", 2)
-    assert killed_at == 2 and _kinds(store).count("npz-shard") == shards and "evaluation" not in _kinds(store)
+    _run_until(env, lambda: _kinds(store).count("compiled") >= 2, "two compiled models")
+    kinds = _kinds(store)
+    assert kinds.count("npz-shard") == shards and kinds.count("compiled") == 2 and "evaluation" not in kinds
 
     exe = Path(sys.executable).with_name("zooflow")
     final = subprocess.run([str(exe), *ARGS], env=env, capture_output=True, text=True, timeout=600)
@@ -87,7 +93,10 @@ def test_killed_runs_resume_where_they_stopped(tmp_path: Path) -> None:
     summary = json.loads(final.stdout.strip().splitlines()[-1])
     stages = summary["stages"]
     assert _counts(stages["npz-shards"]) == {"Cached": shards}  # nothing finished is redone
-    assert stages["checkpoint"] == stages["onnx"] == stages["calibration"] == stages["compiled"] == "Cached"
+    assert stages["checkpoint"] == stages["onnx"] == stages["calibration"] == "Cached"
+    # killed right after the compile committed, Prefect may not have stored the task's result yet:
+    # then the stage finds its committed artifact in the store instead of compiling again
+    assert stages["compiled"] == "Cached" or "resumed: compiled artifact" in final.stderr, stages
     assert sum(_counts(stages["outputs-shards"]).values()) == shards
     assert stages["evaluation"] == stages["report"] == "Completed"  # the unfinished work, done now
     assert summary["verdict"]["passed"]
