@@ -146,8 +146,9 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
 def deploy_presets(
     stages: Stages, prep: Prepared, quants: list[QuantSpec], gates: tuple[Gate, ...] | None = None
 ) -> list[dict[str, Any]]:
-    """compile -> run -> benchmark -> evaluate -> report for each preset; compiles and runs of
-    different presets go to the task runner together, benchmarks one at a time (they time the device).
+    """compile -> run -> benchmark -> evaluate -> report for each preset; compiles of different
+    presets go to the task runner together, and runs too where the toolchain allows it (not on one
+    Vastai card); benchmarks one at a time (they time the device).
 
     Returns, per preset, its label and artifacts; gates are not checked here (see `check_all`).
     """
@@ -171,6 +172,7 @@ def deploy_presets(
         "outputs-shards",
         run_shard,
         [{"compiled": c, "shard": s} for c in compiled for s in prep.shards],
+        sequential=not prep.toolchain.concurrent_runs,
         **device,
     )
     per = len(prep.shards)

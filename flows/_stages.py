@@ -48,17 +48,22 @@ class Stages:
         *,
         names: list[str] | None = None,
         plain: bool = False,
+        sequential: bool = False,
         **common: Any,
     ) -> list[Any]:
         """Run `task` once per item, concurrently on the flow's task runner; all finish before errors surface.
 
         Shards that succeed are stored (and cached) even when others fail, so a rerun resumes.
         `names` records each item's artifact under its own stage name (e.g. one per preset);
-        `plain` tasks return no artifact. Several failures are reported together.
+        `plain` tasks return no artifact; `sequential` runs one task at a time (a device that
+        cannot be shared). Several failures are reported together.
         """
         bound = bind(task, self.store_url)
-        futures = [bound.submit(**common, **item, store_url=self.store_url) for item in items]
-        states = [f.wait() or f.state for f in futures]
+        if sequential:
+            states = [bound(**common, **item, store_url=self.store_url, return_state=True) for item in items]
+        else:
+            futures = [bound.submit(**common, **item, store_url=self.store_url) for item in items]
+            states = [f.wait() or f.state for f in futures]
         counts = Counter(s.name for s in states)
         if names is None:
             self.states[stage] = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))

@@ -84,6 +84,13 @@ StoreOpt = Annotated[
     str | None,
     typer.Option("--store", help=f"artifact store path or fsspec URL [default: ${STORE_ENV} or a per-user data dir]"),
 ]
+DemoClassesOpt = Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")]
+DemoPerClassOpt = Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")]
+RunnerOpt = Annotated[str, typer.Option(help="threads | dask (tasks on a Dask cluster)", rich_help_panel="execution")]
+DaskAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler, e.g. tcp://host:8786 [default: a local cluster]", rich_help_panel="execution"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line of stdout")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name from mmcls's model index")]
 
@@ -239,17 +246,10 @@ def run(
         bool,
         typer.Option(help="also measure the card's DSP preprocessing vs the framework's", rich_help_panel="evaluation"),
     ] = True,
-    demo_classes: Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")] = 1000,
-    demo_per_class: Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")] = 2,
-    runner: Annotated[
-        str, typer.Option(help="threads | dask (tasks on a Dask cluster)", rich_help_panel="execution")
-    ] = "threads",
-    dask_address: Annotated[
-        str | None,
-        typer.Option(
-            help="Dask scheduler, e.g. tcp://host:8786 [default: a local cluster]", rich_help_panel="execution"
-        ),
-    ] = None,
+    demo_classes: DemoClassesOpt = 1000,
+    demo_per_class: DemoPerClassOpt = 2,
+    runner: RunnerOpt = "threads",
+    dask_address: DaskAddressOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -289,22 +289,7 @@ def run(
     except ZooflowError as exc:
         _fail(exc, as_json)
         return
-    if result.get("status") != "completed":
-        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
-    else:
-        table = Table("stage", "artifact", "version", "digest", "state", title="deploy-classifier completed")
-        for stage, state in result["stages"].items():
-            art = result["artifacts"].get(stage)
-            if art:
-                table.add_row(stage, art["name"] or art["kind"], str(art["version"]), art["digest"][:16], state)
-            else:
-                table.add_row(stage, "", "", "", state)
-        err.print(table)
-        _print_outcome(result)
-    if as_json:
-        print(json.dumps(result))
-    if result.get("status") != "completed":
-        raise typer.Exit(1)
+    _finish_flow(result, as_json, _print_stages)
 
 
 @app.command(
@@ -327,17 +312,10 @@ def sweep(
     allow_short: AllowShortOpt = False,
     shard_size: ShardSizeOpt = 1000,
     bench_batch: BenchBatchOpt = "1,8",
-    demo_classes: Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")] = 1000,
-    demo_per_class: Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")] = 2,
-    runner: Annotated[
-        str, typer.Option(help="threads | dask (tasks on a Dask cluster)", rich_help_panel="execution")
-    ] = "threads",
-    dask_address: Annotated[
-        str | None,
-        typer.Option(
-            help="Dask scheduler, e.g. tcp://host:8786 [default: a local cluster]", rich_help_panel="execution"
-        ),
-    ] = None,
+    demo_classes: DemoClassesOpt = 1000,
+    demo_per_class: DemoPerClassOpt = 2,
+    runner: RunnerOpt = "threads",
+    dask_address: DaskAddressOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -369,28 +347,7 @@ def sweep(
     except ZooflowError as exc:
         _fail(exc, as_json)
         return
-    if result.get("status") != "completed":
-        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
-    else:
-        table = Table(
-            "preset", "top-1", "top-5", "drop vs fp32", "agreement", "images/s", "p99 ms", "gates", title="quant-sweep"
-        )
-        for row in result["table"]:
-            table.add_row(
-                row["preset"],
-                *(
-                    "n/a" if row[k] is None else f"{row[k]:.2f}"
-                    for k in ("top1", "top5", "drop_top1", "agreement", "throughput", "latency_p99_ms")
-                ),
-                "pass" if row["passed"] else "FAIL",
-            )
-        err.print(table)
-        sweep_art = result["artifacts"]["sweep"]
-        err.print(f"table and Pareto plot: zooflow artifacts show {sweep_art['name']} (sweep.html, pareto.png)")
-    if as_json:
-        print(json.dumps(result))
-    if result.get("status") != "completed":
-        raise typer.Exit(1)
+    _finish_flow(result, as_json, _print_sweep)
 
 
 @app.command(epilog="zooflow nightly --matrix deployments/regression-demo.yaml --night 2026-11-28")
@@ -410,14 +367,9 @@ def nightly(
     except ZooflowError as exc:
         _fail(exc, as_json)
         return
-    if result.get("status") != "completed":
-        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
-    else:
-        err.print(f"night {result['night']} of {result['matrix']}: no regressions", highlight=False)
-    if as_json:
-        print(json.dumps(result))
-    if result.get("status") != "completed":
-        raise typer.Exit(1)
+    _finish_flow(
+        result, as_json, lambda r: err.print(f"night {r['night']} of {r['matrix']}: no regressions", highlight=False)
+    )
 
 
 @app.command(epilog="zooflow serve\n\nzooflow serve --only one-off --only quant-sweep")
@@ -430,6 +382,51 @@ def serve(
         _load_runner("serve")(file, only or [])
     except ZooflowError as exc:
         _fail(exc)
+
+
+def _finish_flow(result: dict[str, Any], as_json: bool, on_success: Any) -> None:
+    """Print a flow run's outcome (and its JSON); a run that did not complete exits 1."""
+    completed = result.get("status") == "completed"
+    if completed:
+        on_success(result)
+    else:
+        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
+    if as_json:
+        print(json.dumps(result))
+    if not completed:
+        raise typer.Exit(1)
+
+
+def _print_stages(result: dict[str, Any]) -> None:
+    """Per stage: artifact, version, digest and whether it was cached; then metrics and verdict."""
+    table = Table("stage", "artifact", "version", "digest", "state", title="deploy-classifier completed")
+    for stage, state in result["stages"].items():
+        art = result["artifacts"].get(stage)
+        if art:
+            table.add_row(stage, art["name"] or art["kind"], str(art["version"]), art["digest"][:16], state)
+        else:
+            table.add_row(stage, "", "", "", state)
+    err.print(table)
+    _print_outcome(result)
+
+
+def _print_sweep(result: dict[str, Any]) -> None:
+    """The sweep's comparison table and where its plot is."""
+    table = Table(
+        "preset", "top-1", "top-5", "drop vs fp32", "agreement", "images/s", "p99 ms", "gates", title="quant-sweep"
+    )
+    for row in result["table"]:
+        table.add_row(
+            row["preset"],
+            *(
+                "n/a" if row[k] is None else f"{row[k]:.2f}"
+                for k in ("top1", "top5", "drop_top1", "agreement", "throughput", "latency_p99_ms")
+            ),
+            "pass" if row["passed"] else "FAIL",
+        )
+    err.print(table)
+    sweep_art = result["artifacts"]["sweep"]
+    err.print(f"table and Pareto plot: zooflow artifacts show {sweep_art['name']} (sweep.html, pareto.png)")
 
 
 def _print_outcome(result: dict[str, Any]) -> None:

@@ -57,6 +57,7 @@ class Toolchain(Protocol):
 
     name: str
     options: ToolchainOptions
+    concurrent_runs: bool  # whether run shards (of one or several presets) may run at the same time
 
     def available(self) -> Availability:
         """Whether it can run on this machine (with the reason when not)."""

@@ -117,6 +117,7 @@ class OnnxRuntimeToolchain:
     """Compile, run and benchmark with ONNX Runtime on this machine's CPU."""
 
     name = "onnxruntime"
+    concurrent_runs = True  # CPU sessions in parallel threads (each shard its own session)
 
     def __init__(self, options: ToolchainOptions) -> None:
         self.options = options

@@ -393,6 +393,7 @@ class VastaiToolchain:
     """``vamc`` + ``vamp`` from PATH (the real tools, or the test suite's emulators)."""
 
     name = "vastai"
+    concurrent_runs = False  # one card: vamp runs queue behind each other (compiles still run together)
 
     def __init__(self, options: ToolchainOptions) -> None:
         self.options = options
