@@ -53,6 +53,10 @@ def measure(config: Any) -> dict[str, Any]:
         "stages": len(result["stages"]),
         "tasks": len(runs),
         "states": result["stages"],
+        "slowest": sorted(
+            ((r.name, r.end_time.timestamp() - r.start_time.timestamp()) for r in runs if r.start_time and r.end_time),
+            key=lambda item: -item[1],
+        )[:6],
     }
 
 
@@ -80,6 +84,7 @@ def main() -> None:
     print(f"demo set: {images} images; {cold['stages']} stages, {cold['tasks']} task runs")
     print(f"cold run   : {cold['wall']:7.1f} s (tasks running {cold['covered']:.1f} s)")
     print(f"cached run : {warm['wall']:7.1f} s (tasks running {warm['covered']:.1f} s)")
+    print("slowest task runs (cached run): " + ", ".join(f"{n} {t:.2f} s" for n, t in warm["slowest"]))
     ratio = warm["wall"] / cold["wall"]
     print(f"cached / cold: {ratio:.3f}  target <= 0.10: {'PASS' if ratio <= 0.10 else 'FAIL'}")
     for label, run in (("cold", cold), ("cached", warm)):

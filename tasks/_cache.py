@@ -57,7 +57,9 @@ class ArtifactCachePolicy(CachePolicy):
     libraries: tuple[str, ...] = ()
     extra: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = field(default=None, compare=False)
     relevant: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = field(default=None, compare=False)
-    per_run: bool = False  # measurements: cached within a flow run (a retry resumes), measured again by the next run
+    # measurements: when true (or true of the inputs), cached within a flow run only (a retry
+    # resumes), measured again by the next run
+    per_run: bool | Callable[[Mapping[str, Any]], bool] = field(default=False, compare=False)
 
     def base_key(self, task_name: str, inputs: Mapping[str, Any], run_id: str | None = None) -> str:
         """The epoch-free part of the key (stable across runs and machines, unless `per_run`)."""
@@ -70,7 +72,7 @@ class ArtifactCachePolicy(CachePolicy):
             "libraries": library_versions(*self.libraries),
             "inputs": {k: _describe(v) for k, v in sorted(inputs.items()) if k != STORE_PARAM},
             "extra": _describe(dict(self.extra(inputs))) if self.extra else None,
-            "run": run_id if self.per_run else None,
+            "run": run_id if (self.per_run(inputs) if callable(self.per_run) else self.per_run) else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -14,7 +14,7 @@ from prefect import task
 
 from tasks._cache import ArtifactCachePolicy, remember, resumable
 from tasks.ui import publish
-from zooflow import toolchains
+from zooflow import provenance, toolchains
 from zooflow.config import BenchmarkSpec, QuantSpec, ToolchainOptions
 from zooflow.store import ArtifactRef, open_store
 from zooflow.toolchains import DEVICE_TAG
@@ -35,7 +35,19 @@ def _compile_inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
 
 COMPILE_POLICY = ArtifactCachePolicy(stage="compile", stage_version="1", extra=_fingerprint, relevant=_compile_inputs)
 RUN_POLICY = ArtifactCachePolicy(stage="run", stage_version="1", extra=_fingerprint)
-BENCH_POLICY = ArtifactCachePolicy(stage="benchmark", stage_version="1", extra=_fingerprint, per_run=True)
+
+
+def _fingerprint_and_host(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A measurement is reusable on the machine that took it, with the same tools."""
+    return {**_fingerprint(inputs), "host": provenance.host()}
+
+
+BENCH_POLICY = ArtifactCachePolicy(
+    stage="benchmark",
+    stage_version="2",
+    extra=_fingerprint_and_host,
+    per_run=lambda inputs: bool(inputs["spec"].fresh),
+)
 
 
 @task(name="compile", cache_policy=COMPILE_POLICY, persist_result=True, result_serializer="json")
@@ -96,7 +108,7 @@ def collect_outputs(
 def benchmark(
     compiled: ArtifactRef, spec: BenchmarkSpec, toolchain: str, toolchain_options: ToolchainOptions, store_url: str
 ) -> ArtifactRef:
-    """Throughput and latency of the compiled model (measured again in every flow run)."""
+    """Throughput and latency of the compiled model (reused on the same host unless `spec.fresh`)."""
     store = open_store(store_url)
     ref = toolchains.get(toolchain, toolchain_options).benchmark(compiled, spec, store)
     remember(ref)  # first: a kill while publishing must not lose the record

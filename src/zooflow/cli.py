@@ -139,6 +139,12 @@ BenchBatchOpt = Annotated[str, typer.Option(help="benchmark batch sizes, comma-s
 BenchThreadsOpt = Annotated[
     str, typer.Option(help="benchmark thread counts (onnxruntime), comma-separated", rich_help_panel="toolchain")
 ]
+RemeasureOpt = Annotated[
+    bool,
+    typer.Option(
+        help="benchmark again even if this host already measured the compiled model", rich_help_panel="toolchain"
+    ),
+]
 
 
 def _quant(preset: str, per_tensor: bool) -> Any:
@@ -230,6 +236,7 @@ def run(
     vamc_generation: VamcOpt = "v2",
     bench_batch: BenchBatchOpt = "1,8",
     bench_threads: BenchThreadsOpt = "1",
+    remeasure: RemeasureOpt = False,
     gate: Annotated[
         list[str] | None,
         typer.Option(
@@ -272,7 +279,7 @@ def run(
             toolchain=toolchain,
             quant=_quant(quant, per_tensor),
             toolchain_options={"vamc_generation": vamc_generation},
-            benchmark={"batch_sizes": bench_batch, "threads": bench_threads},
+            benchmark={"batch_sizes": bench_batch, "threads": bench_threads, "fresh": remeasure},
             evaluation={
                 "gates": () if no_gates else ([Gate.parse(g) for g in gate] if gate else None),
                 "probe_images": probe_images,
@@ -312,6 +319,7 @@ def sweep(
     allow_short: AllowShortOpt = False,
     shard_size: ShardSizeOpt = 1000,
     bench_batch: BenchBatchOpt = "1,8",
+    remeasure: RemeasureOpt = False,
     demo_classes: DemoClassesOpt = 1000,
     demo_per_class: DemoPerClassOpt = 2,
     runner: RunnerOpt = "threads",
@@ -335,7 +343,7 @@ def sweep(
             calibration={"allow_short": allow_short},
             npz={"shard_size": shard_size},
             toolchain=toolchain,
-            benchmark={"batch_sizes": bench_batch},
+            benchmark={"batch_sizes": bench_batch, "fresh": remeasure},
             store=store,
         )
         open_store(config.store_url())

@@ -7,6 +7,7 @@ Layout under the store root::
     names/<logical name>/versions/000001.json   version -> digest
     names/<logical name>/aliases/<alias>.json   alias -> version (``latest`` is implicit)
     cache/<key>.json                        cache records (see ``tasks/``), verified on every hit
+    cache/verified/<digest>.json            local stores: file stats at the last full re-hash
     prefect/                                Prefect's task results for this store
     tmp/                                    staging; publish = atomic rename into objects/
 
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -415,7 +417,10 @@ class Store:
         return Path(platformdirs.user_cache_dir("zooflow")) / "objects" / digest
 
     def verify(self, digest: str) -> list[str]:
-        """Re-hash an object's files against its manifest; returns the problems (empty = intact)."""
+        """Re-hash an object's files against its manifest; returns the problems (empty = intact).
+
+        A local object whose files' stats are unchanged since its last clean re-hash is not re-hashed.
+        """
         try:
             manifest = self.manifest(digest)
         except ArtifactNotFoundError as exc:
@@ -426,6 +431,9 @@ class Store:
         if tree_digest(manifest.files) != digest:
             problems.append(f"manifest of {digest[:12]} lists files whose digest is not {digest[:12]}")
         base = self.object_dir(digest) + "/files"
+        stats = self._file_stats(base, manifest) if self.is_local and not problems else None
+        if stats is not None and self._stamp_holds(digest, stats):
+            return []
         for entry in manifest.files:
             path = f"{base}/{entry.path}"
             if not self.fs.exists(path):
@@ -438,7 +446,34 @@ class Store:
             actual = sha256_file(path) if self.is_local else _sha256_remote(self.fs, path)
             if actual != entry.sha256:
                 problems.append(f"{entry.path}: sha256 {actual[:12]} != {entry.sha256[:12]} in manifest")
+        if not problems and stats is not None:
+            self._write_json(self._p("cache", "verified", f"{digest}.json"), {"at": time.time(), "files": stats})
         return problems
+
+    # Why hand-written: re-hashing gigabytes of npz on every cache hit dominated cached runs; like
+    # git's index, a local store skips the hash when no file's stat changed since the last full
+    # re-hash. ctime cannot be set by tools (a write, chmod or replace changes it), and a file
+    # whose ctime is within a second of the stamp is re-hashed ("racy" entries, as in git).
+    @staticmethod
+    def _file_stats(base: str, manifest: Manifest) -> dict[str, list[int]] | None:
+        stats = {}
+        for entry in manifest.files:
+            try:
+                st = os.stat(f"{base}/{entry.path}")
+            except OSError:
+                return None
+            stats[entry.path] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        return stats
+
+    def _stamp_holds(self, digest: str, stats: dict[str, list[int]]) -> bool:
+        try:
+            stamp = self._read_json(self._p("cache", "verified", f"{digest}.json"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(stamp, dict) or stamp.get("files") != stats:
+            return False
+        settled = (float(stamp.get("at", 0)) - 1.0) * 1e9
+        return all(ctime < settled for _, _, ctime, _ in stats.values())
 
     def versions(self, name: str) -> list[VersionRecord]:
         """All versions of a logical name, oldest first, with their aliases."""

@@ -100,6 +100,32 @@ def test_verify_detects_modified_missing_and_truncated_files(store: Store) -> No
     assert "b: missing" in store.verify(ref.digest)
 
 
+def test_verify_skips_the_rehash_only_while_no_file_changed(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zooflow.store as store_mod
+
+    ref = _put(store, {"a": b"payload", "b": b"other"})
+    real_time = store_mod.time.time
+    monkeypatch.setattr(store_mod.time, "time", lambda: real_time() + 5)  # the stamp is older than any write
+    assert store.verify(ref.digest) == []  # full re-hash, stamp written
+    monkeypatch.setattr(store_mod.time, "time", real_time)
+
+    def no_hashing(path: object) -> str:
+        raise AssertionError("re-hashed an unchanged object")
+
+    monkeypatch.setattr(store_mod, "sha256_file", no_hashing)
+    assert store.verify(ref.digest) == []  # stats unchanged: trusted without hashing
+    monkeypatch.undo()
+
+    path = store.path(ref, "a")
+    before = path.stat()
+    os.chmod(path, 0o644)
+    path.write_bytes(b"pAyload")  # same size, and the old mtime forged back: only ctime tells
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert store.verify(ref.digest) == [
+        f"a: sha256 {hashlib.sha256(b'pAyload').hexdigest()[:12]} != {hashlib.sha256(b'payload').hexdigest()[:12]} in manifest"
+    ]
+
+
 def test_committing_identical_content_repairs_a_damaged_object(store: Store) -> None:
     ref = _put(store, {"a": b"payload"})
     path = store.path(ref, "a")
