@@ -411,7 +411,8 @@ def _print_stages(result: dict[str, Any]) -> None:
     for stage, state in result["stages"].items():
         art = result["artifacts"].get(stage)
         if art:
-            table.add_row(stage, art["name"] or art["kind"], str(art["version"]), art["digest"][:16], state)
+            version = "" if art["version"] is None else str(art["version"])  # unnamed kinds (benchmark) have none
+            table.add_row(stage, art["name"] or art["kind"], version, art["digest"][:16], state)
         else:
             table.add_row(stage, "", "", "", state)
     err.print(table)
@@ -421,7 +422,16 @@ def _print_stages(result: dict[str, Any]) -> None:
 def _print_sweep(result: dict[str, Any]) -> None:
     """The sweep's comparison table and where its plot is."""
     table = Table(
-        "preset", "top-1", "top-5", "drop vs fp32", "agreement", "images/s", "p99 ms", "gates", title="quant-sweep"
+        "preset",
+        "top-1",
+        "top-5",
+        "drop vs fp32",
+        "agreement",
+        "images/s",
+        "p99 ms",
+        "at (best setting)",
+        "gates",
+        title="quant-sweep",
     )
     for row in result["table"]:
         table.add_row(
@@ -430,6 +440,7 @@ def _print_sweep(result: dict[str, Any]) -> None:
                 "n/a" if row[k] is None else f"{row[k]:.2f}"
                 for k in ("top1", "top5", "drop_top1", "agreement", "throughput", "latency_p99_ms")
             ),
+            row["bench_setting"] or "n/a",
             "pass" if row["passed"] else "FAIL",
         )
     err.print(table)

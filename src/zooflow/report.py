@@ -104,10 +104,28 @@ def pareto_plot(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path
     fig, ax = plt.subplots(figsize=(8, 5.5))
     usable = [p for p in points if p.get("throughput") is not None and p.get("top1") is not None]
     front = pareto_front(usable)
+    xs, ys = [p["throughput"] for p in usable], [p["top1"] for p in usable]
+    x_span = (max(xs) - min(xs)) if xs else 0.0
+    y_span = (max(ys) - min(ys)) if ys else 0.0
+    placed: list[tuple[float, float]] = []
     for i, p in enumerate(usable):
         on = i in front
         ax.scatter(p["throughput"], p["top1"], s=60, color="#c0392b" if on else "#7f8c8d", zorder=3)
-        ax.annotate(p["label"], (p["throughput"], p["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # presets that land close together (int8 modes often do) get their labels stacked, not overprinted
+        crowd = sum(
+            1
+            for x, y in placed
+            if abs(x - p["throughput"]) <= 0.08 * (x_span or 1.0) and abs(y - p["top1"]) <= 0.08 * (y_span or 1.0)
+        )
+        placed.append((p["throughput"], p["top1"]))
+        ax.annotate(
+            p["label"],
+            (p["throughput"], p["top1"]),
+            textcoords="offset points",
+            xytext=(6, 4 + 12 * crowd),
+            fontsize=8,
+            arrowprops={"arrowstyle": "-", "color": "#95a5a6", "linewidth": 0.6} if crowd else None,
+        )
     if front:
         ax.plot(
             [usable[i]["throughput"] for i in front],
