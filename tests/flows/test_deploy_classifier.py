@@ -349,3 +349,31 @@ def test_a_failing_gate_fails_the_run_with_a_readable_reason_and_keeps_the_repor
     evaluation = store.resolve(f"{MODEL}/onnxruntime/int8-max/evaluation")
     verdict = json.loads(store.path(evaluation, "metrics.json").read_text())["verdict"]
     assert verdict["passed"] and verdict["checks"][0]["reason"].endswith("the limit is 1.50 points below")
+
+
+def test_a_stage_whose_result_was_lost_returns_its_committed_artifact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill after a compile committed its artifact but before Prefect stored the task's result:
+    the rerun misses Prefect's cache, finds the artifact through the store's record, compiles nothing."""
+    from zooflow.toolchains.onnxruntime import OnnxRuntimeToolchain
+
+    root = tmp_path / "store"
+    config = demo_config(root, quant="fp16", evaluation={"probe_images": 0, "preprocess_parity": False})
+    first, _ = _run(config)
+    assert first.is_completed(), first.message
+    lost = [p for p in (root / "prefect").iterdir() if p.name.startswith("compile-")]
+    assert len(lost) == 2  # fp16 and the fp32 reference
+    for path in lost:
+        path.unlink()
+
+    def no_compiling(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(OnnxRuntimeToolchain, "compile", no_compiling)
+    second, tasks = _run(config)
+    assert second.is_completed(), second.message
+    assert tasks[("compile", "Completed")] == 2  # ran, but returned the stored artifacts
+    assert tasks[("run-shard", "Cached")] == 6  # same compiled digests: everything downstream hits the cache
+    result, again = first.result()["artifacts"], second.result()["artifacts"]
+    assert again["compiled"] == {**result["compiled"], "state": "Completed"}

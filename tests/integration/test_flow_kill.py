@@ -73,7 +73,6 @@ def test_killed_runs_resume_where_they_stopped(tmp_path: Path) -> None:
     store = tmp_path / "store"
     env = {**os.environ, "ZOOFLOW_STORE": str(store), "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
-    env["PREFECT_LOGGING_LEVEL"] = "INFO"  # the final run's log says which stage resumed what
     shards = 10  # 120 images in shards of 12
 
     def writing_npz() -> bool:  # an npz file staged but its shard not committed: mid-shard
@@ -82,8 +81,8 @@ def test_killed_runs_resume_where_they_stopped(tmp_path: Path) -> None:
     _run_until(env, writing_npz, "an npz shard being written")
     done = _kinds(store).count("npz-shard")
     assert done < shards, "killed mid-stage: some shards unfinished"
-    # at a stage boundary: the fp32 reference and the int8 model compiled, evaluation not reached
-    _run_until(env, lambda: _kinds(store).count("compiled") >= 2, "two compiled models")
+    # past a stage boundary: the int8 model compiled (its outputs have begun), evaluation not reached
+    _run_until(env, lambda: _kinds(store).count("outputs-shard") > shards, "the int8 model's first outputs")
     kinds = _kinds(store)
     assert kinds.count("npz-shard") == shards and kinds.count("compiled") == 2 and "evaluation" not in kinds
 
@@ -93,10 +92,7 @@ def test_killed_runs_resume_where_they_stopped(tmp_path: Path) -> None:
     summary = json.loads(final.stdout.strip().splitlines()[-1])
     stages = summary["stages"]
     assert _counts(stages["npz-shards"]) == {"Cached": shards}  # nothing finished is redone
-    assert stages["checkpoint"] == stages["onnx"] == stages["calibration"] == "Cached"
-    # killed right after the compile committed, Prefect may not have stored the task's result yet:
-    # then the stage finds its committed artifact in the store instead of compiling again
-    assert stages["compiled"] == "Cached" or "resumed: compiled artifact" in final.stderr, stages
+    assert stages["checkpoint"] == stages["onnx"] == stages["calibration"] == stages["compiled"] == "Cached"
     assert sum(_counts(stages["outputs-shards"]).values()) == shards
     assert stages["evaluation"] == stages["report"] == "Completed"  # the unfinished work, done now
     assert summary["verdict"]["passed"]
