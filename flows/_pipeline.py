@@ -230,6 +230,5 @@ def check_all(stages: Stages, results: list[dict[str, Any]]) -> dict[str, Any]:
         "gates",
         check_gates,
         [{"evaluation": r["evaluation"], "report": r["report"]} for r in results],
-        plain=True,
     )
     return {r["preset"]: v for r, v in zip(results, verdicts, strict=True)}

@@ -13,9 +13,13 @@ class StageFailedError(Exception):
     """Several tasks of one stage failed; the message lists each one's reason."""
 
 
-def _ref(result: Any) -> ArtifactRef:
-    """The artifact a task result stands for (handles such as DatasetHandle carry one as `.index`)."""
-    return result if isinstance(result, ArtifactRef) else result.index
+def _ref(result: Any) -> ArtifactRef | None:
+    """The artifact a task result stands for (handles such as DatasetHandle carry one as `.index`);
+    None for tasks that return no artifact (e.g. the gate checks)."""
+    if isinstance(result, ArtifactRef):
+        return result
+    index = getattr(result, "index", None)
+    return index if isinstance(index, ArtifactRef) else None
 
 
 class Stages:
@@ -29,16 +33,15 @@ class Stages:
     def run(self, stage: str, task: Any, **params: Any) -> Any:
         """Run `task` for `stage`; a failed task re-raises its error (failing the flow run)."""
         state = bind(task, self.store_url)(**params, store_url=self.store_url, return_state=True)
-        result = state.result()  # raises the task's exception if it failed
-        self.refs[stage] = _ref(result)
         self.states[stage] = state.name
+        result = state.result()  # raises the task's exception if it failed
+        self._record(stage, result)
         return result
 
-    def run_plain(self, stage: str, task: Any, **params: Any) -> Any:
-        """Run a task that returns no artifact (e.g. the gate check); a failure fails the flow run."""
-        state = bind(task, self.store_url)(**params, store_url=self.store_url, return_state=True)
-        self.states[stage] = state.name
-        return state.result()
+    def _record(self, stage: str, result: Any) -> None:
+        ref = _ref(result)
+        if ref is not None:
+            self.refs[stage] = ref
 
     def map(
         self,
@@ -47,7 +50,6 @@ class Stages:
         items: list[dict[str, Any]],
         *,
         names: list[str] | None = None,
-        plain: bool = False,
         sequential: bool = False,
         **common: Any,
     ) -> list[Any]:
@@ -55,8 +57,8 @@ class Stages:
 
         Shards that succeed are stored (and cached) even when others fail, so a rerun resumes.
         `names` records each item's artifact under its own stage name (e.g. one per preset);
-        `plain` tasks return no artifact; `sequential` runs one task at a time (a device that
-        cannot be shared). Several failures are reported together.
+        `sequential` runs one task at a time (a device that cannot be shared). Several failures
+        are reported together.
         """
         bound = bind(task, self.store_url)
         if sequential:
@@ -79,11 +81,9 @@ class Stages:
         if failed:
             failed[0].result()  # raises the failure's own exception
         results = [s.result() for s in states]
-        for i, (state, result) in enumerate(zip(states, results, strict=True)):
-            if names is not None:
-                self.states[names[i]] = state.name
-                if not plain:
-                    self.refs[names[i]] = _ref(result)
+        for item_name, state, result in zip(names or [], states, results, strict=False):
+            self.states[item_name] = state.name
+            self._record(item_name, result)
         return results
 
     def summary(self, **extra: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def nightly_regression(config: NightlyConfig = NightlyConfig()) -> dict[str, Any
         per_model[entry.model] = stages.summary()["artifacts"]
     summary = Stages(store_url)
     trend = summary.run("trend", append_history, night=night, entries=entries, name=matrix.name)
-    found = summary.run_plain("regressions", regression_gates, trend=trend, night=night)
+    found = summary.run("regressions", regression_gates, trend=trend, night=night)
     return {
         "status": "completed",
         "night": night,

@@ -144,9 +144,8 @@ def resumable(fn: Callable[P, ArtifactRef]) -> Callable[P, ArtifactRef]:
         current = _current()
         if current is not None:
             store, base = current
-            record = store.cache_record(base)
-            if record is not None and record.digest is not None and not store.verify(record.digest):
-                ref: ArtifactRef = store.ref(record.digest, name=record.name, version=record.version)
+            ref = store.cached(base)
+            if ref is not None:
                 logger.info(
                     "resumed: %s artifact %s was committed by an interrupted run; not recomputed",
                     ref.kind,

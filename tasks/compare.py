@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.ui import artifact_key
+from tasks.ui import artifact_key, publish_document
 from zooflow import compare
 from zooflow.store import ArtifactRef, open_store
 
@@ -36,11 +36,13 @@ def sweep_table(results: list[dict[str, Any]], name: str, title: str, store_url:
         for r in rows
     ]
     create_table_artifact(table, key=artifact_key("sweep", name), description=title)
-    md_text = store.path(ref, "sweep.md").read_text(encoding="utf-8").replace("![top-1 vs throughput](pareto.png)", "")
-    create_markdown_artifact(
-        md_text + f"\n\nPareto plot: `{store.path(ref, 'pareto.png')}` (also in `{store.path(ref, 'sweep.html')}`)",
+    publish_document(
+        store,
+        ref,
+        "sweep.md",
         key=artifact_key("sweep-summary", name),
         description=title,
+        footer=f"Pareto plot: `{store.path(ref, 'pareto.png')}` (also in `{store.path(ref, 'sweep.html')}`)",
     )
     return ref
 
@@ -53,11 +55,13 @@ def append_history(night: str, entries: list[dict[str, Any]], name: str, store_u
     history = compare.append_history(store, f"regression/{name}/history", rows)
     store.set_alias(f"regression/{name}/history", f"nightly-{night}", history.version or 1)
     trend = compare.write_trend(store, history, f"regression/{name}/trend")
-    md_text = store.path(trend, "trend.md").read_text(encoding="utf-8").replace("![top-1 over nights](trend.png)", "")
-    create_markdown_artifact(
-        md_text + f"\n\nTrend plot: `{store.path(trend, 'trend.png')}`",
+    publish_document(
+        store,
+        trend,
+        "trend.md",
         key=artifact_key("trend", name),
         description=f"Nightly regression {name}",
+        footer=f"Trend plot: `{store.path(trend, 'trend.png')}`",
     )
     found = json.loads(store.path(trend, "regressions.json").read_text())
     create_table_artifact(

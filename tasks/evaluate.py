@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks._cache import ArtifactCachePolicy, remember, resumable
-from tasks.ui import artifact_key
+from tasks.ui import artifact_key, publish_document
 from zooflow import evaluate as evaluate_mod
 from zooflow import registry
 from zooflow import report as report_mod
@@ -118,12 +118,13 @@ def report(evaluation: ArtifactRef, benchmark: ArtifactRef | None, store_url: st
     store = open_store(store_url)
     ref = report_mod.render(store, evaluation, benchmark=benchmark)
     remember(ref)  # first: a kill while publishing must not lose the record
-    md_text = store.path(ref, "report.md").read_text(encoding="utf-8")
-    files = f"\n\nFull report with plots: `{store.path(ref, 'report.html')}`"
-    create_markdown_artifact(
-        md_text.replace("![per-class top-1 drop vs fp32](per_class.png)", "") + files,
+    publish_document(
+        store,
+        ref,
+        "report.md",
         key=artifact_key("report", ref.name or "report"),
         description=ref.meta.get("title", "report"),
+        footer=f"Full report with plots: `{store.path(ref, 'report.html')}`",
     )
     return ref
 

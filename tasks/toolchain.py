@@ -113,7 +113,7 @@ def benchmark(
     ref = toolchains.get(toolchain, toolchain_options).benchmark(compiled, spec, store)
     remember(ref)  # first: a kill while publishing must not lose the record
     table = {
-        f"batch {r['batch']}" + (f", {r['threads']} thread(s)" if "threads" in r else ""): (
+        toolchains.setting_label(r): (
             r.get("skipped") or f"{r['throughput']:.1f} images/s, p99 {r['latency_ms'].get('p99', float('nan')):.2f} ms"
         )
         for r in ref.meta["results"]

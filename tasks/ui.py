@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
-from zooflow.store import ArtifactRef
+from zooflow.store import ArtifactRef, Store
 
 
 def artifact_key(*parts: str) -> str:
@@ -28,3 +28,14 @@ def publish(ref: ArtifactRef, title: str, rows: dict[str, Any], warning: str | N
     ]
     lines += [f"| {k} | {v} |" for k, v in rows.items()]
     create_markdown_artifact("\n".join(lines), key=artifact_key(ref.kind, ref.name or ref.kind), description=title)
+
+
+def publish_document(store: Store, ref: ArtifactRef, document: str, key: str, description: str, footer: str) -> None:
+    """A stored markdown document (report, sweep, trend) as a Prefect markdown artifact.
+
+    The UI cannot show the document's PNGs (they are files in the store), so image lines are
+    dropped and `footer` says where the plots and the HTML version are.
+    """
+    text = store.path(ref, document).read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^!\[[^\]]*\]\([^)]*\)$", "", text)
+    create_markdown_artifact(f"{text}\n\n{footer}", key=key, description=description)

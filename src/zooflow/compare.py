@@ -12,15 +12,15 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from zooflow.errors import ZooflowError
-from zooflow.evaluate import load_metrics
-from zooflow.report import _pyplot, html, pareto_plot
+from zooflow.evaluate import fmt, load_metrics
+from zooflow.report import _pyplot, html, pareto_plot, save_figure
 from zooflow.store import ArtifactRef, Store
+from zooflow.toolchains import setting_label
 
 
 class RegressionError(ZooflowError):
@@ -52,12 +52,6 @@ STAGE = "compare"
 STAGE_VERSION = "1"
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float | int) else str(value)
-
-
 def best_benchmark(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The measured setting with the highest throughput (skipped settings ignored)."""
     measured = [r for r in results if r.get("throughput") is not None]
@@ -81,11 +75,7 @@ def sweep_rows(store: Store, entries: Sequence[dict[str, Any]]) -> list[dict[str
                 "sqnr_db": metrics.get("sqnr_db"),
                 "throughput": bench["throughput"] if bench else None,
                 "latency_p99_ms": bench.get("latency_ms", {}).get("p99") if bench else None,
-                "bench_setting": (
-                    f"batch {bench['batch']}" + (f", {bench['threads']} thread(s)" if "threads" in bench else "")
-                    if bench
-                    else None
-                ),
+                "bench_setting": setting_label(bench) if bench else None,
                 "passed": metrics["verdict"]["passed"],
                 "evaluation": evaluation.digest,
             }
@@ -103,9 +93,9 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None 
     ]
     for r in rows:
         out.append(
-            f"| {r['preset']} | {_fmt(r['top1'])} | {_fmt(r['top5'])} | {_fmt(r['drop_top1'])} | "
-            f"{_fmt(r['agreement'])} | {_fmt(r['sqnr_db'], 1)} | {_fmt(r['throughput'], 1)} | "
-            f"{_fmt(r['latency_p99_ms'])} | {r['bench_setting'] or 'n/a'} | {'pass' if r['passed'] else 'FAIL'} |"
+            f"| {r['preset']} | {fmt(r['top1'])} | {fmt(r['top5'])} | {fmt(r['drop_top1'])} | "
+            f"{fmt(r['agreement'])} | {fmt(r['sqnr_db'], 1)} | {fmt(r['throughput'], 1)} | "
+            f"{fmt(r['latency_p99_ms'])} | {r['bench_setting'] or 'n/a'} | {'pass' if r['passed'] else 'FAIL'} |"
         )
     if plot:
         out += ["", f"![top-1 vs throughput]({plot})"]
@@ -271,8 +261,8 @@ def trend_markdown(history: Sequence[dict[str, Any]], found: Sequence[dict[str, 
     ]
     for r in history:
         out.append(
-            f"| {r['night']} | {r['model']} | {r['preset']} | {_fmt(r['top1'])} | {_fmt(r['top5'])} | "
-            f"{_fmt(r['agreement'])} | {'pass' if r['passed'] else 'FAIL'} |"
+            f"| {r['night']} | {r['model']} | {r['preset']} | {fmt(r['top1'])} | {fmt(r['top5'])} | "
+            f"{fmt(r['agreement'])} | {'pass' if r['passed'] else 'FAIL'} |"
         )
     if plot:
         out += ["", f"![top-1 over nights]({plot})"]
@@ -299,10 +289,7 @@ def trend_plot(history: Sequence[dict[str, Any]], out: Path) -> Path:
     ax.set_title("top-1 per model/preset over nights (x: failed gates)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def write_trend(store: Store, history_ref: ArtifactRef, name: str) -> ArtifactRef:

@@ -239,8 +239,11 @@ class Baselines:
     baseline: Callable[[str], tuple[str, dict[str, float]]] | None = None  # ref -> (label, metrics)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+def fmt(value: Any, digits: int = 2) -> str:
+    """A number for verdicts and report tables: fixed digits; None or NaN as n/a; text as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float | int) else str(value)
 
 
 def check_gates(gates: Sequence[Gate], metrics: dict[str, float], against: Baselines) -> dict[str, Any]:
@@ -254,8 +257,8 @@ def check_gates(gates: Sequence[Gate], metrics: dict[str, float], against: Basel
         elif kind == "min":
             check.update(
                 passed=value >= limit,
-                reason=f"{gate.metric} = {_fmt(value)}, {'at least' if value >= limit else 'below'} the minimum "
-                f"{_fmt(limit)}",
+                reason=f"{gate.metric} = {fmt(value)}, {'at least' if value >= limit else 'below'} the minimum "
+                f"{fmt(limit)}",
             )
         elif base is None or math.isnan(base):
             check.update(passed=False, reason=f"{gate.metric}: no {base_label} value to compare with")
@@ -267,9 +270,9 @@ def check_gates(gates: Sequence[Gate], metrics: dict[str, float], against: Basel
                 baseline_value=base,
                 drop=drop,
                 passed=ok,
-                reason=f"{gate.metric} = {_fmt(value)} is {_fmt(abs(drop))} points "
-                f"{'below' if drop >= 0 else 'above'} {base_label} ({_fmt(base)}); "
-                f"the limit is {_fmt(limit)} points below",
+                reason=f"{gate.metric} = {fmt(value)} is {fmt(abs(drop))} points "
+                f"{'below' if drop >= 0 else 'above'} {base_label} ({fmt(base)}); "
+                f"the limit is {fmt(limit)} points below",
             )
         checks.append(check)
 

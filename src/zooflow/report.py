@@ -13,29 +13,17 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zooflow.evaluate import load_metrics
+from zooflow.evaluate import fmt, load_metrics
 from zooflow.store import ArtifactRef, Store
+from zooflow.toolchains import setting_label
 
 STAGE = "report"
 STAGE_VERSION = "1"
-
-
-def _pct(value: Any) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
-
-
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, str):
-        return value
-    return f"{value:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------------- plots
@@ -46,6 +34,17 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, out: Path) -> Path:
+    """Write a figure as PNG (the size every report uses) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def per_class_plot(rows: list[dict[str, Any]], out: Path, title: str, worst: int = 30) -> Path:
@@ -79,11 +78,7 @@ def per_class_plot(rows: list[dict[str, Any]], out: Path, title: str, worst: int
         bars.text(0.5, 0.5, "no fp32 reference: drop not available", ha="center", va="center")
         bars.set_axis_off()
     fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def pareto_front(points: Sequence[dict[str, Any]], x: str = "throughput", y: str = "top1") -> list[int]:
@@ -139,11 +134,7 @@ def pareto_plot(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path
     ax.set_ylabel("top-1 (%)")
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 # ----------------------------------------------------------------------------------- documents
@@ -199,25 +190,25 @@ def markdown(
         "",
         "| metric | this run | fp32 reference | published |",
         "|---|---|---|---|",
-        f"| top-1 | {_pct(metrics['top1'])} | {_pct(ref.get('top1'))} | {_pct(pub.get('top1'))} |",
-        f"| top-5 | {_pct(metrics['top5'])} | {_pct(ref.get('top5'))} | {_pct(pub.get('top5'))} |",
+        f"| top-1 | {fmt(metrics['top1'])} | {fmt(ref.get('top1'))} | {fmt(pub.get('top1'))} |",
+        f"| top-5 | {fmt(metrics['top5'])} | {fmt(ref.get('top5'))} | {fmt(pub.get('top5'))} |",
     ]
     if "agreement" in metrics:
         fid = metrics.get("fidelity", {})
         out += [
-            f"| top-1 agreement with fp32 | {_pct(metrics['agreement'])} | | |",
+            f"| top-1 agreement with fp32 | {fmt(metrics['agreement'])} | | |",
             f"| flipped predictions | {fid.get('flips', 0)} ({fid.get('flips_broken', 0)} now wrong, "
             f"{fid.get('flips_fixed', 0)} now right) | | |",
-            f"| output SQNR vs fp32 (dB) | {_num(metrics.get('sqnr_db'), 1)} | | |",
-            f"| output cosine vs fp32 (mean / min) | {_num(metrics.get('cosine'), 5)} / "
-            f"{_num(fid.get('cosine_min'), 5)} | | |",
-            f"| max abs diff vs fp32 | {_num(fid.get('max_abs_diff'), 4)} | | |",
+            f"| output SQNR vs fp32 (dB) | {fmt(metrics.get('sqnr_db'), 1)} | | |",
+            f"| output cosine vs fp32 (mean / min) | {fmt(metrics.get('cosine'), 5)} / "
+            f"{fmt(fid.get('cosine_min'), 5)} | | |",
+            f"| max abs diff vs fp32 | {fmt(fid.get('max_abs_diff'), 4)} | | |",
         ]
     probe = metrics.get("probe")
     if probe and probe.get("images"):
         out.append(
-            f"| vs PyTorch on {probe['images']} probe images | agreement {_pct(probe['agreement'])}, "
-            f"SQNR {_num(probe['sqnr_db'], 1)} dB, max diff {_num(probe['max_abs_diff'], 4)} | | |"
+            f"| vs PyTorch on {probe['images']} probe images | agreement {fmt(probe['agreement'])}, "
+            f"SQNR {fmt(probe['sqnr_db'], 1)} dB, max diff {fmt(probe['max_abs_diff'], 4)} | | |"
         )
     if metrics.get("published_note"):
         out += ["", f"Published numbers: {metrics['published_note']}."]
@@ -235,33 +226,31 @@ def markdown(
             "",
             "| path | top-1 | top-5 |",
             "|---|---|---|",
-            f"| framework (PIL short-side resize + center crop) | {_pct(parity['framework']['top1'])} | "
-            f"{_pct(parity['framework']['top5'])} |",
-            f"| device DSP (OpenCV fixed 256x256 + fp16 mean/std) | {_pct(parity['device_dsp']['top1'])} | "
-            f"{_pct(parity['device_dsp']['top5'])} |",
+            f"| framework (PIL short-side resize + center crop) | {fmt(parity['framework']['top1'])} | "
+            f"{fmt(parity['framework']['top5'])} |",
+            f"| device DSP (OpenCV fixed 256x256 + fp16 mean/std) | {fmt(parity['device_dsp']['top1'])} | "
+            f"{fmt(parity['device_dsp']['top5'])} |",
             "",
-            f"The DSP path costs {_pct(parity['gap_top1'])} top-1 points before any quantisation "
-            f"(agreement {_pct(parity['agreement'])}%, input tensors differ by "
+            f"The DSP path costs {fmt(parity['gap_top1'])} top-1 points before any quantisation "
+            f"(agreement {fmt(parity['agreement'])}%, input tensors differ by "
             f"{parity['input_mean_abs_diff']:.4f} on average over {parity['input_images_compared']} images).",
         ]
     if benchmark:
         out += ["", "## Benchmark", "", "| setting | images/s | p50 ms | p99 ms |", "|---|---|---|---|"]
         for r in benchmark.get("results", []):
-            setting = f"batch {r['batch']}" + (f", {r['threads']} thread(s)" if "threads" in r else "")
+            setting = setting_label(r)
             if r.get("skipped"):
                 out.append(f"| {setting} | {r['skipped']} | | |")
                 continue
             lat = r.get("latency_ms", {})
-            out.append(
-                f"| {setting} | {_num(r.get('throughput'), 1)} | {_num(lat.get('p50'))} | {_num(lat.get('p99'))} |"
-            )
+            out.append(f"| {setting} | {fmt(r.get('throughput'), 1)} | {fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} |")
     if per_class and "drop" in per_class[0]:
         worst = sorted(per_class, key=lambda r: (-r["drop"], r["class"]))[:10]
         out += ["", "## Classes that lost the most", "", "| class | name | images | top-1 | fp32 | drop |"]
         out.append("|---|---|---|---|---|---|")
         out += [
-            f"| {r['class']} | {r['name']} | {r['images']} | {_pct(r['top1'])} | {_pct(r['reference_top1'])} | "
-            f"{_pct(r['drop'])} |"
+            f"| {r['class']} | {r['name']} | {r['images']} | {fmt(r['top1'])} | {fmt(r['reference_top1'])} | "
+            f"{fmt(r['drop'])} |"
             for r in worst
         ]
     if plot:

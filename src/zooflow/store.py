@@ -585,12 +585,16 @@ class Store:
         """Store a cache record atomically."""
         self._write_json(self._p("cache", f"{record.key}.json"), record.model_dump(mode="json"))
 
-    def recall(self, key: str) -> ArtifactRef | None:
-        """The artifact memoised under `key` by `memoize`, if it is still intact (core-level resume)."""
-        record = self.cache_record(f"memo-{key}")
+    def cached(self, key: str) -> ArtifactRef | None:
+        """The artifact a cache record names (as name@version), if the record has one and it is intact."""
+        record = self.cache_record(key)
         if record is None or record.digest is None or self.verify(record.digest):
             return None
-        return self.ref(record.digest)
+        return self.ref(record.digest, name=record.name, version=record.version)
+
+    def recall(self, key: str) -> ArtifactRef | None:
+        """The artifact memoised under `key` by `memoize`, if it is still intact (core-level resume)."""
+        return self.cached(f"memo-{key}")
 
     def memoize(self, key: str, ref: ArtifactRef) -> ArtifactRef:
         """Remember that the work identified by `key` produced `ref`; returns `ref`."""

@@ -83,6 +83,11 @@ class Toolchain(Protocol):
         """Measure throughput and latency; a ``benchmark`` artifact (raw tool output kept)."""
 
 
+def setting_label(result: dict[str, Any]) -> str:
+    """``batch 8, 1 thread(s)``: the setting of one benchmark result (threads only where measured)."""
+    return f"batch {result['batch']}" + (f", {result['threads']} thread(s)" if "threads" in result else "")
+
+
 def quant_label(quant: QuantSpec) -> str:
     """The preset name, marked ``-per-tensor`` for int8 without per-channel weights."""
     return quant.preset + ("-per-tensor" if quant.dtype == "int8" and not quant.per_channel else "")
