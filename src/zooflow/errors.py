@@ -70,3 +70,15 @@ class DatasetError(ZooflowError):
 
 class WorkerError(ZooflowError):
     """A worker process died (killed, out of memory); finished work is kept."""
+
+
+class DiskFullError(StoreError):
+    """No space left where zooflow was writing; what finished before is kept."""
+
+
+class DamagedRecordError(StoreError):
+    """A small store record (version, alias, manifest) cannot be read; names the file and the repair."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint needs full unpickling (which can run code) and the user has not opted in."""

@@ -2,17 +2,26 @@
 
 Layout under the store root::
 
-    objects/<d[:2]>/<digest>/files/...      the artifact's files
-    objects/<d[:2]>/<digest>/manifest.json  written last: an object exists iff its manifest does
+    objects/<d[:2]>/<digest>/files/...      the artifact's files (read-only)
+    objects/<d[:2]>/<digest>/manifest.json  an object exists iff its manifest does
     names/<logical name>/versions/000001.json   version -> digest
     names/<logical name>/aliases/<alias>.json   alias -> version (``latest`` is implicit)
     cache/<key>.json                        cache records (see ``tasks/``), verified on every hit
-    cache/verified/<digest>.json            local stores: file stats at the last full re-hash
+    cache/verified/<digest>.json            local stores: file stats at the last clean re-hash
+    cache/file-hashes/                      local stores: dataset images' hashes by stat stamp
     prefect/                                Prefect's task results for this store
-    tmp/                                    staging; publish = atomic rename into objects/
+    locks/                                  advisory locks (local stores): one writer per key, name, object
+    tmp/                                    staging (``stage-<owner>-*``), owners/ (live processes),
+                                            downloads/ (resumable partial downloads)
 
 An artifact's digest is the SHA-256 of its sorted file listing, one ``<sha256> <size> <path>``
 line per file, so it covers names and contents of every file (one file or a folder alike).
+
+Every small record is written whole or not at all (`zooflow.durable`: temp file, fsync, rename;
+version numbers by exclusive create). A local object is assembled beside the store and published
+by one folder rename, so it appears complete or not at all; a damaged copy found when the same
+content is committed again is moved aside and replaced. Readers name a damaged record and its
+repair instead of crashing; `zooflow.storecheck` audits and repairs the whole store.
 """
 
 from __future__ import annotations
@@ -36,14 +45,38 @@ import platformdirs
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 
-from zooflow import provenance
-from zooflow.errors import ArtifactNotFoundError, StoreError
+from zooflow import durable, provenance
+from zooflow.errors import ArtifactNotFoundError, DamagedRecordError, StoreError
+from zooflow.filehash import sha256_file
+
+__all__ = ["ArtifactRef", "CacheRecord", "FileEntry", "Manifest", "Store", "open_store", "sha256_file"]
 
 SCHEMA_VERSION = 1
 _CHUNK = 1 << 20
 _HEX_RE = re.compile(r"^(sha256:)?[0-9a-f]{6,64}$")
+_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,200}$")
+_VERSION_FILE_RE = re.compile(r"^(\d{6,})\.json$")
+REPAIR_HINT = "`zooflow artifacts gc --apply` repairs or moves aside damaged records; then run again"
+
+
+def check_name(name: str) -> str:
+    """A logical artifact name: segments of letters, digits, '.', '_', '-' separated by '/', no '..'."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > 400:
+        raise StoreError(
+            f"invalid artifact name {name!r}",
+            "use segments of letters, digits, '.', '_' and '-' separated by '/' (each starting with a letter or digit)",
+        )
+    return name
+
+
+def check_digest(digest: str) -> str:
+    """A full SHA-256 hex digest (64 lowercase hex digits)."""
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise StoreError(f"invalid artifact digest {digest!r}", "a digest is 64 lowercase hex digits")
+    return digest
 
 
 class FileEntry(BaseModel):
@@ -134,15 +167,6 @@ class CacheRecord(BaseModel):
     version: int | None = None
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a local file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tree_digest(files: list[FileEntry]) -> str:
     """The artifact digest: SHA-256 of the sorted ``<sha256> <size> <path>`` listing."""
     listing = "".join(f"{f.sha256} {f.size} {f.path}\n" for f in sorted(files, key=lambda f: f.path))
@@ -161,6 +185,10 @@ def scan_dir(root: Path) -> list[FileEntry]:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _lock_name(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 class Store:
@@ -197,6 +225,8 @@ class Store:
             self.fs.pipe_file(probe, b"ok")
             self.fs.rm_file(probe)
         except OSError as exc:
+            if durable.is_disk_full(exc):
+                raise durable.disk_full_error(exc, self.root, "zooflow") from None
             reason = exc.strerror or type(exc).__name__
             raise StoreError(
                 f"artifact store {self.url} is not writable ({reason}: {getattr(exc, 'filename', '') or self.url})",
@@ -208,22 +238,30 @@ class Store:
             return json.loads(fh.read())
 
     def _write_json(self, path: str, obj: Any) -> None:
-        """Write JSON atomically: temp file + rename locally, one PUT elsewhere."""
+        """Write JSON whole or not at all: temp file + fsync + rename locally, one PUT elsewhere."""
         data = json.dumps(obj, indent=2, sort_keys=True).encode()
-        parent = path.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
-        if self.is_local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        else:
+        with durable.disk_full_as_error(path, "the artifact store"):
+            if self.is_local:
+                durable.write_atomic(path, data)
+            else:
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.pipe_file(path, data)
+
+    def _create_json(self, path: str, obj: Any) -> bool:
+        """Create a JSON record only if none exists (first writer wins); False if one did."""
+        data = json.dumps(obj, indent=2, sort_keys=True).encode()
+        with durable.disk_full_as_error(path, "the artifact store"):
+            if self.is_local:
+                return durable.create_atomic(path, data)
+            if self.fs.exists(path):  # object stores: one PUT is atomic, but check-then-put can race
+                return False
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             self.fs.pipe_file(path, data)
+            return True
 
     def object_dir(self, digest: str) -> str:
         """Location of an object's folder in the store."""
+        check_digest(digest)
         return self._p("objects", digest[:2], digest)
 
     @property
@@ -231,23 +269,59 @@ class Store:
         """Where Prefect keeps task results for this store (a path or URL)."""
         return self._p("prefect") if not self.is_local else str(Path(self.root) / "prefect")
 
+    @property
+    def local_cache_dir(self) -> Path:
+        """A local folder for caches that only speed things up (stat stamps, file hashes)."""
+        if self.is_local:
+            return Path(self.root) / "cache"
+        return Path(platformdirs.user_cache_dir("zooflow")) / "stores" / _lock_name(self.url)[:16]
+
+    @property
+    def owners_dir(self) -> Path:
+        """Where live processes hold their owner locks (see `zooflow.durable.owner_id`)."""
+        return self.staging_dir / "owners"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where artifacts are assembled before they are published."""
+        if self.is_local:
+            return Path(self.root) / "tmp"
+        return Path(tempfile.gettempdir()) / "zooflow-staging"
+
+    @contextlib.contextmanager
+    def lock(self, what: str) -> Iterator[None]:
+        """An exclusive lock on `what` among processes of this host (local stores; a no-op elsewhere)."""
+        if not self.is_local:
+            yield
+            return
+        with durable.FileLock(Path(self.root) / "locks" / "store" / f"{_lock_name(what)}.lock"):
+            yield
+
+    @property
+    def lock_dir(self) -> Path | None:
+        """The folder for per-key locks of Prefect transactions (local stores only)."""
+        return Path(self.root) / "locks" / "keys" if self.is_local else None
+
     # ---------------------------------------------------------------- writing
     @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
+    def staging(self, stage: str | None = None) -> Iterator[Path]:
         """A fresh local folder to write an artifact's files into; removed afterwards.
 
-        Locally it sits inside the store so that publishing is a rename on the same file system.
+        Its name carries this process's owner id, so staging left by a killed run is recognised
+        and removed at the next start (`zooflow.storecheck.clean_staging`). A full disk becomes a
+        `DiskFullError` that names the path and the stage.
         """
-        if self.is_local:
-            base = Path(self.root) / "tmp"
+        base = self.staging_dir
+        what = f"the {stage} stage" if stage else "zooflow"
+        with durable.disk_full_as_error(base, what):
             base.mkdir(parents=True, exist_ok=True)
-            path = Path(tempfile.mkdtemp(prefix="stage-", dir=base))
-        else:
-            path = Path(tempfile.mkdtemp(prefix="zooflow-stage-"))
+            owner = durable.owner_id(self.owners_dir)
+            path = Path(tempfile.mkdtemp(prefix=f"stage-{owner}-", dir=base))
         try:
-            yield path
+            with durable.disk_full_as_error(path, what):
+                yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # our own staging folder, never a user's path
 
     def commit(
         self,
@@ -265,84 +339,111 @@ class Store:
     ) -> ArtifactRef:
         """Publish the files under `staged` as one artifact, record its manifest and version.
 
-        Identical content already in the store (and verifying) is not written again; an object
-        that fails verification is repaired by the new copy.
+        Identical content already in the store (and intact, re-hashed in full) is not written
+        again; a damaged copy is replaced by the new one.
         """
-        if name is not None and not _NAME_RE.match(name):
-            raise StoreError(f"invalid artifact name {name!r}", "use letters, digits, '.', '_', '-' and '/'")
-        files = scan_dir(staged)
-        if not files:
-            raise StoreError(f"stage {stage!r} produced no files", "this is a bug in the stage; please report it")
-        digest = tree_digest(files)
-        manifest = Manifest(
-            kind=kind,
-            digest=digest,
-            size=sum(f.size for f in files),
-            files=files,
-            producer=Producer(
-                stage=stage,
-                stage_version=stage_version,
-                params=dict(params or {}),
-                code_version=provenance.code_version(),
-                libraries=dict(libraries or {}),
-                toolchain=dict(toolchain) if toolchain is not None else None,
-                host=provenance.host(),
-            ),
-            inputs=[
-                InputRef(role=role, digest=ref.digest, kind=ref.kind, name=ref.name)
-                for role, ref in (inputs or {}).items()
-            ],
-            created=_now(),
-            meta=dict(meta or {}),
-        )
-        existing = self.exists(digest) and not self.verify(digest)
-        if existing:
-            manifest = self.manifest(digest)  # first producer wins: same bytes, same artifact
-        else:
-            self._publish_files(staged, files, digest)
-            self._write_json(self.object_dir(digest) + "/manifest.json", manifest.model_dump(mode="json"))
-        version = self._register_version(name, manifest) if name else None
+        if name is not None:
+            check_name(name)
+        with durable.disk_full_as_error(staged, f"the {stage} stage"):
+            files = scan_dir(staged)
+            if not files:
+                raise StoreError(f"stage {stage!r} produced no files", "this is a bug in the stage; please report it")
+            digest = tree_digest(files)
+            manifest = Manifest(
+                kind=kind,
+                digest=digest,
+                size=sum(f.size for f in files),
+                files=files,
+                producer=Producer(
+                    stage=stage,
+                    stage_version=stage_version,
+                    params=dict(params or {}),
+                    code_version=provenance.code_version(),
+                    libraries=dict(libraries or {}),
+                    toolchain=dict(toolchain) if toolchain is not None else None,
+                    host=provenance.host(),
+                ),
+                inputs=[
+                    InputRef(role=role, digest=ref.digest, kind=ref.kind, name=ref.name)
+                    for role, ref in (inputs or {}).items()
+                ],
+                created=_now(),
+                meta=dict(meta or {}),
+            )
+            with self.lock(f"object:{digest}"):
+                if self.exists(digest) and not self.verify(digest, full=True):
+                    manifest = self.manifest(digest)  # first producer wins: same bytes, same artifact
+                elif self.is_local:
+                    self._publish_local(staged, files, manifest)
+                else:
+                    self._publish_remote(staged, files, manifest)
+            version = self._register_version(name, manifest) if name else None
         return self.ref(digest, name=name, version=version)
 
-    def _publish_files(self, staged: Path, files: list[FileEntry], digest: str) -> None:
-        target = self.object_dir(digest) + "/files"
-        for entry in files:
-            dest = f"{target}/{entry.path}"
-            self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
-            if self.is_local:
-                os.replace(staged / entry.path, dest)  # atomic on one file system
+    def _publish_local(self, staged: Path, files: list[FileEntry], manifest: Manifest) -> None:
+        """Assemble the object beside the store and publish it with one folder rename."""
+        owner = durable.owner_id(self.owners_dir)
+        assembly = Path(tempfile.mkdtemp(prefix=f"stage-{owner}-obj-", dir=self.staging_dir))
+        try:
+            for entry in files:
+                dest = assembly / "files" / entry.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(staged / entry.path, dest)
+                except OSError:  # another file system: copy instead
+                    shutil.copyfile(staged / entry.path, dest)
                 os.chmod(dest, 0o444)  # stored content is immutable; edits must go through a new version
-            else:
-                self.fs.put_file(str(staged / entry.path), dest)
+            durable.write_atomic(assembly / "manifest.json", _dump(manifest))
+            target = Path(self.object_dir(manifest.digest))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # damaged or incomplete: move it aside, then publish the good copy
+                aside = self.staging_dir / f"stage-{owner}-damaged-{manifest.digest[:16]}-{uuid.uuid4().hex[:8]}"
+                os.rename(target, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+                (Path(self.root) / "cache" / "verified" / f"{manifest.digest}.json").unlink(missing_ok=True)
+            os.rename(assembly, target)
+            durable.fsync_dir(target.parent)
+        finally:
+            shutil.rmtree(assembly, ignore_errors=True)  # our own assembly folder (gone once published)
+
+    def _publish_remote(self, staged: Path, files: list[FileEntry], manifest: Manifest) -> None:
+        """Upload every file, remove stray ones, write the manifest last."""
+        base = self.object_dir(manifest.digest)
+        expected = {f"{base}/files/{entry.path}" for entry in files}
+        for path in self._present_remote(base):
+            if path not in expected:
+                self.fs.rm_file(path)
+        for entry in files:
+            dest = f"{base}/files/{entry.path}"
+            self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(str(staged / entry.path), dest)
+        self.fs.pipe_file(f"{base}/manifest.json", _dump(manifest))
+
+    def _present_remote(self, base: str) -> list[str]:
+        try:
+            return [p for p in self.fs.find(base + "/files") if not p.endswith("/")]
+        except FileNotFoundError:
+            return []
 
     def _register_version(self, name: str, manifest: Manifest) -> int:
-        versions = self.versions(name)
-        if versions and versions[-1].digest == manifest.digest:
-            return versions[-1].version  # re-publishing the latest content makes no new version
-        number = versions[-1].version + 1 if versions else 1
-        while True:
-            path = self._p("names", name, "versions", f"{number:06d}.json")
-            record = VersionRecord(
-                name=name, version=number, digest=manifest.digest, kind=manifest.kind, created=_now()
-            )
-            data = json.dumps(record.model_dump(mode="json"), indent=2).encode()
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            if self.is_local:
-                try:
-                    with open(path, "xb") as fh:  # exclusive create: concurrent writers get distinct numbers
-                        fh.write(data)
+        with self.lock(f"name:{name}"):
+            records, damaged = self._version_records(name)
+            highest = max([r.version for r in records] + [n for n, _ in damaged], default=0)
+            if records and records[-1].digest == manifest.digest and records[-1].version == highest:
+                return records[-1].version  # re-publishing the latest content makes no new version
+            number = highest + 1
+            while True:
+                path = self._p("names", name, "versions", f"{number:06d}.json")
+                record = VersionRecord(
+                    name=name, version=number, digest=manifest.digest, kind=manifest.kind, created=_now()
+                )
+                if self._create_json(path, record.model_dump(mode="json")):
                     return number
-                except FileExistsError:
-                    number += 1
-            else:
-                if self.fs.exists(path):
-                    number += 1
-                    continue
-                self.fs.pipe_file(path, data)
-                return number
+                number += 1  # another writer (another host) took it
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point `alias` of logical name `name` at `version`."""
+        check_name(name)
         if not _ALIAS_RE.match(alias) or alias == "latest" or alias.isdigit():
             raise StoreError(
                 f"invalid alias {alias!r}", "use letters, digits, '.', '_' and '-' (not 'latest' or a number)"
@@ -353,20 +454,42 @@ class Store:
             )
         self._write_json(self._p("names", name, "aliases", f"{alias}.json"), {"version": version})
 
+    def republish(self, staged: Path, manifest: Manifest) -> None:
+        """Publish an object again from `staged`, whose files must match `manifest` (gc's repair)."""
+        files = scan_dir(staged)
+        if tree_digest(files) != manifest.digest:
+            raise StoreError(f"the files to republish are not artifact {manifest.digest[:12]}", "use intact copies")
+        with self.lock(f"object:{manifest.digest}"):
+            if self.is_local:
+                self._publish_local(staged, files, manifest)
+            else:
+                self._publish_remote(staged, files, manifest)
+
     # ---------------------------------------------------------------- reading
     def exists(self, digest: str) -> bool:
         """Whether a complete object (manifest present) with this digest is stored."""
         return bool(self.fs.exists(self.object_dir(digest) + "/manifest.json"))
 
     def manifest(self, digest: str) -> Manifest:
-        """The manifest of a stored object."""
+        """The manifest of a stored object; a damaged one is a `DamagedRecordError` naming the file."""
         path = self.object_dir(digest) + "/manifest.json"
         try:
-            return Manifest.model_validate(self._read_json(path))
+            data = self._read_json(path)
+            manifest = Manifest.model_validate(data)
         except FileNotFoundError:
             raise ArtifactNotFoundError(
                 f"no artifact {digest[:12]} in store {self.url}", "`zooflow artifacts list` shows what is stored"
             ) from None
+        except (ValueError, OSError) as exc:
+            raise DamagedRecordError(
+                f"the manifest of artifact {digest[:12]} is damaged ({path}: {_reason(exc)})",
+                "run the stage that made it again (or commit the same content): the object is replaced; " + REPAIR_HINT,
+            ) from None
+        if manifest.digest != digest:
+            raise DamagedRecordError(
+                f"the manifest at {path} describes {manifest.digest[:12]}, not {digest[:12]}", REPAIR_HINT
+            )
+        return manifest
 
     def ref(self, digest: str, *, name: str | None = None, version: int | None = None) -> ArtifactRef:
         """An `ArtifactRef` for a stored object."""
@@ -398,13 +521,19 @@ class Store:
         remote = f"{self.object_dir(digest)}/files/{file}"
         if self.is_local:
             return Path(remote)
-        local = Path(platformdirs.user_cache_dir("zooflow")) / "objects" / digest / file
+        local = self.remote_copy_dir(digest) / file
         if not local.is_file() or local.stat().st_size != entry.size or sha256_file(local) != entry.sha256:
             local.parent.mkdir(parents=True, exist_ok=True)
             tmp = local.with_name(local.name + f".tmp-{uuid.uuid4().hex}")
-            self.fs.get_file(remote, str(tmp))
+            with durable.disk_full_as_error(tmp, "reading from the artifact store"):
+                self.fs.get_file(remote, str(tmp))
             os.replace(tmp, local)
         return local
+
+    @staticmethod
+    def remote_copy_dir(digest: str) -> Path:
+        """Where a remote object's files are kept on this machine once read."""
+        return Path(platformdirs.user_cache_dir("zooflow")) / "objects" / digest
 
     def directory(self, ref: ArtifactRef | str) -> Path:
         """A local folder holding all of an artifact's files."""
@@ -414,25 +543,40 @@ class Store:
             return Path(self.object_dir(digest)) / "files"
         for entry in manifest.files:
             self.path(digest, entry.path)
-        return Path(platformdirs.user_cache_dir("zooflow")) / "objects" / digest
+        return self.remote_copy_dir(digest)
 
-    def verify(self, digest: str) -> list[str]:
-        """Re-hash an object's files against its manifest; returns the problems (empty = intact).
+    def present_files(self, digest: str) -> set[str]:
+        """Relative paths of the files actually below an object's ``files/`` folder."""
+        base = self.object_dir(digest) + "/files"
+        if not self.is_local:
+            return {p[len(base) + 1 :] for p in self._present_remote(self.object_dir(digest))}
+        found = set()
+        for dirpath, _dirs, names in os.walk(base):
+            for name in names:
+                found.add((Path(dirpath) / name).relative_to(base).as_posix())
+        return found
 
-        A local object whose files' stats are unchanged since its last clean re-hash is not re-hashed.
+    def verify(self, digest: str, *, full: bool = False) -> list[str]:
+        """Check an object against its manifest; returns the problems (empty = intact).
+
+        Always: the manifest reads and matches the digest, no file is missing or extra. Contents:
+        re-hashed, except that a local object whose files' stat stamps are unchanged since its last
+        clean re-hash is trusted (git's rule; see `_stamp_holds`). ``full=True`` re-hashes every byte.
         """
         try:
             manifest = self.manifest(digest)
-        except ArtifactNotFoundError as exc:
+        except StoreError as exc:
             return [exc.problem]
-        except (ValueError, OSError) as exc:
-            return [f"manifest of {digest[:12]} is unreadable: {exc}"]
         problems = []
         if tree_digest(manifest.files) != digest:
             problems.append(f"manifest of {digest[:12]} lists files whose digest is not {digest[:12]}")
+        listed = {f.path for f in manifest.files}
+        extra = sorted(self.present_files(digest) - listed)
+        if extra:
+            problems.append(f"{len(extra)} extra file(s) not in the manifest: {', '.join(extra[:5])}")
         base = self.object_dir(digest) + "/files"
         stats = self._file_stats(base, manifest) if self.is_local and not problems else None
-        if stats is not None and self._stamp_holds(digest, stats):
+        if not full and stats is not None and self._stamp_holds(digest, stats):
             return []
         for entry in manifest.files:
             path = f"{base}/{entry.path}"
@@ -447,13 +591,15 @@ class Store:
             if actual != entry.sha256:
                 problems.append(f"{entry.path}: sha256 {actual[:12]} != {entry.sha256[:12]} in manifest")
         if not problems and stats is not None:
-            self._write_json(self._p("cache", "verified", f"{digest}.json"), {"at": time.time(), "files": stats})
+            with contextlib.suppress(StoreError):  # a stamp only saves time
+                self._write_json(self._p("cache", "verified", f"{digest}.json"), {"at": time.time(), "files": stats})
         return problems
 
     # Why hand-written: re-hashing gigabytes of npz on every cache hit dominated cached runs; like
     # git's index, a local store skips the hash when no file's stat changed since the last full
     # re-hash. ctime cannot be set by tools (a write, chmod or replace changes it), and a file
-    # whose ctime is within a second of the stamp is re-hashed ("racy" entries, as in git).
+    # whose ctime is within a second of the stamp is re-hashed ("racy" entries, as in git). What a
+    # stamp cannot see (bit rot, a write below the file system) needs `verify(full=True)`.
     @staticmethod
     def _file_stats(base: str, manifest: Manifest) -> dict[str, list[int]] | None:
         stats = {}
@@ -475,46 +621,74 @@ class Store:
         settled = (float(stamp.get("at", 0)) - 1.0) * 1e9
         return all(ctime < settled for _, _, ctime, _ in stats.values())
 
-    def versions(self, name: str) -> list[VersionRecord]:
-        """All versions of a logical name, oldest first, with their aliases."""
-        base = self._p("names", name, "versions")
+    def _version_records(self, name: str) -> tuple[list[VersionRecord], list[tuple[int, str]]]:
+        """(readable version records, oldest first; damaged ones as (number, path))."""
+        base = self._p("names", check_name(name), "versions")
         try:
-            paths = sorted(p for p in self.fs.ls(base, detail=False) if str(p).endswith(".json"))
+            paths = sorted(str(p) for p in self.fs.ls(base, detail=False))
         except FileNotFoundError:
-            return []
-        aliases = self.aliases(name)
-        records = []
+            return [], []
+        records, damaged = [], []
         for path in paths:
-            record = VersionRecord.model_validate(self._read_json(path))
-            record.aliases = sorted(a for a, v in aliases.items() if v == record.version)
+            match = _VERSION_FILE_RE.match(path.rsplit("/", 1)[-1])
+            if match is None:
+                continue  # a temp file of an interrupted write, or a stranger: see storecheck
+            number = int(match.group(1))
+            try:
+                record = VersionRecord.model_validate(self._read_json(path))
+                check_digest(record.digest)
+                if record.version != number or record.name != name:
+                    raise ValueError(f"it says {record.name}@{record.version}")
+            except (ValueError, OSError, StoreError):
+                damaged.append((number, path))
+                continue
             records.append(record)
+        return records, damaged
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        """All versions of a logical name, oldest first, with their aliases; damaged records are an error."""
+        records, damaged = self._version_records(name)
+        if damaged:
+            raise DamagedRecordError(
+                f"{len(damaged)} version record(s) of {name} are damaged: {', '.join(p for _, p in damaged)}",
+                REPAIR_HINT,
+            )
+        aliases = self.aliases(name)
+        for record in records:
+            record.aliases = sorted(a for a, v in aliases.items() if v == record.version)
         if records:
             records[-1].aliases = ["latest", *records[-1].aliases]
         return records
 
     def aliases(self, name: str) -> dict[str, int]:
-        """User aliases of a logical name -> version."""
-        base = self._p("names", name, "aliases")
+        """User aliases of a logical name -> version; a damaged alias record is an error naming it."""
+        base = self._p("names", check_name(name), "aliases")
         try:
             paths = self.fs.ls(base, detail=False)
         except FileNotFoundError:
             return {}
-        return {
-            str(p).rsplit("/", 1)[-1].removesuffix(".json"): int(self._read_json(p)["version"])
-            for p in paths
-            if str(p).endswith(".json")
-        }
+        found = {}
+        for path in map(str, paths):
+            alias = path.rsplit("/", 1)[-1]
+            if not alias.endswith(".json") or durable.is_temp_name(alias):
+                continue
+            try:
+                found[alias.removesuffix(".json")] = int(self._read_json(path)["version"])
+            except (ValueError, OSError, KeyError, TypeError) as exc:
+                raise DamagedRecordError(f"alias record {path} is damaged ({_reason(exc)})", REPAIR_HINT) from None
+        return found
 
     def names(self) -> list[str]:
-        """Every logical name with at least one version."""
+        """Every logical name with at least one version record."""
         base = self._p("names")
         found = self.fs.glob(base + "/**/versions/*.json")
         names = {str(p)[len(base) + 1 :].rsplit("/versions/", 1)[0] for p in found}
-        return sorted(names)
+        return sorted(n for n in names if _NAME_RE.match(n))
 
     def digests(self) -> list[str]:
         """Every complete object in the store."""
-        return sorted(str(p).rsplit("/", 2)[-2] for p in self.fs.glob(self._p("objects", "*", "*", "manifest.json")))
+        found = (str(p).rsplit("/", 2)[-2] for p in self.fs.glob(self._p("objects", "*", "*", "manifest.json")))
+        return sorted(d for d in found if _DIGEST_RE.match(d))
 
     def resolve(self, spec: str) -> ArtifactRef:
         """Turn ``name``, ``name@3``, ``name@alias``, a digest or a unique digest prefix into a ref."""
@@ -529,6 +703,9 @@ class Store:
                     f"digest prefix {prefix!r} is ambiguous ({len(matches)} artifacts)", "give more digits"
                 )
         name, _, tag = spec.partition("@")
+        check_name(name)
+        if tag and not (tag.isdigit() or _ALIAS_RE.match(tag)):
+            raise StoreError(f"invalid version or alias {tag!r} in {spec!r}", "use NAME, NAME@VERSION or NAME@ALIAS")
         versions = self.versions(name)
         if not versions:
             close = [n for n in self.names() if name in n or n in name][:5]
@@ -547,7 +724,18 @@ class Store:
             aliases = self.aliases(name)
             if tag not in aliases:
                 raise ArtifactNotFoundError(f"{name} has no alias {tag!r} (aliases: {', '.join(['latest', *aliases])})")
-            record = next(v for v in versions if v.version == aliases[tag])
+            matching = [v for v in versions if v.version == aliases[tag]]
+            if not matching:
+                raise DamagedRecordError(
+                    f"alias {name}@{tag} points at version {aliases[tag]}, which is gone", REPAIR_HINT
+                )
+            record = matching[0]
+        if not self.exists(record.digest):
+            raise ArtifactNotFoundError(
+                f"{name}@{record.version} names artifact {record.digest[:12]}, which is not in the store "
+                "(its manifest is gone)",
+                "run the stage that made it again; `zooflow artifacts verify` lists every such record",
+            )
         return self.ref(record.digest, name=name, version=record.version)
 
     def lineage(self, digest: str) -> dict[str, Any]:
@@ -565,6 +753,9 @@ class Store:
             except ArtifactNotFoundError:
                 node["missing"] = True
                 return node
+            except StoreError as exc:
+                node["damaged"] = exc.problem
+                return node
             node.update(kind=manifest.kind, stage=manifest.producer.stage, created=manifest.created)
             node["inputs"] = [walk(i.digest, i.role) for i in manifest.inputs]
             return node
@@ -572,23 +763,34 @@ class Store:
         return walk(digest, "artifact")
 
     # ------------------------------------------------------------ cache records
+    def _cache_path(self, key: str) -> str:
+        if not _KEY_RE.match(key):
+            raise StoreError(f"invalid cache key {key!r}", "this is a bug; please report it")
+        return self._p("cache", f"{key}.json")
+
     def cache_record(self, key: str) -> CacheRecord | None:
-        """The record for a stage cache key, if any."""
+        """The record for a stage cache key, if any (a damaged record counts as none: the stage recomputes)."""
         try:
-            return CacheRecord.model_validate(self._read_json(self._p("cache", f"{key}.json")))
+            return CacheRecord.model_validate(self._read_json(self._cache_path(key)))
         except FileNotFoundError:
             return None
-        except ValueError:
-            return None  # a damaged record is treated as absent: the stage recomputes
+        except (ValueError, OSError):
+            return None
 
-    def write_cache_record(self, record: CacheRecord) -> None:
-        """Store a cache record atomically."""
-        self._write_json(self._p("cache", f"{record.key}.json"), record.model_dump(mode="json"))
+    def write_cache_record(self, record: CacheRecord, *, exclusive: bool = False) -> bool:
+        """Store a cache record whole; with `exclusive`, only if none exists yet (False if one did)."""
+        path = self._cache_path(record.key)
+        if exclusive:
+            return self._create_json(path, record.model_dump(mode="json"))
+        self._write_json(path, record.model_dump(mode="json"))
+        return True
 
-    def cached(self, key: str) -> ArtifactRef | None:
+    def cached(self, key: str, *, full: bool = False) -> ArtifactRef | None:
         """The artifact a cache record names (as name@version), if the record has one and it is intact."""
         record = self.cache_record(key)
-        if record is None or record.digest is None or self.verify(record.digest):
+        if record is None or record.digest is None or not _DIGEST_RE.match(record.digest):
+            return None
+        if self.verify(record.digest, full=full):
             return None
         return self.ref(record.digest, name=record.name, version=record.version)
 
@@ -600,6 +802,16 @@ class Store:
         """Remember that the work identified by `key` produced `ref`; returns `ref`."""
         self.write_cache_record(CacheRecord(key=f"memo-{key}", epoch="memo", digest=ref.digest))
         return ref
+
+
+def _dump(manifest: Manifest) -> bytes:
+    return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
 def _sha256_remote(fs: fsspec.AbstractFileSystem, path: str) -> str:
