@@ -109,6 +109,7 @@ def export_model(
     options: ExportOptions,
     *,
     probe_images: list[Path] | None = None,
+    trust: bool = False,
 ) -> dict[str, Any]:
     """Export `checkpoint` for model `info` to `out`; returns what the manifest records."""
     import onnx
@@ -117,7 +118,7 @@ def export_model(
     cfg = models.load_config(info)
     pre = models.preprocess_spec(info)
     model = models.build_model(info)
-    load_meta = models.load_strict(model, checkpoint, info)
+    load_meta = models.load_strict(model, checkpoint, info, trust=trust)
     module = export_module(model, options.logits)
     output = "logits" if options.logits else "probs"
     dummy = torch.zeros(1, 3, *pre["crop"])
@@ -186,7 +187,10 @@ def export_model(
         "dynamic_batch": dynamic,
         "preprocess": pre,
         "parity": parity,
-        "checkpoint_load": {"unpickled": load_meta.get("unpickled", False)},
+        "checkpoint_load": {
+            "unpickled": load_meta.get("unpickled", False),
+            "trusted_by_user": load_meta.get("trusted_by_user", False),
+        },
     }
 
 
@@ -213,13 +217,14 @@ def export_checkpoint(
     model: str,
     options: ExportOptions,
     probe_images: list[Path] | None = None,
+    trust: bool = False,
 ) -> ArtifactRef:
     """The export stage: read the checkpoint artifact, export, verify, store ``<model>/onnx``."""
     info = registry.resolve(model)
     ckpt_path = store.path(checkpoint)
-    with store.staging() as staged:
+    with store.staging(STAGE) as staged:
         out = staged / f"{info.config.stem}.onnx"
-        meta = export_model(ckpt_path, info, out, options, probe_images=probe_images)
+        meta = export_model(ckpt_path, info, out, options, probe_images=probe_images, trust=trust)
         if checkpoint.meta.get("locally_initialised"):
             meta["warning"] = checkpoint.meta.get("warning", "exported from locally initialised weights")
         return store.commit(

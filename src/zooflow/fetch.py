@@ -9,6 +9,7 @@ hex digits of the file's SHA-256); on a mismatch nothing is kept.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,9 +24,9 @@ import platformdirs
 import tenacity
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from zooflow import models, provenance, registry
+from zooflow import durable, models, provenance, registry
 from zooflow.config import DEMO_CHECKPOINT
-from zooflow.errors import ChecksumError, FetchError
+from zooflow.errors import CheckpointError, ChecksumError, FetchError
 from zooflow.store import ArtifactRef, Store, sha256_file
 
 STAGE = "fetch"
@@ -124,16 +125,48 @@ def _content_range_total(value: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
+def _validators(part: Path) -> dict[str, Any]:
+    """What the server said about the file a partial download belongs to (ETag, Last-Modified, length)."""
+    try:
+        doc = json.loads(_sidecar(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _sidecar(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _if_range(info: dict[str, Any]) -> str | None:
+    """The validator for If-Range: a strong ETag, else Last-Modified (RFC 9110 forbids weak ETags there)."""
+    etag = info.get("etag")
+    if isinstance(etag, str) and etag and not etag.startswith("W/"):
+        return etag
+    modified = info.get("last_modified")
+    return modified if isinstance(modified, str) and modified else None
+
+
+def _restart(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _sidecar(part).unlink(missing_ok=True)
+
+
 def _download_once(client: httpx.Client, url: str, part: Path, progress: Progress | None, task: Any) -> None:
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    info = _validators(part) if have else {}
+    validator = _if_range(info)
+    if have and (validator is None or info.get("url") != url):
+        _restart(part)  # without a validator a resumed body could belong to another version of the file
+        have = 0
+    headers = {"Range": f"bytes={have}-", "If-Range": validator} if have and validator else {}
     with client.stream("GET", url, headers=headers) as response:
         status = response.status_code
         if status == 416:  # nothing left to send: complete if we hold the whole file
             total = _content_range_total(response.headers.get("Content-Range"))
             if total is not None and have == total:
                 return
-            part.unlink(missing_ok=True)
+            _restart(part)
             raise _TransientError(f"server refused to resume at byte {have}; restarting the download")
         if status == 429 or status >= 500:
             raise _TransientError(f"HTTP {status} from {url}")
@@ -144,20 +177,33 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: Progres
                 else "check the URL and your access to it"
             )
             raise FetchError(f"cannot download {url}: HTTP {status} {response.reason_phrase}", hint)
+        etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
         if status == 206:
             start = response.headers.get("Content-Range", "").removeprefix("bytes ").split("-", 1)[0]
             if start.strip() != str(have):
-                part.unlink(missing_ok=True)
+                _restart(part)
                 raise _TransientError(f"server resumed at byte {start}, not {have}; restarting the download")
+            if (etag and info.get("etag") and etag != info["etag"]) or (
+                modified and info.get("last_modified") and modified != info["last_modified"]
+            ):
+                _restart(part)  # If-Range was ignored: the rest belongs to another version of the file
+                raise _TransientError("the file changed on the server since the download began; restarting it")
             mode = "ab"
             total = _content_range_total(response.headers.get("Content-Range"))
         else:
-            have, mode = 0, "wb"  # the server ignored Range: start over
+            if have:
+                _restart(part)  # the file changed (If-Range did not match) or Range was ignored: start over
+            have, mode = 0, "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            with durable.disk_full_as_error(part, "the fetch stage"):
+                durable.write_atomic(
+                    _sidecar(part),
+                    json.dumps({"url": url, "etag": etag, "last_modified": modified, "total": total}).encode(),
+                )
         if progress is not None:
             progress.update(task, total=total, completed=have)
-        with open(part, mode) as fh:
+        with durable.disk_full_as_error(part, "the fetch stage"), open(part, mode) as fh:
             for chunk in response.iter_bytes():
                 fh.write(chunk)
                 if progress is not None:
@@ -167,8 +213,11 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: Progres
             raise _TransientError(f"connection closed after {size} of {total} bytes")
 
 
-def download(url: str, part: Path, *, policy: FetchPolicy, show_progress: bool) -> None:
-    """Download `url` into `part`, resuming what is there, retrying transient failures with backoff."""
+def download(url: str, part: Path, *, policy: FetchPolicy, show_progress: bool) -> dict[str, Any]:
+    """Download `url` into `part`, resuming what is there, retrying transient failures with backoff.
+
+    Returns what the server said about the file (ETag, Last-Modified, length; None where it said nothing).
+    """
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.attempts),
         wait=tenacity.wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max),
@@ -188,7 +237,7 @@ def download(url: str, part: Path, *, policy: FetchPolicy, show_progress: bool) 
         else None
     )
     try:
-        with httpx.Client(follow_redirects=True, timeout=policy.timeout) as client:
+        with httpx.Client(follow_redirects=True, timeout=policy.timeout, max_redirects=10) as client:
             if progress is not None:
                 progress.start()
             task = progress.add_task(part.name.split("-", 1)[-1].removesuffix(".part")) if progress else None
@@ -206,9 +255,27 @@ def download(url: str, part: Path, *, policy: FetchPolicy, show_progress: bool) 
             f"download of {url} failed after {policy.attempts} attempts ({reason}){resume}",
             "check the URL and your network, or download the file yourself and pass its path with --checkpoint",
         ) from None
+    except httpx.TooManyRedirects:
+        raise FetchError(
+            f"download of {url} was redirected more than 10 times (a redirect loop); nothing was kept",
+            "open the URL in a browser to see where it leads, and pass the final URL (or a local path) with --checkpoint",
+        ) from None
+    except httpx.HTTPError as exc:  # an invalid URL, an unsupported protocol, ...
+        raise FetchError(
+            f"cannot download {url}: {type(exc).__name__}: {exc}",
+            "check the URL, or pass a local path with --checkpoint",
+        ) from None
     finally:
         if progress is not None:
             progress.stop()
+    info = _validators(part)
+    return {k: info.get(k) for k in ("etag", "last_modified", "total")}
+
+
+UNVERIFIED = (
+    "no SHA-256 was given and the file name carries no OpenMMLab digest suffix: the checkpoint's bytes are "
+    "not checked against any published digest (pass --sha256 to check them)"
+)
 
 
 def fetch_checkpoint(
@@ -218,10 +285,16 @@ def fetch_checkpoint(
     model: str,
     sha256: str | None = None,
     seed: int = 0,
+    trust: bool = False,
     policy: FetchPolicy | None = None,
     show_progress: bool | None = None,
 ) -> ArtifactRef:
-    """Obtain a checkpoint from `source`, verify it, and store it as ``<model>/checkpoint``."""
+    """Obtain a checkpoint from `source`, verify it, check that it loads, store it as ``<model>/checkpoint``.
+
+    Nothing is published unless the bytes match every digest claim and load as a checkpoint
+    (weights only, unless `trust`): a truncated file or an HTML error page never becomes
+    ``checkpoint@latest``. Without any digest claim the manifest says the file is unverified.
+    """
     policy = policy or FetchPolicy()
     show_progress = sys.stderr.isatty() if show_progress is None else show_progress
     kind = source_kind(source)
@@ -229,7 +302,8 @@ def fetch_checkpoint(
     claims = expectations(source, sha256)
     libraries = provenance.library_versions("torch", "mmcls", "mmcv") if kind == "init" else {}
     meta: dict[str, Any] = {"source": source, "locally_initialised": False}
-    with store.staging() as staged:
+    with store.staging(STAGE) as staged:
+        part: Path | None = None
         if kind == "init":
             target = staged / f"{info.config.stem}-local-init-seed{seed}.pth"
             meta.update(models.init_checkpoint(info, target, seed=seed))
@@ -243,20 +317,31 @@ def fetch_checkpoint(
             shutil.copyfile(path, target)
         else:
             part = _partial_path(store, source)
-            download(source, part, policy=policy, show_progress=show_progress)
+            server = download(source, part, policy=policy, show_progress=show_progress)
+            meta["server"] = server
             target = staged / (file_name(source) or "checkpoint.pth")
-            try:
-                actual = sha256_file(part)
-                _check_digest(actual, claims, source)
-            except ChecksumError:
-                part.unlink(missing_ok=True)  # keep nothing that failed verification
-                raise
             os.replace(part, target)
+            _sidecar(part).unlink(missing_ok=True)
         actual = sha256_file(target)
-        _check_digest(actual, claims, source)
+        _check_digest(actual, claims, source)  # raises: the staged copy goes with the staging folder
+        if kind != "init":
+            try:
+                _, load = models.read_state_dict(target, trust=trust)
+            except CheckpointError as exc:
+                where = "downloaded" if part is not None else "copied"
+                raise type(exc)(
+                    f"{exc.problem}; the {where} file was not kept and nothing was published", exc.fix
+                ) from None
+            meta["load"] = {k: v for k, v in load.items() if k != "checkpoint_meta"}
         meta.update(
-            sha256=actual, size=target.stat().st_size, filename=target.name, verified_against=[c for c, _ in claims]
+            sha256=actual,
+            size=target.stat().st_size,
+            filename=target.name,
+            verified_against=[c for c, _ in claims],
+            verified=bool(claims) or kind == "init",
         )
+        if not claims and kind != "init":
+            meta["unverified"] = UNVERIFIED
         return store.commit(
             staged,
             kind="checkpoint",

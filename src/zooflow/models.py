@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from zooflow.errors import CheckpointError
+from zooflow.errors import CheckpointError, UnsafeCheckpointError
 from zooflow.registry import ModelInfo
 
 INIT_STAGE_VERSION = "1"
@@ -91,36 +91,98 @@ def preprocess_spec(info: ModelInfo) -> dict[str, Any]:
     return spec
 
 
-def read_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(state_dict, meta) of a checkpoint file; plain weights first, full unpickling only if needed."""
+# What mmcls/mmcv checkpoints hold besides tensors and plain containers: numpy scalars, arrays
+# and dtypes in `meta` (e.g. a hook's best score). These, and nothing else, are allow-listed for
+# torch's weights-only unpickler; a class or function (os.system, a custom object) is refused.
+def _allowed_globals() -> list[Any]:
+    import numpy as np
+    from numpy import dtypes
+
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2 moved the module
+    allowed: list[Any] = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
+    allowed += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")]
+    return allowed
+
+
+def _allowed_names() -> set[str]:
+    names = set()
+    for item in _allowed_globals():
+        names.add(f"{item.__module__}.{item.__qualname__}")
+    return names | {"numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar"}
+
+
+def _unsafe_globals(path: Path) -> list[str] | None:
+    """Globals the file's pickle names beyond the allow-list; None if the file is not a torch checkpoint."""
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        meta: dict[str, Any] = {"unpickled": False}
-    except Exception:  # noqa: BLE001 - weights_only refuses some OpenMMLab metadata objects
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a checkpoint
-            raise CheckpointError(
-                f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})",
-                "fetch it again (the file may be truncated) or point --checkpoint at a .pth file",
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 - truncated, not a zip, not a pickle: not a checkpoint
+        return None
+    allowed = _allowed_names()
+    return [name for name in found if name not in allowed]
+
+
+def _not_readable(path: Path, exc: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc).strip()[:200]})",
+        "fetch it again (the file may be truncated or not a checkpoint at all) or point --checkpoint at a .pth file",
+    )
+
+
+def read_state_dict(path: Path, *, trust: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state_dict, meta) of a checkpoint file, loaded without running code unless `trust`.
+
+    torch's weights-only unpickler with numpy's plain types allow-listed reads every mmcls/mmcv
+    checkpoint seen so far. A file whose pickle names anything else (a class, a function) is
+    refused with `UnsafeCheckpointError` unless the user opted in (``--trust-checkpoint``): full
+    unpickling runs whatever code the file names.
+    """
+    import torch
+
+    meta: dict[str, Any] = {"unpickled": False}
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
+        unsafe = _unsafe_globals(path)
+        if not unsafe:
+            raise _not_readable(path, exc) from None
+        if not trust:
+            raise UnsafeCheckpointError(
+                f"{path.name} can only be loaded by full unpickling, which runs code named in the file: it refers to "
+                f"{', '.join(unsafe[:6])}{' ...' if len(unsafe) > 6 else ''}, which are not plain weights; zooflow "
+                "refused to load it and nothing in it was run",
+                "if you trust where this file came from, pass --trust-checkpoint (trust_checkpoint: true); otherwise "
+                "ask its publisher for a weights-only file, or re-save it with torch.save({'state_dict': model.state_dict()})",
             ) from None
-        meta = {"unpickled": True}
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)  # the user trusts this file
+        except Exception as exc2:  # noqa: BLE001 - any failure here means the file is not a checkpoint
+            raise _not_readable(path, exc2) from None
+        meta = {"unpickled": True, "trusted_by_user": True, "unsafe_globals": unsafe[:20]}
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path.name} holds a {type(ckpt).__name__}, not a state dict", "pass an mmcls .pth checkpoint"
         )
     state = ckpt.get("state_dict", ckpt)
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path.name}: its state_dict is a {type(state).__name__}", "pass an mmcls .pth checkpoint"
+        )
     state = {k.removeprefix("module."): v for k, v in state.items() if hasattr(v, "shape")}
+    if not state:
+        raise CheckpointError(
+            f"{path.name} holds no tensors: it is not a model checkpoint", "pass an mmcls .pth checkpoint"
+        )
     if isinstance(ckpt.get("meta"), dict):
         meta["checkpoint_meta"] = {k: v for k, v in ckpt["meta"].items() if isinstance(v, (str, int, float, bool))}
     return state, meta
 
 
-def load_strict(model: Any, path: Path, info: ModelInfo) -> dict[str, Any]:
+def load_strict(model: Any, path: Path, info: ModelInfo, *, trust: bool = False) -> dict[str, Any]:
     """Load a checkpoint into `model`; any missing, unexpected or mis-shaped key is an error."""
-    state, meta = read_state_dict(path)
+    state, meta = read_state_dict(path, trust=trust)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -1,24 +1,35 @@
 """A real HTTP file server on 127.0.0.1 for fetch tests.
 
-Serves in-memory files, honours ``Range: bytes=N-``, and can misbehave on demand: drop the
-connection after some bytes, answer 500 a number of times, or ignore Range.
+Serves in-memory files with a strong ETag (the content's SHA-256) and Last-Modified, honours
+``Range: bytes=N-`` and ``If-Range`` (RFC 9110: a validator that does not match the current file
+gets the whole file with 200), and can misbehave on demand: drop the connection after some bytes,
+answer 500 a number of times, ignore Range or If-Range, send no validators, send no
+Content-Length (a body delimited by closing the connection), or redirect in a loop. A file may be
+replaced between requests (`files[path] = new bytes`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @dataclass
 class Behaviour:
-    """Misbehaviour switches; `requests` records (path, Range header) of every GET."""
+    """Misbehaviour switches; `requests` records (path, Range header) and `if_range` the If-Range of every GET."""
 
     drop_after: int | None = None  # close the connection after this many body bytes (once)
     fail_times: int = 0  # answer HTTP 500 this many times first
     ignore_range: bool = False
+    ignore_if_range: bool = False  # resume from Range even when If-Range does not match (a broken server)
+    validators: bool = True  # send ETag and Last-Modified
+    content_length: bool = True  # False: no Content-Length, the body ends when the connection closes
+    redirect_loop: bool = False
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    if_range: list[str | None] = field(default_factory=list)
 
 
 class FileServer:
@@ -27,6 +38,7 @@ class FileServer:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.behaviour = Behaviour()
+        self.modified: dict[str, float] = {}
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,37 +47,55 @@ class FileServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
                 pass
 
+            def _empty(self, status: int, **headers: str) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key.replace("_", "-"), value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_GET(self) -> None:
                 b = outer.behaviour
                 rng = self.headers.get("Range")
                 b.requests.append((self.path, rng))
+                b.if_range.append(self.headers.get("If-Range"))
+                if b.redirect_loop:
+                    self._empty(302, Location=self.path + ("x" if len(self.path) < 60 else ""))
+                    return
                 if b.fail_times > 0:
                     b.fail_times -= 1
-                    self.send_response(500)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._empty(500)
                     return
                 data = outer.files.get(self.path)
                 if data is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._empty(404)
                     return
+                etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+                modified = formatdate(
+                    outer.modified.setdefault(self.path + etag, len(outer.modified) + 1e9), usegmt=True
+                )
                 start = 0
-                if rng and not b.ignore_range:
+                condition = self.headers.get("If-Range")
+                honour = rng and not b.ignore_range and (b.ignore_if_range or condition in (None, etag, modified))
+                if honour:
+                    assert rng is not None
                     start = int(rng.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
+                        self._empty(416, Content_Range=f"bytes */{len(data)}")
                         return
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
                 self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(len(data) - start))
+                if b.validators:
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", modified)
+                if b.content_length:
+                    self.send_header("Content-Length", str(len(data) - start))
+                else:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 body = data[start:]
                 if b.drop_after is not None:

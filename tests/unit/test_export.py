@@ -120,9 +120,11 @@ def test_checkpoint_with_wrong_keys_lists_them(export_store: Store, checkpoint_f
     assert export_store.digests() == before  # nothing half-written
 
 
-def test_file_that_is_not_a_checkpoint(export_store: Store, tmp_path: Path) -> None:
+def test_file_that_is_not_a_checkpoint_is_never_published(export_store: Store, tmp_path: Path) -> None:
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
-    ref = fetch_checkpoint(str(junk), export_store, model=MODEL, show_progress=False)
-    with pytest.raises(CheckpointError, match=r"junk\.pth is not a readable PyTorch checkpoint"):
-        export.export_checkpoint(ref, export_store, model=MODEL, options=ExportOptions())
+    before = (export_store.digests(), {n: export_store.versions(n) for n in export_store.names()})
+    with pytest.raises(CheckpointError, match=r"junk\.pth is not a readable PyTorch checkpoint.*nothing was published"):
+        fetch_checkpoint(str(junk), export_store, model=MODEL, show_progress=False)
+    assert (export_store.digests(), {n: export_store.versions(n) for n in export_store.names()}) == before
+    assert junk.read_bytes() == b"this is not a checkpoint"  # the user's file is untouched
