@@ -89,7 +89,7 @@ def build_calibration(
     if actually_short and not options.allow_short:
         raise _short_error(actually_short, options.per_class, dataset)
 
-    with store.staging() as staged:
+    with store.staging(STAGE) as staged:
         folder = staged / "images"
         folder.mkdir()
         basenames = [r.name.rsplit("/", 1)[-1] for r, _ in chosen]
@@ -98,12 +98,18 @@ def build_calibration(
         for (record, mode), base in zip(chosen, basenames, strict=True):
             target = record.name.replace("/", "_") if clash else base  # vamc reads one flat folder
             shutil.copyfile(dataset.path(record), folder / target)
+            copied = sha256_file(folder / target)
+            if record.sha256 and copied != record.sha256:
+                raise DatasetError(
+                    f"{dataset.path(record)} changed since the dataset was scanned",
+                    "run again: the dataset is rescanned and the calibration set is made from what is there now",
+                )
             entries.append(
                 {
                     "file": target,
                     "source": record.name,
                     "class": record.label,
-                    "sha256": sha256_file(folder / target),
+                    "sha256": copied,
                     "mode": mode,
                 }
             )

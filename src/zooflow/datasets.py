@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict
 
 from zooflow.config import DataSpec
 from zooflow.errors import DatasetError
+from zooflow.filehash import HashCache
 from zooflow.preprocess import load_rgb
 from zooflow.store import ArtifactRef, Store
 
@@ -31,12 +33,12 @@ IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp"})
 SYNSET_RE = re.compile(r"^n\d{8}$")
 LABEL_FILES = ("val_label.txt",)
 NAME_FILES = ("imagenet.txt", "label.txt", "imagenet_classes.txt")
-INDEX_STAGE_VERSION = "1"
+INDEX_STAGE_VERSION = "2"  # 2: records carry each image's SHA-256
 _SHOW = 10
 
 
 class Record(NamedTuple):
-    """One image: path relative to the dataset root (POSIX), class id, file size.
+    """One image: path relative to the dataset root (POSIX), class id, file size, content SHA-256.
 
     A tuple, not a pydantic model: a dataset holds one per image, and ImageNet has 50,000.
     """
@@ -44,6 +46,11 @@ class Record(NamedTuple):
     name: str
     label: int
     size: int
+    sha256: str = ""
+
+    def line(self) -> str:
+        """The record's line in identities and shard keys."""
+        return f"{self.name}\t{self.size}\t{self.label}\t{self.sha256}\n"
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,10 @@ class Dataset:
 
     @property
     def identity(self) -> str:
-        """SHA-256 over layout, class count and (name, size, label) of every image."""
+        """SHA-256 over layout, class count and (name, size, label, content SHA-256) of every image."""
         digest = hashlib.sha256(f"{self.layout}\n{self.num_classes}\n".encode())
         for r in self.records:
-            digest.update(f"{r.name}\t{r.size}\t{r.label}\n".encode())
+            digest.update(r.line().encode())
         return digest.hexdigest()
 
     def by_class(self) -> dict[int, list[Record]]:
@@ -135,7 +142,7 @@ class DatasetHandle(BaseModel):
         return Dataset(
             root=root,
             layout=self.layout,
-            records=tuple(Record(name=n, label=lab, size=size) for n, lab, size in doc["records"]),
+            records=tuple(Record(*row) for row in doc["records"]),
             num_classes=self.num_classes,
             class_names=tuple(doc["class_names"]) if doc.get("class_names") else None,
             labels_file=Path(self.labels) if self.labels else None,
@@ -157,16 +164,16 @@ def _find_beside(root: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _images_in(folder: Path) -> tuple[dict[str, int], list[str]]:
-    """Image file name -> size, and the other files (streamed: no DirEntry list is kept)."""
-    images: dict[str, int] = {}
+def _images_in(folder: Path) -> tuple[dict[str, os.stat_result], list[str]]:
+    """Image file name -> stat, and the other files (streamed: no DirEntry list is kept)."""
+    images: dict[str, os.stat_result] = {}
     others: list[str] = []
     with os.scandir(folder) as entries:
         for entry in entries:
             if not entry.is_file():
                 continue
             if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-                images[entry.name] = entry.stat().st_size
+                images[entry.name] = entry.stat()
             else:
                 others.append(entry.name)
     return images, others
@@ -180,7 +187,7 @@ def detect_layout(root: Path) -> Literal["flat", "synset"]:
 
 
 def _read_names(path: Path, num_classes: int, problems: list[str]) -> tuple[str, ...] | None:
-    names = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.rstrip("\n") for line in read_lines(path, "class-names file") if line.strip()]
     if len(names) != num_classes:
         problems.append(
             f"class-names file {path} has {len(names)} names, expected {num_classes} (one per line, line = class id)"
@@ -189,40 +196,60 @@ def _read_names(path: Path, num_classes: int, problems: list[str]) -> tuple[str,
     return tuple(names)
 
 
-def _scan_flat(root: Path, labels_file: Path, num_classes: int, problems: list[str]) -> tuple[list[Record], list[str]]:
-    sizes, others = _images_in(root)
+def read_lines(path: Path, what: str) -> list[str]:
+    """A text file's lines: UTF-8, a leading byte-order mark ignored; a bad byte is an error naming its line."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{what} {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} cannot be decoded",
+            "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`), or fix that line",
+        ) from None
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot read {what} {path}: {exc.strerror or exc}", "check the path and its permissions"
+        ) from None
+
+
+def _scan_flat(
+    root: Path, labels_file: Path, num_classes: int, problems: list[str]
+) -> tuple[list[Record], list[str], dict[str, os.stat_result]]:
+    stats, others = _images_in(root)
     labels: dict[str, int] = {}
     mentioned: set[str] = set()  # named by some line, even a bad one: reported under that line's problem
     malformed, missing, out_of_range, duplicates = [], [], [], []
-    with open(labels_file, encoding="utf-8") as lines:  # streamed: val_label.txt has 50,000 lines
-        for number, line in enumerate(lines, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            mentioned.add(parts[0])
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                malformed.append(f"line {number}: {line.strip()[:60]!r}")
-                continue
-            name, label = parts[0], int(parts[1])
-            if name in labels:
-                duplicates.append(f"{name} (line {number})")
-            elif not 0 <= label < num_classes:
-                out_of_range.append(f"{name} -> {label} (line {number})")
-            else:
-                labels[name] = label
-                if name not in sizes:
-                    missing.append(f"{name} (line {number})")
-    unlabelled = sorted(set(sizes) - mentioned)
+    # 50,000 lines of val_label.txt are ~1.5 MB: read whole, so an undecodable byte is found up front
+    for number, line in enumerate(read_lines(labels_file, "labels file"), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        mentioned.add(parts[0])
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            malformed.append(f"line {number}: {line.strip()[:60]!r}")
+            continue
+        name, label = parts[0], int(parts[1])
+        if name in labels:
+            duplicates.append(f"{name} (line {number})")
+        elif not 0 <= label < num_classes:
+            out_of_range.append(f"{name} -> {label} (line {number})")
+        else:
+            labels[name] = label
+            if name not in stats:
+                missing.append(f"{name} (line {number})")
+    unlabelled = sorted(set(stats) - mentioned)
     _listing(problems, f"lines of {labels_file.name} that are not '<file> <class>'", malformed)
     _listing(problems, f"files named in {labels_file.name} but missing from {root}", missing)
     _listing(problems, f"labels outside 0..{num_classes - 1}", out_of_range)
     _listing(problems, f"files listed more than once in {labels_file.name}", duplicates)
     _listing(problems, f"images in {root} without a label in {labels_file.name}", unlabelled)
-    records = [Record(name=n, label=labels[n], size=sizes[n]) for n in sorted(sizes) if n in labels]
-    return records, others
+    records = [Record(name=n, label=labels[n], size=stats[n].st_size) for n in sorted(stats) if n in labels]
+    return records, others, {r.name: stats[r.name] for r in records}
 
 
-def _scan_synset(root: Path, num_classes: int, problems: list[str]) -> tuple[list[Record], tuple[str, ...], list[str]]:
+def _scan_synset(
+    root: Path, num_classes: int, problems: list[str]
+) -> tuple[list[Record], tuple[str, ...], list[str], dict[str, os.stat_result]]:
     with os.scandir(root) as entries:
         items = list(entries)
     synsets = sorted(e.name for e in items if e.is_dir() and SYNSET_RE.match(e.name))
@@ -234,16 +261,28 @@ def _scan_synset(root: Path, num_classes: int, problems: list[str]) -> tuple[lis
         problems.append(f"{len(synsets)} synset folders but only {num_classes} classes")
     records: list[Record] = []
     others: list[str] = []
+    stats: dict[str, os.stat_result] = {}
     for label, synset in enumerate(synsets):
         images, extra = _images_in(root / synset)
         others += [f"{synset}/{o}" for o in extra]
-        records += [Record(name=f"{synset}/{name}", label=label, size=size) for name, size in images.items()]
+        for name, st in images.items():
+            records.append(Record(name=f"{synset}/{name}", label=label, size=st.st_size))
+            stats[f"{synset}/{name}"] = st
     records.sort(key=lambda r: r.name)
-    return records, tuple(synsets), others
+    return records, tuple(synsets), others, stats
 
 
-def scan(spec: DataSpec) -> Dataset:
-    """Scan and validate a dataset; every problem found is reported at once with a fix."""
+def default_hash_cache() -> Path:
+    """Where image hashes are cached when no store says otherwise."""
+    return Path(platformdirs.user_cache_dir("zooflow")) / "file-hashes"
+
+
+def scan(spec: DataSpec, *, hash_cache: Path | None = None, workers: int = 4) -> Dataset:
+    """Scan and validate a dataset, with every image's SHA-256; every problem is reported at once with a fix.
+
+    Image hashes come from the stat-stamped cache in `hash_cache` (default: the user's cache
+    folder); ``spec.rehash`` re-hashes every image whatever its stamp.
+    """
     if spec.path is None:
         raise DatasetError("no dataset given", "pass --data DIR (an ImageNet val folder), or --demo for generated data")
     root = Path(spec.path).expanduser()
@@ -263,13 +302,13 @@ def scan(spec: DataSpec) -> Dataset:
                 f"flat dataset {root} needs a labels file: {where}",
                 "pass --labels val_label.txt (lines '<file> <class>'), or use synset folders (n01440764/...)",
             )
-        records, others = _scan_flat(root, labels_file, spec.num_classes, problems)
+        records, others, stats = _scan_flat(root, labels_file, spec.num_classes, problems)
     else:
         if spec.labels:
             problems.append(
                 f"--labels {spec.labels} given for synset folders, whose classes come from the folder names"
             )
-        records, synsets, others = _scan_synset(root, spec.num_classes, problems)
+        records, synsets, others, stats = _scan_synset(root, spec.num_classes, problems)
     names_file = Path(spec.names).expanduser() if spec.names else _find_beside(root, NAME_FILES)
     if spec.names and (names_file is None or not names_file.is_file()):
         problems.append(f"class-names file {spec.names} does not exist")
@@ -282,7 +321,16 @@ def scan(spec: DataSpec) -> Dataset:
             f"dataset {root} ({layout} layout) has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems),
             "fix or remove the files named above (or correct the labels file), then run again",
         )
-    return Dataset(root, layout, tuple(records), spec.num_classes, class_names, labels_file, synsets, tuple(others))
+    cache = HashCache(hash_cache or default_hash_cache(), root)
+    try:
+        digests = cache.digests(stats, full=spec.rehash, workers=workers)
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot read image {exc.filename or root} while hashing the dataset: {exc.strerror or exc}",
+            "check that the files are readable (and not being written), then run again",
+        ) from None
+    hashed = tuple(r._replace(sha256=digests[r.name]) for r in records)
+    return Dataset(root, layout, hashed, spec.num_classes, class_names, labels_file, synsets, tuple(others))
 
 
 def _decode_check(path: str) -> tuple[str, str | None, str | None]:
@@ -339,9 +387,9 @@ def publish_index(
         **dataset.summary(),
         "class_names": list(dataset.class_names) if dataset.class_names else None,
         "synsets": list(dataset.synsets) if dataset.synsets else None,
-        "records": [[r.name, r.label, r.size] for r in dataset.records],
+        "records": [list(r) for r in dataset.records],
     }
-    with store.staging() as staged:
+    with store.staging("dataset") as staged:
         (staged / "index.json").write_text(json.dumps(doc, separators=(",", ":")))
         return store.commit(
             staged,

@@ -107,24 +107,27 @@ def ensure_demo_dataset(store: Store, spec: DemoDataSpec, *, seed: int) -> tuple
     """The demo dataset as a store artifact (made once per parameters), and its local folder."""
     params = {**spec.model_dump(), "seed": seed, "stage_version": STAGE_VERSION}
     key = hashlib.sha256(("demo-data" + json.dumps(params, sort_keys=True)).encode()).hexdigest()
-    ref = store.recall(key)
-    if ref is None:
-        with store.staging() as staged:
-            summary = write_demo_dataset(
-                staged, classes=spec.classes, per_class=spec.per_class, layout=spec.layout, seed=seed
-            )
-            ref = store.commit(
-                staged,
-                kind="dataset",
-                name=f"demo/dataset-{spec.classes}x{spec.per_class}-{spec.layout}",
-                stage=STAGE,
-                stage_version=STAGE_VERSION,
-                params=params,
-                meta={
-                    **summary,
-                    "synthetic": True,
-                    "warning": "generated textures, not photographs: accuracy means nothing",
-                },
-            )
-        store.memoize(key, ref)
+    with store.lock(f"memo:{key}"):  # concurrent runs: one generates, the others wait and reuse it
+        ref = store.recall(key) or _make_demo_dataset(store, spec, seed=seed, params=params, key=key)
     return store.directory(ref), ref
+
+
+def _make_demo_dataset(store: Store, spec: DemoDataSpec, *, seed: int, params: dict[str, Any], key: str) -> ArtifactRef:
+    with store.staging(STAGE) as staged:
+        summary = write_demo_dataset(
+            staged, classes=spec.classes, per_class=spec.per_class, layout=spec.layout, seed=seed
+        )
+        ref = store.commit(
+            staged,
+            kind="dataset",
+            name=f"demo/dataset-{spec.classes}x{spec.per_class}-{spec.layout}",
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            params=params,
+            meta={
+                **summary,
+                "synthetic": True,
+                "warning": "generated textures, not photographs: accuracy means nothing",
+            },
+        )
+    return store.memoize(key, ref)

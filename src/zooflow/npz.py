@@ -29,10 +29,10 @@ A datalist (`write_datalist`) lists one absolute npz path per line, as vamp expe
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -54,7 +54,7 @@ from zooflow.preprocess import Transform, load_rgb
 from zooflow.store import ArtifactRef, Store
 
 STAGE = "npz"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: shard keys hold each image's SHA-256
 LIBRARIES = ("pillow", "numpy", "opencv-python")
 KEY = "input_0"
 CROPPED = ("model", "dsp")  # formats that store the model-size uint8 crop and carry a `Transform`
@@ -109,9 +109,22 @@ def npz_name(record_name: str) -> str:
     return f"{stem or record_name}.npz"
 
 
-def encode(path: Path, params: NpzParams, transform: Transform | None) -> tuple[np.ndarray, str]:
-    """The stored array of one image and the image's original mode."""
-    image, mode = load_rgb(path)
+def encode(path: Path, params: NpzParams, transform: Transform | None, sha256: str = "") -> tuple[np.ndarray, str]:
+    """The stored array of one image and the image's original mode.
+
+    With `sha256` (the content hash the dataset was scanned with), the bytes decoded are checked
+    against it first: an image changed since the scan is an error, never encoded under the old key.
+    """
+    if sha256:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise DatasetError(
+                f"{path} changed since the dataset was scanned (its content no longer has the scanned SHA-256)",
+                "run again: the dataset is rescanned and only the shards holding changed images are recomputed",
+            )
+        image, mode = load_rgb(io.BytesIO(data))
+    else:
+        image, mode = load_rgb(path)
     if params.format in CROPPED:
         assert transform is not None
         return transform.crop_uint8(image), mode
@@ -138,7 +151,7 @@ def shard_key(records: list[Record], params: NpzParams) -> str:
         ).encode()
     )
     for r in records:
-        digest.update(f"{r.name}\t{r.size}\t{r.label}\n".encode())
+        digest.update(r.line().encode())
     return "npz-shard-" + digest.hexdigest()
 
 
@@ -159,11 +172,13 @@ def build_shard(
     transform = params.transform_obj() if params.format in CROPPED else None
     corrupt: dict[str, str] = {}
     modes: Counter[str] = Counter()
-    with store.staging() as staged:
+    with store.staging(STAGE) as staged:
         rows = []
         for offset, record in enumerate(records):
             try:
-                array, mode = encode(root / record.name, params, transform)
+                array, mode = encode(root / record.name, params, transform, record.sha256)
+            except DatasetError:
+                raise
             except Exception as exc:  # noqa: BLE001 - any decoder failure means the image is unusable
                 corrupt[record.name] = f"{type(exc).__name__}: {str(exc)[:120]}"
                 continue
@@ -193,10 +208,10 @@ def build_shard(
 
 
 def _shard_worker(
-    store_url: str, root: str, rows: list[tuple[str, int, int]], first: int, params: dict[str, Any], skip: bool
+    store_url: str, root: str, rows: list[tuple[str, int, int, str]], first: int, params: dict[str, Any], skip: bool
 ) -> str:
     """Process-pool entry point (arguments are plain data so they pickle cheaply)."""
-    records = [Record(name=n, label=lab, size=size) for n, lab, size in rows]
+    records = [Record(*row) for row in rows]
     ref = build_shard(Store(store_url), Path(root), records, first, NpzParams(**params), skip_corrupt=skip)
     return ref.digest
 
@@ -213,7 +228,7 @@ def assemble(
     skipped: dict[str, str] = {}
     modes: Counter[str] = Counter()
     total = 0
-    with store.staging() as staged:
+    with store.staging(STAGE) as staged:
         with open(staged / "records.tsv", "w", encoding="utf-8") as out:
             out.write("index\tname\tlabel\tshard\tfile\n")
             for number, shard in enumerate(shards):
@@ -295,7 +310,10 @@ def build_npz(
             with ProcessPoolExecutor(min(workers, len(pending)), mp_context=context) as pool:
                 futures: dict[Future[str], ShardSpec] = {}
                 for spec in pending:
-                    rows = [(r.name, r.label, r.size) for r in dataset.records[spec.first : spec.first + spec.count]]
+                    rows = [
+                        (r.name, r.label, r.size, r.sha256)
+                        for r in dataset.records[spec.first : spec.first + spec.count]
+                    ]
                     args = (store.url, str(dataset.root), rows, spec.first, params.model_dump(), skip_corrupt)
                     futures[pool.submit(_shard_worker, *args)] = spec
                 remaining = set(futures)
@@ -349,8 +367,9 @@ def sidecar_path(datalist: Path) -> Path:
     return datalist.with_name(datalist.stem + ".index.json")
 
 
-def write_datalist(store: Store, npz: ArtifactRef, datalist: Path, *, copy_to: Path | None = None) -> Path:
-    """Write a datalist of absolute npz paths (into the store, or into `copy_to` after copying there)."""
+def write_datalist(store: Store, npz: ArtifactRef, datalist: Path, *, root: Path | None = None) -> Path:
+    """Write a datalist of absolute npz paths: the files in the store, or under `root` (a copy of them
+    made with the same relative names, e.g. by ``zooflow npz --out``); its index goes beside it."""
     index = json.loads(store.path(npz, "index.json").read_text())
     datalist = datalist.expanduser().resolve()
     datalist.parent.mkdir(parents=True, exist_ok=True)
@@ -358,14 +377,12 @@ def write_datalist(store: Store, npz: ArtifactRef, datalist: Path, *, copy_to: P
     entries = []
     with open(datalist, "w", encoding="utf-8") as out:
         for _, name, label, shard, file in records(store, npz):
-            if shard not in folders:
-                folders[shard] = store.directory(shard)
-            source = folders[shard] / file
-            if copy_to is not None:
-                target = copy_to.expanduser().resolve() / file
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                source = target
+            if root is not None:
+                source = root.expanduser().resolve() / file
+            else:
+                if shard not in folders:
+                    folders[shard] = store.directory(shard)
+                source = folders[shard] / file
             out.write(f"{source}\n")
             entries.append([name, label])
     sidecar = {

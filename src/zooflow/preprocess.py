@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -132,7 +132,7 @@ class Transform:
         return ((crop.astype(np.float32) / np.float32(255)) - mean) / std
 
 
-def load_rgb(path: str | Path) -> tuple[Image.Image, str]:
+def load_rgb(path: str | Path | IO[bytes]) -> tuple[Image.Image, str]:
     """Decode an image fully and convert it to RGB like ``Image.convert('RGB')``; returns (image, original mode).
 
     EXIF orientation is not applied: torchvision's loader does not apply it either.
