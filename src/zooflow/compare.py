@@ -106,7 +106,7 @@ def write_sweep(
     store: Store, rows: list[dict[str, Any]], *, name: str, title: str, inputs: dict[str, ArtifactRef]
 ) -> ArtifactRef:
     """The ``sweep`` artifact: table (md + json), Pareto plot, self-contained HTML."""
-    with store.staging() as staged:
+    with store.staging("sweep") as staged:
         points = [{"label": r["preset"], "top1": r["top1"], "throughput": r["throughput"]} for r in rows]
         plot = pareto_plot(points, staged / "pareto.png", f"{title}: top-1 vs throughput")
         md_text = sweep_markdown(rows, title, plot.name)
@@ -180,7 +180,7 @@ def append_history(store: Store, name: str, rows: list[dict[str, Any]]) -> Artif
     nights = {r["night"] for r in rows}
     history = [r for r in previous if r["night"] not in nights] + rows
     history.sort(key=lambda r: (r["night"], r["model"], r["preset"]))
-    with store.staging() as staged:
+    with store.staging("history") as staged:
         (staged / "history.json").write_text(json.dumps(history, indent=1))
         return store.commit(
             staged,
@@ -296,7 +296,7 @@ def write_trend(store: Store, history_ref: ArtifactRef, name: str) -> ArtifactRe
     """The ``trend`` artifact: markdown + HTML with the plot, and the regressions as JSON."""
     history = json.loads(store.path(history_ref, "history.json").read_text())
     found = regressions(history)
-    with store.staging() as staged:
+    with store.staging("trend") as staged:
         plot = trend_plot(history, staged / "trend.png")
         md_text = trend_markdown(history, found, plot.name)
         (staged / "trend.md").write_text(md_text, encoding="utf-8")

@@ -104,6 +104,10 @@ class DataSpec(BaseModel):
     num_classes: int = Field(default=1000, ge=1)
     limit: int | None = Field(default=None, ge=1, description="use only the first N images (in name order)")
     skip_corrupt: bool = Field(default=False, description="leave undecodable images out (recorded) instead of failing")
+    rehash: bool = Field(
+        default=False,
+        description="re-hash every image, whatever its stat stamp (finds changes that bypass the file system)",
+    )
     demo: DemoDataSpec = Field(default_factory=DemoDataSpec, description="used when --demo and no path")
 
 
@@ -219,7 +223,11 @@ class ShardOptions(BaseModel):
 
 GateMetric = Literal["top1", "top5", "agreement", "sqnr_db", "cosine"]
 GATE_METRICS: tuple[str, ...] = get_args(GateMetric)
-_VS_FP32 = ("top1", "top5")  # metrics that the fp32 reference and the model index also report
+_VS_FP32 = ("top1", "top5")
+# a store reference: NAME[@VERSION|@ALIAS] (NAME as zooflow.store.check_name allows) or a digest (prefix)
+_REF_RE = re.compile(
+    r"^(?:(?:sha256:)?[0-9a-f]{6,64}|[A-Za-z0-9][A-Za-z0-9._\-]*(?:/[A-Za-z0-9][A-Za-z0-9._\-]*)*(?:@[A-Za-z0-9][A-Za-z0-9._\-]*)?)$"
+)  # metrics that the fp32 reference and the model index also report
 
 
 class Gate(BaseModel):
@@ -259,6 +267,16 @@ class Gate(BaseModel):
                 raise ConfigError(f"gate {text!r}: {part!r} is not LIMIT=VALUE", "separate limits with commas")
             values[key.strip()] = value.strip()
         return build(cls, **values)  # type: ignore[no-any-return]
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_is_a_reference(cls, value: str | None) -> str | None:
+        if value is not None and not _REF_RE.match(value.strip()):
+            raise ValueError(
+                f"baseline {value!r} is not an artifact reference: use NAME, NAME@VERSION, NAME@ALIAS or a digest "
+                "(name segments of letters, digits, '.', '_', '-' separated by '/', no '..')"
+            )
+        return value
 
     @model_validator(mode="after")
     def _limits_make_sense(self) -> Gate:
@@ -349,6 +367,10 @@ class ModelSource(BaseModel):
     )
     checkpoint_sha256: str | None = Field(
         default=None, description="expected SHA-256 of the checkpoint (full, or a prefix of 8+ hex digits)"
+    )
+    trust_checkpoint: bool = Field(
+        default=False,
+        description="load a checkpoint that needs full unpickling (this RUNS CODE named in the file: only for files you trust)",
     )
     demo: bool = Field(default=False, description="offline demo: locally initialised weights and generated data")
     seed: int = Field(default=0, ge=0, description="seed for demo weights, demo data and calibration sampling")
@@ -592,6 +614,9 @@ def describe_validation_error(exc: ValidationError, model_cls: type[BaseModel] |
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+            allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            msg = f"{err['input']!r} is not allowed{_suggest(err['input'], allowed)}; {msg[0].lower()}{msg[1:]}"
         if err["type"] == "extra_forbidden":
             known = _field_names(model_cls, tuple(err["loc"][:-1])) if model_cls else []
             msg = f"unknown option{_suggest(str(err['loc'][-1]), known)}; check its spelling"

@@ -373,12 +373,23 @@ def truth_from_npz(store: Store, npz: ArtifactRef) -> Truth:
     return Truth(names=names, labels=np.asarray(labels, dtype=np.int64))
 
 
+def _lines(path: Path, what: str) -> list[str]:
+    """A text file's lines (UTF-8, BOM ignored); a bad byte is an `EvaluationError` naming its line."""
+    from zooflow.datasets import read_lines
+    from zooflow.errors import DatasetError
+
+    try:
+        return read_lines(path, what)
+    except DatasetError as exc:
+        raise EvaluationError(exc.problem, exc.fix) from None
+
+
 def read_labels(path: Path) -> dict[str, int]:
     """``val_label.txt``: ``<file name> <class id>`` per line, keyed by image stem."""
     if not path.is_file():
         raise EvaluationError(f"labels file not found: {path}", "pass --labels with val_label.txt (`NAME CLASS_ID`)")
     labels: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_lines(path, "labels file"), 1):
         parts = line.split()
         if not parts:
             continue
@@ -396,7 +407,7 @@ def truth_from_datalist(datalist: Path, labels_file: Path | None) -> Truth:
 
     if not datalist.is_file():
         raise EvaluationError(f"datalist not found: {datalist}", "pass the datalist the outputs were produced from")
-    lines = [line.strip() for line in datalist.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in _lines(datalist, "datalist") if line.strip()]
     sidecar = npz_mod.sidecar_path(datalist)
     if labels_file is None:
         if not sidecar.is_file():
@@ -429,12 +440,14 @@ def read_vamp_folder(folder: Path, count: int) -> np.ndarray:
         files = pair_outputs(folder, count)
     except ToolError as exc:
         raise EvaluationError(exc.problem, exc.fix) from None
+    from zooflow.toolchains.outputs import OutputsError, load_npz
+
     rows = []
     for path in files:
-        with np.load(path) as data:
-            if "output_0" not in data:
-                raise EvaluationError(f"{path.name} has no output_0 (keys: {sorted(data)})", "is this vamp's output?")
-            rows.append(np.asarray(data["output_0"]).reshape(-1))
+        try:
+            rows.append(load_npz(path, ("output_0",))["output_0"].reshape(-1))
+        except OutputsError as exc:
+            raise EvaluationError(exc.problem, exc.fix) from None
     if len({r.shape for r in rows}) > 1:
         raise EvaluationError("output files differ in size", "they come from different models; rerun vamp")
     return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
@@ -446,7 +459,7 @@ def read_class_names(path: Path | None, expected: int | None = None) -> list[str
         return None
     if not path.is_file():
         raise EvaluationError(f"class-names file not found: {path}", "pass --names imagenet.txt or leave it out")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in _lines(path, "class-names file") if line.strip()]
     if expected is not None and len(names) != expected:
         raise EvaluationError(f"{path} has {len(names)} names for {expected} classes", "use the model's class list")
     return names
@@ -475,7 +488,9 @@ def _same_images(a: Truth, b: Truth, what: str) -> None:
         raise EvaluationError(f"{what} covers other images than the run", "build both from the same dataset")
 
 
-def torch_probe(store: Store, checkpoint: ArtifactRef, npz: ArtifactRef, *, model: str, images: int) -> ArtifactRef:
+def torch_probe(
+    store: Store, checkpoint: ArtifactRef, npz: ArtifactRef, *, model: str, images: int, trust: bool = False
+) -> ArtifactRef:
     """PyTorch logits of the checkpoint on the first `images` records of a model-format npz (the probe set)."""
     from zooflow import models, registry
     from zooflow import npz as npz_mod
@@ -492,10 +507,10 @@ def torch_probe(store: Store, checkpoint: ArtifactRef, npz: ArtifactRef, *, mode
             batch.append(transform.normalize(data[npz_mod.KEY]))
     info = registry.resolve(model)
     net = models.build_model(info)
-    models.load_strict(net, store.path(checkpoint), info)
+    models.load_strict(net, store.path(checkpoint), info, trust=trust)
     module = export_module(net, logits=True)
     logits = run_torch(module, np.stack(batch)) if batch else np.zeros((0, 0), np.float32)
-    with store.staging() as staged:
+    with store.staging("probe") as staged:
         with open(staged / "probe.npz", "wb") as fh:
             np.savez(fh, index=np.array([r[0] for r in picked], np.int64), logits=logits)
         (staged / "names.json").write_text(json.dumps([r[1] for r in picked]))
@@ -580,7 +595,7 @@ def preprocess_parity(
         "input_images_compared": len(diffs),
         "semantics": semantics,
     }
-    with store.staging() as staged:
+    with store.staging("parity") as staged:
         (staged / "parity.json").write_text(json.dumps(result, indent=1, sort_keys=True))
         return store.commit(
             staged,
@@ -654,7 +669,7 @@ def evaluate_run(
     metrics["context"] = context or {}
     probs = probabilities(rows, semantics)
     top_probs = np.take_along_axis(probs, scores.ids, axis=1)
-    with store.staging() as staged:
+    with store.staging("evaluate") as staged:
         (staged / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=1, sort_keys=True))
         (staged / "flips.json").write_text(json.dumps(flips, indent=1))
         per_class_rows = [

@@ -310,7 +310,7 @@ def render(store: Store, evaluation: ArtifactRef, *, benchmark: ArtifactRef | No
     bench = None
     if benchmark is not None:
         bench = {"results": benchmark.meta.get("results", [])}
-    with store.staging() as staged:
+    with store.staging("report") as staged:
         plot = per_class_plot(per_class, staged / "per_class.png", f"{title}: per-class top-1 vs fp32")
         md_text = markdown(metrics, per_class, flips, roots, title=title, benchmark=bench, plot=plot.name)
         (staged / "report.md").write_text(md_text, encoding="utf-8")

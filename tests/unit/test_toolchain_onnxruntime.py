@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from zooflow import toolchains
 from zooflow.cli import app
 from zooflow.config import PRESETS, BenchmarkSpec, QuantSpec, ToolchainOptions
+from zooflow.errors import ConfigError
 from zooflow.toolchains import outputs
 from zooflow.toolchains.onnxruntime import mse_range
 
@@ -127,8 +128,14 @@ def test_outputs_export_in_vamps_layout(results, toolchain_store, tmp_path) -> N
     assert outputs.export_vamp_layout(store, done, tmp_path / "vamp") == 40
     first = np.load(tmp_path / "vamp" / "output_000000.npz")["output_0"]
     assert first.shape == (1, 1000) and sorted(p.name for p in (tmp_path / "vamp").iterdir())[-1] == "output_000039.npz"
-    with pytest.raises(outputs.OutputsError, match="not empty"):
-        outputs.export_vamp_layout(store, done, tmp_path / "vamp")
+    # an earlier export of zooflow's is replaced whole (no stale file can shift pairs); a user's folder is refused
+    assert outputs.export_vamp_layout(store, done, tmp_path / "vamp") == 40
+    assert len(list((tmp_path / "vamp").glob("output_*.npz"))) == 40
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my notes")
+    with pytest.raises(ConfigError, match="not empty and zooflow did not write it"):
+        outputs.export_vamp_layout(store, done, tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     # the same through the CLI, by digest; a reference to another kind of artifact is refused by name
     cli = CliRunner()
     result = cli.invoke(

@@ -45,7 +45,7 @@ def commit_shard(
             f"{len(outputs)} output rows for {len(index)} records ({len(names)} names) in shard {shard.short}",
             "this is a toolchain bug; its raw output is kept with the run",
         )
-    with store.staging() as staged:
+    with store.staging(STAGE) as staged:
         with open(staged / "outputs.npz", "wb") as fh:
             np.savez(fh, index=np.asarray(index, dtype=np.int64), output_0=outputs)
         (staged / "names.json").write_text(json.dumps(names))
@@ -88,7 +88,7 @@ def assemble(
         )
     first = shards[0].meta if shards else {}
     output = {k: first.get(k) for k in ("output_name", "semantics", "dtype")}
-    with store.staging() as staged:
+    with store.staging(STAGE) as staged:
         index = {
             "count": count,
             "shards": [{"digest": s.digest, "count": s.meta["count"]} for s in shards],
@@ -108,14 +108,45 @@ def assemble(
         )
 
 
+def verified(store: Store, digests: list[str]) -> None:
+    """Re-check stored artifacts before their bytes are scored: a damaged one is an error naming it."""
+    for digest in digests:
+        problems = store.verify(digest)
+        if problems:
+            raise OutputsError(
+                f"stored outputs {digest[:12]} are damaged ({'; '.join(problems[:3])}); nothing was scored",
+                "run the flow again: damaged artifacts are recomputed (`zooflow artifacts gc --apply` repairs what it can)",
+            )
+
+
+def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of an .npz file; an unreadable or incomplete file is an error naming it."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data]
+            if missing:
+                raise OutputsError(
+                    f"{path} has no {', '.join(missing)} (keys: {sorted(data)})", "is this the right file?"
+                )
+            return {k: np.asarray(data[k]) for k in keys}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise OutputsError(
+            f"{path} is not a readable .npz file ({type(exc).__name__}: {str(exc)[:120]}); nothing was scored",
+            "the file is truncated or damaged: produce it again (rerun vamp, or the run stage)",
+        ) from None
+
+
 def read(store: Store, outputs: ArtifactRef) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(index, names, outputs) of every record, sorted by index."""
+    """(index, names, outputs) of every record, sorted by index (the stored shards verified first)."""
     doc = json.loads(store.path(outputs, "index.json").read_text())
+    verified(store, [outputs.digest, *(shard["digest"] for shard in doc["shards"])])
     indices, names, rows = [], [], []
     for shard in doc["shards"]:
-        with np.load(store.path(shard["digest"], "outputs.npz")) as data:
-            indices.append(data["index"])
-            rows.append(data["output_0"])
+        data = load_npz(store.path(shard["digest"], "outputs.npz"), ("index", "output_0"))
+        indices.append(data["index"])
+        rows.append(data["output_0"])
         names += json.loads(store.path(shard["digest"], "names.json").read_text())
     index = np.concatenate(indices) if indices else np.zeros(0, np.int64)
     order = np.argsort(index, kind="stable")
@@ -123,12 +154,18 @@ def read(store: Store, outputs: ArtifactRef) -> tuple[np.ndarray, list[str], np.
 
 
 def export_vamp_layout(store: Store, outputs: ArtifactRef, folder: Path) -> int:
-    """Write ``output_%06d.npz`` (key ``output_0``, shape (1, C)) in record order; returns the count."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if any(folder.iterdir()):
-        raise OutputsError(f"{folder} is not empty", "export into a new folder: stale output files would shift pairs")
+    """Write ``output_%06d.npz`` (key ``output_0``, shape (1, C)) in record order; returns the count.
+
+    The folder must be new, empty or an earlier export of zooflow's (`zooflow.outdir`): its old
+    output files are removed first, so a stale file can never shift the pairs.
+    """
+    from zooflow.outdir import OutputFolder
+
     index, _, rows = read(store, outputs)
+    target = OutputFolder(folder, "export-outputs", [f"output_{i:06d}.npz" for i in range(len(rows))])
+    target.claim()
     for position, row in enumerate(rows):
         with open(folder / f"output_{position:06d}.npz", "wb") as fh:
             np.savez(fh, output_0=row[None, :])
+    target.done(outputs=outputs.digest)
     return len(index)

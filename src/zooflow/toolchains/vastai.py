@@ -367,7 +367,9 @@ def parse_vamp(text: str) -> dict[str, Any]:
 
 def pair_outputs(folder: Path, count: int) -> list[Path]:
     """``output_%06d.npz`` for lines 0..count-1; a missing, extra (stale) or misnamed file is an error."""
-    files = {p.name: p for p in folder.iterdir()}
+    from zooflow.outdir import MARKER
+
+    files = {p.name: p for p in folder.iterdir() if p.name != MARKER}  # zooflow's own export marker is no output
     numbered = {int(m.group(1)): p for name, p in files.items() if (m := _OUTPUT_RE.match(name))}
     missing = [i for i in range(count) if i not in numbered]
     extra = sorted(set(numbered) - set(range(count)))
@@ -426,7 +428,7 @@ class VastaiToolchain:
 
     def _keep_log(self, store: Store, log: Path, name: str, stage: str) -> str:
         """Store a failed attempt's log as a ``tool-log`` artifact; returns its digest prefix."""
-        with store.staging() as staged:
+        with store.staging(stage) as staged:
             shutil.copyfile(log, staged / log.name)
             ref = store.commit(
                 staged,
@@ -454,7 +456,7 @@ class VastaiToolchain:
         )
         name = model_name(onnx)
         logical = compiled_name(onnx, self.name, quant)
-        with store.staging() as staged, tempfile.TemporaryDirectory() as tmp:
+        with store.staging("compile") as staged, tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             config, prefix = vamc_config(
                 generation,
@@ -633,7 +635,7 @@ class VastaiToolchain:
                     }
                 )
                 raw[f"vamp-b{batch}.log"] = text
-            with store.staging() as staged:
+            with store.staging("benchmark") as staged:
                 for name, text in raw.items():
                     (staged / name).write_text(text)
                 (staged / "benchmark.json").write_text(

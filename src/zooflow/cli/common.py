@@ -1,0 +1,194 @@
+"""What every command group shares: the Typer app, consoles, option types and error handling."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from zooflow import durable
+from zooflow.config import STORE_ENV, QuantSpec
+from zooflow.errors import ConfigError, ZooflowError
+from zooflow.store import ArtifactRef, Store, open_store
+
+EXAMPLES = """
+[bold]Examples[/]
+
+  zooflow run --demo                          offline demo: local weights, no download
+  zooflow run --demo --json                   ... and print a JSON summary as the last line
+  zooflow run --data /data/imagenet/val --labels /data/imagenet/val_label.txt
+  zooflow demo-data --out ./demo --classes 1000 --per-class 2
+  zooflow check-data --data ./demo/val
+  zooflow calib --data ./demo/val --out ./calibration --per-class 1 --seed 0
+  zooflow npz --data ./demo/val --format model --out ./npz --datalist ./npz/datalist.txt
+  zooflow run --demo --quant int8-percentile --toolchain onnxruntime
+  zooflow compile --onnx model.onnx --calibration ./calibration --quant int8-mse --out ./compiled
+  zooflow bench --compiled shufflenet-v1-1x_16xb64_in1k/onnxruntime/int8-mse --batch 1,8
+  zooflow export-outputs --outputs NAME_OR_DIGEST --out ./output      # vamp's output_%06d.npz layout
+  zooflow fetch --model shufflenet-v1-1x_16xb64_in1k
+  zooflow export --checkpoint ./shufflenet_v1.pth --out shufflenet_v1.onnx
+  zooflow artifacts list
+  zooflow artifacts show shufflenet-v1-1x_16xb64_in1k/onnx@latest
+  zooflow artifacts lineage shufflenet-v1-1x_16xb64_in1k/onnx
+  zooflow artifacts verify [--full]
+  zooflow artifacts gc [--apply]
+  zooflow models shufflenet
+"""
+
+app = typer.Typer(
+    name="zooflow",
+    help="mmcls image classifiers to verified ONNX and accelerator deployments, as one cached flow.",
+    epilog=EXAMPLES,
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+artifacts_app = typer.Typer(
+    help="Inspect, check and clean up the artifact store.", no_args_is_help=True, rich_markup_mode="rich"
+)
+app.add_typer(artifacts_app, name="artifacts")
+
+# Messages soft-wrap (paths stay whole for copy-paste); tables get room when piped to a file.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help=f"artifact store path or fsspec URL [default: ${STORE_ENV} or a per-user data dir]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line of stdout")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name from mmcls's model index")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="load a checkpoint that needs full unpickling: this RUNS CODE named in the file, so only for files you trust",
+    ),
+]
+DataOpt = Annotated[
+    str | None, typer.Option("--data", help="ImageNet val folder (flat or synset folders)", rich_help_panel="data")
+]
+LabelsOpt = Annotated[
+    str | None, typer.Option(help="val_label.txt for a flat folder [default: found beside it]", rich_help_panel="data")
+]
+NamesOpt = Annotated[
+    str | None,
+    typer.Option(help="class-names file, line = class id [default: imagenet.txt beside it]", rich_help_panel="data"),
+]
+LayoutOpt = Annotated[str, typer.Option(help="auto | flat | synset", rich_help_panel="data")]
+LimitOpt = Annotated[int | None, typer.Option(help="use only the first N images (name order)", rich_help_panel="data")]
+SkipCorruptOpt = Annotated[
+    bool, typer.Option(help="leave undecodable images out (recorded) instead of failing", rich_help_panel="data")
+]
+RehashOpt = Annotated[
+    bool,
+    typer.Option(help="re-hash every image whatever its stat stamp (finds bit rot)", rich_help_panel="data"),
+]
+PerClassOpt = Annotated[int, typer.Option(help="calibration images per class", rich_help_panel="calibration")]
+AllowShortOpt = Annotated[
+    bool, typer.Option(help="accept classes with too few images (recorded)", rich_help_panel="calibration")
+]
+ShardSizeOpt = Annotated[
+    int, typer.Option(help="images per npz shard (one cached, resumable unit)", rich_help_panel="npz")
+]
+WorkersOpt = Annotated[int | None, typer.Option(help="worker processes [default: CPU count]", rich_help_panel="npz")]
+ToolchainOpt = Annotated[
+    str, typer.Option(help="onnxruntime (embedded) | vastai (vamc/vamp on PATH)", rich_help_panel="toolchain")
+]
+QuantOpt = Annotated[
+    str,
+    typer.Option(
+        help="fp32 | fp16 | int8-max | int8-percentile | int8-kl_divergence | int8-mse", rich_help_panel="toolchain"
+    ),
+]
+PerTensorOpt = Annotated[
+    bool, typer.Option(help="int8: per-tensor instead of per-channel weight scales", rich_help_panel="toolchain")
+]
+VamcOpt = Annotated[
+    str, typer.Option(help="vastai: v2 (`vamc build`) | v3 (`vamc compile`)", rich_help_panel="toolchain")
+]
+BenchBatchOpt = Annotated[str, typer.Option(help="benchmark batch sizes, comma-separated", rich_help_panel="toolchain")]
+BenchThreadsOpt = Annotated[
+    str, typer.Option(help="benchmark thread counts (onnxruntime), comma-separated", rich_help_panel="toolchain")
+]
+
+
+def fail(exc: ZooflowError, as_json: bool = False) -> None:
+    """Print the problem and the fix (no traceback) and exit with status 2."""
+    err.print(f"[bold red]error:[/] {exc.problem}", highlight=False)
+    if exc.fix:
+        err.print(f"[bold]fix:[/] {exc.fix}", highlight=False)
+    if as_json:
+        print(json.dumps({"status": "failed", "error": str(exc)}))
+    raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def failing(as_json: bool = False, doing: str = "zooflow") -> Iterator[None]:
+    """Run a command body: a `ZooflowError`, or a full disk, ends it with a readable message and exit 2."""
+    try:
+        yield
+    except ZooflowError as exc:
+        fail(exc, as_json)
+    except OSError as exc:
+        if not durable.is_disk_full(exc):
+            raise
+        fail(durable.disk_full_error(exc, exc.filename or ".", doing), as_json)
+
+
+def quant_value(preset: str, per_tensor: bool) -> Any:
+    """A preset name, or the preset's spec with per-tensor weights."""
+    if not per_tensor:
+        return preset
+    try:
+        return QuantSpec.from_preset(preset, per_channel=False).model_dump()
+    except ConfigError:
+        return preset  # let validation report the bad preset with the field name
+
+
+def data_values(
+    data: str | None,
+    labels: str | None,
+    names: str | None,
+    layout: str,
+    limit: int | None,
+    skip_corrupt: bool,
+    rehash: bool = False,
+) -> dict[str, Any]:
+    """The `DataSpec` fields from the data options."""
+    return {
+        "path": data,
+        "labels": labels,
+        "names": names,
+        "layout": layout,
+        "limit": limit,
+        "skip_corrupt": skip_corrupt,
+        "rehash": rehash,
+    }
+
+
+def ref_dict(ref: ArtifactRef) -> dict[str, Any]:
+    """The JSON form of an artifact reference."""
+    return {"kind": ref.kind, "digest": ref.digest, "name": ref.name, "version": ref.version, "files": list(ref.files)}
+
+
+def open_existing(store: str | None) -> Store:
+    """A store that must already exist (read commands)."""
+    return open_store(store, create=False)
+
+
+def load_runner(name: str) -> Any:
+    """The flow runner registered under the ``zooflow.runners`` entry point (the core never imports Prefect)."""
+    found = [ep for ep in importlib.metadata.entry_points(group="zooflow.runners") if ep.name == name]
+    if not found:
+        raise ConfigError(
+            f"no flow runner {name!r} is installed (the zooflow.runners entry point is missing)",
+            "install the whole project (`uv sync`), which ships the Prefect flows",
+        )
+    return found[0].load()

@@ -1,0 +1,326 @@
+"""Commands that run Prefect flows: run, sweep, nightly, serve (through the ``zooflow.runners`` entry points)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from zooflow import registry
+from zooflow.cli.common import (
+    AllowShortOpt,
+    BenchBatchOpt,
+    BenchThreadsOpt,
+    DataOpt,
+    JsonOpt,
+    LabelsOpt,
+    LayoutOpt,
+    LimitOpt,
+    ModelOpt,
+    NamesOpt,
+    PerClassOpt,
+    PerTensorOpt,
+    QuantOpt,
+    RehashOpt,
+    ShardSizeOpt,
+    SkipCorruptOpt,
+    StoreOpt,
+    ToolchainOpt,
+    TrustOpt,
+    VamcOpt,
+    app,
+    data_values,
+    err,
+    failing,
+    load_runner,
+    quant_value,
+)
+from zooflow.config import ExecutionOptions, Gate, RunConfig, SweepConfig, build
+from zooflow.store import open_store
+
+DemoClassesOpt = Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")]
+DemoPerClassOpt = Annotated[int, typer.Option(help="--demo: images per class", rich_help_panel="data")]
+RunnerOpt = Annotated[str, typer.Option(help="threads | dask (tasks on a Dask cluster)", rich_help_panel="execution")]
+DaskAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler, e.g. tcp://host:8786 [default: a local cluster]", rich_help_panel="execution"),
+]
+RemeasureOpt = Annotated[
+    bool,
+    typer.Option(
+        help="benchmark again even if this host already measured the compiled model", rich_help_panel="toolchain"
+    ),
+]
+
+
+def _start(store_url: str) -> None:
+    """Before Prefect starts: the store is writable, and staging left by killed runs is cleaned."""
+    from zooflow import storecheck
+
+    store = open_store(store_url)
+    removed = [a for a in storecheck.clean_staging(store) if a.kind == "staging" and a.done]
+    if removed:
+        err.print(f"removed {len(removed)} staging folder(s) left by runs that were killed", highlight=False)
+
+
+@app.command(
+    epilog="zooflow run --demo --json\n\nzooflow run --model shufflenet-v1-1x_16xb64_in1k --store /data/zooflow"
+)
+def run(
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="checkpoint URL or path [default: the index's published weights]")
+    ] = None,
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 (or 8+ digit prefix) of the checkpoint")] = None,
+    trust_checkpoint: TrustOpt = False,
+    demo: Annotated[bool, typer.Option(help="offline: locally initialised weights, no download")] = False,
+    seed: Annotated[int, typer.Option(help="seed for demo weights and sampling")] = 0,
+    opset: Annotated[int, typer.Option(help="ONNX opset (mmcls models need 11+)")] = 11,
+    logits: Annotated[bool, typer.Option(help="export logits instead of softmax probabilities")] = False,
+    dynamic_batch: Annotated[
+        bool | None,
+        typer.Option(help="export with a symbolic batch dimension [default: the toolchain's choice]"),
+    ] = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    names: NamesOpt = None,
+    layout: LayoutOpt = "auto",
+    limit: LimitOpt = None,
+    skip_corrupt: SkipCorruptOpt = False,
+    rehash: RehashOpt = False,
+    per_class: PerClassOpt = 1,
+    allow_short: AllowShortOpt = False,
+    shard_size: ShardSizeOpt = 1000,
+    toolchain: ToolchainOpt = "onnxruntime",
+    quant: QuantOpt = "fp32",
+    per_tensor: PerTensorOpt = False,
+    vamc_generation: VamcOpt = "v2",
+    bench_batch: BenchBatchOpt = "1,8",
+    bench_threads: BenchThreadsOpt = "1",
+    remeasure: RemeasureOpt = False,
+    gate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="metric goal METRIC:LIMIT=VALUE (repeatable), e.g. top1:max_drop_vs_reference=1.5 "
+            "[default: int8 1.5, fp16 0.5 top-1 points below fp32]",
+            rich_help_panel="evaluation",
+        ),
+    ] = None,
+    no_gates: Annotated[bool, typer.Option(help="record no gates at all", rich_help_panel="evaluation")] = False,
+    probe_images: Annotated[
+        int, typer.Option(help="images also run through PyTorch (0 = none)", rich_help_panel="evaluation")
+    ] = 16,
+    parity: Annotated[
+        bool,
+        typer.Option(help="also measure the card's DSP preprocessing vs the framework's", rich_help_panel="evaluation"),
+    ] = True,
+    demo_classes: DemoClassesOpt = 1000,
+    demo_per_class: DemoPerClassOpt = 2,
+    runner: RunnerOpt = "threads",
+    dask_address: DaskAddressOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the deploy_classifier flow: dataset, fetch, export, calibration, npz, compile, run, benchmark, evaluate, report."""
+    with failing(as_json, "the run"):
+        config = build(
+            RunConfig,
+            model=model,
+            checkpoint=checkpoint,
+            checkpoint_sha256=sha256,
+            trust_checkpoint=trust_checkpoint,
+            demo=demo,
+            seed=seed,
+            export={"opset": opset, "logits": logits, "dynamic_batch": dynamic_batch},
+            data={
+                **data_values(data, labels, names, layout, limit, skip_corrupt, rehash),
+                "demo": {"classes": demo_classes, "per_class": demo_per_class},
+            },
+            calibration={"per_class": per_class, "allow_short": allow_short},
+            npz={"shard_size": shard_size},
+            toolchain=toolchain,
+            quant=quant_value(quant, per_tensor),
+            toolchain_options={"vamc_generation": vamc_generation},
+            benchmark={"batch_sizes": bench_batch, "threads": bench_threads, "fresh": remeasure},
+            evaluation={
+                "gates": () if no_gates else ([Gate.parse(g) for g in gate] if gate else None),
+                "probe_images": probe_images,
+                "preprocess_parity": parity,
+            },
+            store=store,
+        )
+        _start(config.store_url())
+        from zooflow import toolchains
+
+        toolchains.require(config.toolchain, config.toolchain_options)  # before Prefect starts: fail fast
+        execution = build(ExecutionOptions, runner=runner, dask_address=dask_address)
+        result = load_runner("deploy")(config, execution)
+    finish_flow(result, as_json, _print_stages)
+
+
+@app.command(
+    epilog="zooflow sweep --demo\n\nzooflow sweep --data /data/imagenet/val --labels val_label.txt "
+    "--presets fp16,int8-max,int8-mse --toolchain vastai"
+)
+def sweep(
+    presets: Annotated[
+        str | None,
+        typer.Option(help="comma-separated presets [default: fp32, fp16, int8-max/percentile/kl_divergence/mse]"),
+    ] = None,
+    model: ModelOpt = registry.DEFAULT_MODEL,
+    checkpoint: Annotated[str | None, typer.Option(help="checkpoint URL or path")] = None,
+    trust_checkpoint: TrustOpt = False,
+    demo: Annotated[bool, typer.Option(help="offline: locally initialised weights, generated data")] = False,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    limit: LimitOpt = None,
+    per_tensor: PerTensorOpt = False,
+    toolchain: ToolchainOpt = "onnxruntime",
+    allow_short: AllowShortOpt = False,
+    shard_size: ShardSizeOpt = 1000,
+    bench_batch: BenchBatchOpt = "1,8",
+    remeasure: RemeasureOpt = False,
+    demo_classes: DemoClassesOpt = 1000,
+    demo_per_class: DemoPerClassOpt = 2,
+    runner: RunnerOpt = "threads",
+    dask_address: DaskAddressOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the quant_sweep flow: every preset on one model and dataset, one comparison table and Pareto plot."""
+    with failing(as_json, "the sweep"):
+        config = build(
+            SweepConfig,
+            presets=tuple(p.strip() for p in presets.split(",") if p.strip()) if presets is not None else None,
+            per_channel=not per_tensor,
+            model=model,
+            checkpoint=checkpoint,
+            trust_checkpoint=trust_checkpoint,
+            demo=demo,
+            data={
+                **data_values(data, labels, None, "auto", limit, False),
+                "demo": {"classes": demo_classes, "per_class": demo_per_class},
+            },
+            calibration={"allow_short": allow_short},
+            npz={"shard_size": shard_size},
+            toolchain=toolchain,
+            benchmark={"batch_sizes": bench_batch, "fresh": remeasure},
+            store=store,
+        )
+        _start(config.store_url())
+        from zooflow import toolchains
+
+        toolchains.require(config.toolchain, config.toolchain_options)
+        execution = build(ExecutionOptions, runner=runner, dask_address=dask_address)
+        result = load_runner("sweep")(config, execution)
+    finish_flow(result, as_json, _print_sweep)
+
+
+@app.command(epilog="zooflow nightly --matrix deployments/regression-demo.yaml --night 2026-11-28")
+def nightly(
+    matrix: Annotated[str, typer.Option(help="regression matrix (YAML)")] = "deployments/regression.yaml",
+    night: Annotated[str | None, typer.Option(help="YYYY-MM-DD [default: today, UTC]")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the nightly_regression flow once: the matrix, tonight's history entry and the trend report."""
+    from zooflow.config import NightlyConfig, RegressionMatrix
+
+    with failing(as_json, "the nightly run"):
+        config = build(NightlyConfig, matrix=matrix, night=night, store=store)
+        RegressionMatrix.load(config.matrix).configs(store=store)  # a bad matrix fails before Prefect starts
+        result = load_runner("nightly")(config)
+    finish_flow(
+        result, as_json, lambda r: err.print(f"night {r['night']} of {r['matrix']}: no regressions", highlight=False)
+    )
+
+
+@app.command(epilog="zooflow serve\n\nzooflow serve --only one-off --only quant-sweep")
+def serve(
+    only: Annotated[list[str] | None, typer.Option(help="serve only these deployments (repeatable)")] = None,
+    file: Annotated[Path, typer.Option(help="deployments file")] = Path("deployments/prefect.yaml"),
+) -> None:
+    """Serve the deployments of deployments/prefect.yaml from this process (one machine; see README for a team)."""
+    with failing():
+        load_runner("serve")(file, only or [])
+
+
+def finish_flow(result: dict[str, Any], as_json: bool, on_success: Any) -> None:
+    """Print a flow run's outcome (and its JSON); a failed gate exits 1, a problem to fix exits 2."""
+    completed = result.get("status") == "completed"
+    if completed:
+        for warning in result.get("warnings") or []:
+            err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        on_success(result)
+    else:
+        err.print(f"[bold red]flow run {result.get('status')}:[/] {result.get('error')}", highlight=False)
+        if result.get("fix"):
+            err.print(f"[bold]fix:[/] {result['fix']}", highlight=False)
+    if as_json:
+        print(json.dumps(result))
+    if not completed:
+        raise typer.Exit(int(result.get("exit_code") or 1))
+
+
+def _print_stages(result: dict[str, Any]) -> None:
+    """Per stage: artifact, version, digest and whether it was cached; then metrics and verdict."""
+    table = Table("stage", "artifact", "version", "digest", "state", title="deploy-classifier completed")
+    for stage, state in result["stages"].items():
+        art = result["artifacts"].get(stage)
+        if art:
+            version = "" if art["version"] is None else str(art["version"])  # unnamed kinds (benchmark) have none
+            table.add_row(stage, art["name"] or art["kind"], version, art["digest"][:16], state)
+        else:
+            table.add_row(stage, "", "", "", state)
+    err.print(table)
+    _print_outcome(result)
+
+
+def _print_sweep(result: dict[str, Any]) -> None:
+    """The sweep's comparison table and where its plot is."""
+    table = Table(
+        "preset",
+        "top-1",
+        "top-5",
+        "drop vs fp32",
+        "agreement",
+        "images/s",
+        "p99 ms",
+        "at (best setting)",
+        "gates",
+        title="quant-sweep",
+    )
+    for row in result["table"]:
+        table.add_row(
+            row["preset"],
+            *(
+                "n/a" if row[k] is None else f"{row[k]:.2f}"
+                for k in ("top1", "top5", "drop_top1", "agreement", "throughput", "latency_p99_ms")
+            ),
+            row["bench_setting"] or "n/a",
+            "pass" if row["passed"] else "FAIL",
+        )
+    err.print(table)
+    sweep_art = result["artifacts"]["sweep"]
+    err.print(f"table and Pareto plot: zooflow artifacts show {sweep_art['name']} (sweep.html, pareto.png)")
+
+
+def _print_outcome(result: dict[str, Any]) -> None:
+    """Metrics, verdict and where the report is, after a completed run."""
+    metrics = result.get("metrics") or {}
+    if metrics:
+        parts = [f"top-1 {metrics['top1']:.2f}%", f"top-5 {metrics['top5']:.2f}%"]
+        if metrics.get("agreement") is not None:
+            parts.append(f"agreement with fp32 {metrics['agreement']:.2f}%")
+        if metrics.get("drop_top1") is not None:
+            parts.append(f"drop vs fp32 {metrics['drop_top1']:+.2f} points")
+        err.print("  ".join(parts), highlight=False)
+    verdict = result.get("verdict") or {}
+    for check in verdict.get("checks", []):
+        err.print(f"  gate {'pass' if check['passed'] else 'FAIL'}: {check['reason']}", highlight=False)
+    report = (result.get("artifacts") or {}).get("report")
+    if report:
+        err.print(f"report: zooflow report {report['name']} --store {result['store']}", highlight=False)
