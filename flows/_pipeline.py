@@ -79,9 +79,15 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         model=config.model,
         sha256=config.checkpoint_sha256,
         seed=config.seed,
+        trust_checkpoint=config.trust_checkpoint,
     )
     onnx = stages.run(
-        "onnx", export_onnx, checkpoint=checkpoint, model=config.model, options=toolchain.export_options(config.export)
+        "onnx",
+        export_onnx,
+        checkpoint=checkpoint,
+        model=config.model,
+        options=toolchain.export_options(config.export),
+        trust_checkpoint=config.trust_checkpoint,
     )
     calibration = stages.run(
         "calibration",
@@ -101,6 +107,7 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         checkpoint=checkpoint,
         model=config.model,
         options=reference_tc.export_options(config.export),
+        trust_checkpoint=config.trust_checkpoint,
     )
     ref_shards, ref_npz = _npz(
         stages, "reference-npz", dataset, reference_tc.input_params(ref_onnx.meta["preprocess"]), config
@@ -118,7 +125,13 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
     probe = None
     if options.probe_images:
         probe = stages.run(
-            "probe", torch_probe, checkpoint=checkpoint, npz=ref_npz, model=config.model, images=options.probe_images
+            "probe",
+            torch_probe,
+            checkpoint=checkpoint,
+            npz=ref_npz,
+            model=config.model,
+            images=options.probe_images,
+            trust_checkpoint=config.trust_checkpoint,
         )
     parity = None
     if options.preprocess_parity:
@@ -141,6 +154,15 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         probe=probe,
         parity=parity,
     )
+
+
+def run_warnings(prep: Prepared) -> list[str]:
+    """What a person must know about the run's inputs (shown in the summary and the CLI)."""
+    meta = prep.checkpoint.meta
+    warnings = [meta[k] for k in ("warning", "unverified") if meta.get(k)]
+    if meta.get("load", {}).get("trusted_by_user"):
+        warnings.append("the checkpoint was loaded by full unpickling (--trust-checkpoint): it could run code")
+    return warnings
 
 
 def deploy_presets(

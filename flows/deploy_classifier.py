@@ -10,18 +10,19 @@ from typing import Any
 
 from prefect import flow
 
-from flows._pipeline import check_all, deploy_presets, prepare
+from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
 from zooflow import toolchains
 from zooflow.config import RunConfig
 from zooflow.store import open_store
+from zooflow.storecheck import clean_staging
 
 
 @flow(name="deploy-classifier", log_prints=True)
 def deploy_classifier(config: RunConfig = RunConfig(demo=True)) -> dict[str, Any]:  # noqa: B008 - immutable default
     """Deploy one mmcls classifier; every stage is cached on its inputs' digests; failed gates fail the run."""
     store_url = config.store_url()
-    open_store(store_url)  # an unwritable store fails here, before any work
+    clean_staging(open_store(store_url))  # an unwritable store fails here, before any work
     stages = Stages(store_url)
     prepared = prepare(stages, config)
     (result,) = deploy_presets(stages, prepared, [config.quant])
@@ -33,4 +34,5 @@ def deploy_classifier(config: RunConfig = RunConfig(demo=True)) -> dict[str, Any
         quant=toolchains.quant_label(config.quant),
         metrics={k: evaluation.meta.get(k) for k in ("top1", "top5", "agreement", "drop_top1", "sqnr_db")},
         verdict=verdict,
+        warnings=run_warnings(prepared),
     )

@@ -16,13 +16,14 @@ from flows._stages import Stages
 from tasks.compare import sweep_table
 from zooflow.config import SweepConfig
 from zooflow.store import open_store
+from zooflow.storecheck import clean_staging
 
 
 @flow(name="quant-sweep", log_prints=True)
 def quant_sweep(config: SweepConfig = SweepConfig(demo=True)) -> dict[str, Any]:  # noqa: B008 - immutable default
     """Compare presets on one model and dataset; failed gates fail the run after the table is stored."""
     store_url = config.store_url()
-    open_store(store_url)
+    clean_staging(open_store(store_url))  # staging left by killed runs goes first
     stages = Stages(store_url)
     prepared = prepare(stages, config)
     results = deploy_presets(stages, prepared, config.quants())

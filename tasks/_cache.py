@@ -30,7 +30,14 @@ from zooflow.provenance import library_versions
 from zooflow.store import ArtifactRef, CacheRecord, open_store
 
 STORE_PARAM = "store_url"
+FULL_VERIFY_TAG = "zooflow-full-verify"  # runs under `tags(FULL_VERIFY_TAG)` re-hash every cache hit in full
 logger = get_logger("zooflow.cache")
+
+
+def full_verify(ctx: TaskRunContext | None = None) -> bool:
+    """Whether the running task's cache hits must be re-hashed byte for byte (nightly runs)."""
+    ctx = ctx or TaskRunContext.get()
+    return ctx is not None and FULL_VERIFY_TAG in (ctx.task_run.tags or [])
 
 
 def _describe(value: Any) -> Any:
@@ -89,7 +96,7 @@ class ArtifactCachePolicy(CachePolicy):
         if record is not None and record.digest is None:
             epoch = record.epoch  # an earlier attempt did not finish: nothing cached under it yet
         elif record is not None and record.digest is not None:
-            problems = store.verify(record.digest)
+            problems = store.verify(record.digest, full=full_verify(task_ctx))
             if not problems:
                 epoch = record.epoch
             else:
@@ -103,7 +110,13 @@ class ArtifactCachePolicy(CachePolicy):
                 store.write_cache_record(CacheRecord(key=base, epoch=epoch))
         else:
             epoch = uuid.uuid4().hex[:12]  # never seen (or record lost): nothing to trust
-            store.write_cache_record(CacheRecord(key=base, epoch=epoch))
+            if not store.write_cache_record(CacheRecord(key=base, epoch=epoch), exclusive=True):
+                # a concurrent run created it first: share its epoch, so both wait on one key's lock
+                raced = store.cache_record(base)
+                if raced is not None:
+                    epoch = raced.epoch
+                else:  # the record there is damaged: replace it
+                    store.write_cache_record(CacheRecord(key=base, epoch=epoch))
         return f"{self.stage}-{base[:40]}-{epoch}"
 
 
@@ -144,7 +157,7 @@ def resumable(fn: Callable[P, ArtifactRef]) -> Callable[P, ArtifactRef]:
         current = _current()
         if current is not None:
             store, base = current
-            ref = store.cached(base)
+            ref = store.cached(base, full=full_verify())
             if ref is not None:
                 logger.info(
                     "resumed: %s artifact %s was committed by an interrupted run; not recomputed",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks._cache import ArtifactCachePolicy, remember, resumable
+from tasks._cache import ArtifactCachePolicy, full_verify, remember, resumable
 from tasks.ui import publish
 from zooflow import calibration, datasets, demo, npz
 from zooflow.config import CalibrationOptions, DataSpec
@@ -16,15 +16,18 @@ from zooflow.store import ArtifactRef, open_store
 
 @task(name="scan-dataset", cache_policy=NO_CACHE)
 def scan_dataset(spec: DataSpec, demo_run: bool, seed: int, store_url: str) -> DatasetHandle:
-    """Scan and validate the images (never cached: the folder may have changed since the last run)."""
+    """Scan and validate the images, with their content hashes (never cached: the folder may have
+    changed since the last run; unchanged images are not re-read, see `zooflow.filehash`)."""
     store = open_store(store_url)
+    if full_verify():
+        spec = spec.model_copy(update={"rehash": True})
     source: dict[str, object] = {"path": spec.path}
     inputs = {}
     if demo_run and spec.path is None:
         folder, ref = demo.ensure_demo_dataset(store, spec.demo, seed=seed)
         spec = spec.model_copy(update={"path": str(folder / "val"), "layout": spec.demo.layout})
         source, inputs = {"demo": ref.digest}, {"images": ref}
-    dataset = datasets.scan(spec).limited(spec.limit)
+    dataset = datasets.scan(spec, hash_cache=store.local_cache_dir / "file-hashes").limited(spec.limit)
     index = datasets.publish_index(dataset, store, source=source, inputs=inputs)
     summary = dataset.summary()
     publish(

@@ -47,10 +47,14 @@ REPORT_POLICY = ArtifactCachePolicy(stage="report", stage_version=report_mod.STA
 
 @task(name="torch-probe", cache_policy=PROBE_POLICY, persist_result=True, result_serializer="json")
 @resumable
-def torch_probe(checkpoint: ArtifactRef, npz: ArtifactRef, model: str, images: int, store_url: str) -> ArtifactRef:
+def torch_probe(
+    checkpoint: ArtifactRef, npz: ArtifactRef, model: str, images: int, trust_checkpoint: bool, store_url: str
+) -> ArtifactRef:
     """PyTorch outputs on the first images: the compiled model is also checked against the framework."""
     store = open_store(store_url)
-    return remember(evaluate_mod.torch_probe(store, checkpoint, npz, model=model, images=images))
+    return remember(
+        evaluate_mod.torch_probe(store, checkpoint, npz, model=model, images=images, trust=trust_checkpoint)
+    )
 
 
 @task(name="preprocess-parity", cache_policy=PARITY_POLICY, persist_result=True, result_serializer="json")

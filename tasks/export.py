@@ -15,10 +15,12 @@ EXPORT_POLICY = ArtifactCachePolicy(stage=export.STAGE, stage_version=export.STA
 
 @task(name="export-onnx", cache_policy=EXPORT_POLICY, persist_result=True, result_serializer="json")
 @resumable
-def export_onnx(checkpoint: ArtifactRef, model: str, options: ExportOptions, store_url: str) -> ArtifactRef:
+def export_onnx(
+    checkpoint: ArtifactRef, model: str, options: ExportOptions, trust_checkpoint: bool, store_url: str
+) -> ArtifactRef:
     """Export to ONNX and check it against PyTorch."""
     store = open_store(store_url)
-    ref = export.export_checkpoint(checkpoint, store, model=model, options=options)
+    ref = export.export_checkpoint(checkpoint, store, model=model, options=options, trust=trust_checkpoint)
     remember(ref)  # first: a kill while publishing must not lose the record
     parity = ref.meta["parity"]
     publish(

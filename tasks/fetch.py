@@ -36,10 +36,12 @@ FETCH_POLICY = ArtifactCachePolicy(
     retry_delay_seconds=5,
 )
 @resumable
-def fetch_checkpoint(source: str, model: str, sha256: str | None, seed: int, store_url: str) -> ArtifactRef:
-    """Download (or locally initialise) and verify the checkpoint."""
+def fetch_checkpoint(
+    source: str, model: str, sha256: str | None, seed: int, trust_checkpoint: bool, store_url: str
+) -> ArtifactRef:
+    """Download (or locally initialise), verify and load-check the checkpoint."""
     store = open_store(store_url)
-    ref = fetch.fetch_checkpoint(source, store, model=model, sha256=sha256, seed=seed)
+    ref = fetch.fetch_checkpoint(source, store, model=model, sha256=sha256, seed=seed, trust=trust_checkpoint)
     remember(ref)  # first: a kill while publishing must not lose the record
     publish(
         ref,
@@ -47,8 +49,8 @@ def fetch_checkpoint(source: str, model: str, sha256: str | None, seed: int, sto
         {
             "source": source,
             "file sha256": f"`{ref.meta['sha256']}`",
-            "verified against": ", ".join(ref.meta["verified_against"]) or "-",
+            "verified against": ", ".join(ref.meta["verified_against"]) or "not verified (no digest known)",
         },
-        warning=ref.meta.get("warning"),
+        warning=ref.meta.get("warning") or ref.meta.get("unverified"),
     )
     return ref

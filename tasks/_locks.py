@@ -1,0 +1,114 @@
+"""A Prefect lock manager on ``flock``: concurrent runs of the same work compute it once.
+
+Tasks run with SERIALIZABLE isolation: before a task computes, it takes the lock of its cache key;
+a second run (another process, thread or Dask worker on this host) that reaches the same key
+waits, then finds the first run's result and ends Cached.
+
+Why not Prefect's `FileSystemLockManager`: its lock is a file that only its holder removes, with
+no expiry by default, so a run killed while holding one blocks every later run of that key.
+A ``flock`` is dropped by the kernel when its holder dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from zooflow.durable import FileLock
+
+
+class FlockLockManager:
+    """Per-key exclusive locks under one folder (implements `prefect.locking.protocol.LockManager`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._held: dict[str, tuple[str, FileLock]] = {}
+        self._guard = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FlockLockManager:
+        return self  # shared by every copy of a cache policy: the held locks live here
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key.replace('/', '_')}.lock"
+
+    def acquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
+        """Take the key's lock (waiting up to `acquire_timeout` seconds; forever if None)."""
+        with self._guard:
+            held = self._held.get(key)
+            if held is not None and held[0] == holder:
+                return True
+        lock = FileLock(self._path(key))
+        if acquire_timeout is None:
+            lock.acquire()
+        else:
+            deadline = time.monotonic() + acquire_timeout
+            while not lock.acquire(blocking=False):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+        with self._guard:
+            self._held[key] = (holder, lock)
+        return True
+
+    async def aacquire_lock(
+        self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
+    ) -> bool:
+        """`acquire_lock` off the event loop."""
+        return await asyncio.to_thread(self.acquire_lock, key, holder, acquire_timeout, hold_timeout)
+
+    def release_lock(self, key: str, holder: str) -> None:
+        """Drop the key's lock if `holder` holds it."""
+        with self._guard:
+            held = self._held.get(key)
+            if held is None or held[0] != holder:
+                return
+            del self._held[key]
+        held[1].release()
+
+    def is_locked(self, key: str) -> bool:
+        """Whether anyone (this process or another) holds the key's lock."""
+        with self._guard:
+            if key in self._held:
+                return True
+        probe = FileLock(self._path(key))
+        if probe.acquire(blocking=False):
+            probe.release()
+            return False
+        return True
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        """Whether `holder` holds the key's lock."""
+        with self._guard:
+            held = self._held.get(key)
+        return held is not None and held[0] == holder
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """Wait until nobody holds the key's lock (False if `timeout` passes first)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_locked(key):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        """`wait_for_lock` off the event loop."""
+        return await asyncio.to_thread(self.wait_for_lock, key, timeout)
+
+
+_MANAGERS: dict[str, FlockLockManager] = {}
+_MANAGERS_GUARD = threading.Lock()
+
+
+def lock_manager(folder: Path) -> FlockLockManager:
+    """The process's lock manager for a folder (one per folder, so held locks are shared)."""
+    with _MANAGERS_GUARD:
+        found = _MANAGERS.get(str(folder))
+        if found is None:
+            found = _MANAGERS[str(folder)] = FlockLockManager(folder)
+        return found
