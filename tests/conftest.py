@@ -13,6 +13,8 @@ import pytest
 # artifact store lands here, and the flow tests assert this folder stays empty.
 _DEFAULT_RESULTS = Path(tempfile.mkdtemp(prefix="zooflow-prefect-default-results-"))
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_DEFAULT_RESULTS)
+# caches that only save time (image hashes without a store, remote objects) stay out of ~/.cache
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="zooflow-test-cache-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 

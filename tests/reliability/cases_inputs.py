@@ -1,0 +1,354 @@
+"""Bad input: every one is refused with the problem and the fix, before work it would spoil."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.reliability.catalogue import case
+from tests.reliability.helpers import MODEL, cli, no_traceback, snapshot
+
+
+def _copy_small(request: pytest.FixtureRequest) -> Path:
+    data: Path = request.getfixturevalue("demo_small")
+    tmp: Path = request.getfixturevalue("tmp_path")
+    shutil.copytree(data, tmp / "d")
+    return tmp / "d"
+
+
+@case(
+    "misspelled-preset",
+    area="bad input",
+    fault="`zooflow run --demo --quant int8-maxx`",
+    sees="exit 2: unknown quantization preset 'int8-maxx' (did you mean 'int8-max'?) and the list of presets",
+    kept="nothing is started",
+)
+def misspelled_preset(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    code, _, err = cli("run", "--demo", "--quant", "int8-maxx", "--store", str(tmp / "s"))
+    assert code == 2 and "did you mean 'int8-max'?" in err
+    no_traceback(err)
+
+
+@case(
+    "misspelled-option",
+    area="bad input",
+    fault="a flow parameter spelled `tolchain` (the UI form, a deployment, a matrix file)",
+    sees="unknown option (did you mean 'toolchain'?), with the options there are",
+    kept="nothing is started",
+)
+def misspelled_option(request: pytest.FixtureRequest) -> None:
+    from zooflow.config import RunConfig, build
+    from zooflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tolchain: unknown option \(did you mean 'toolchain'\?\)"):
+        build(RunConfig, demo=True, tolchain="vastai")
+
+
+@case(
+    "unknown-model",
+    area="bad input",
+    fault="`zooflow run --model shufflenet-v1`",
+    sees="exit 2: unknown model name, with the fix",
+    kept="nothing is started",
+)
+def unknown_model(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    code, _, err = cli("run", "--model", "shufflenet-v1", "--data", str(tmp), "--store", str(tmp / "s"))
+    assert code == 2 and "unknown model name 'shufflenet-v1'" in err and "fix:" in err
+
+
+@case(
+    "missing-data-folder",
+    area="bad input",
+    fault="`zooflow check-data --data /no/such/folder`",
+    sees="exit 2: dataset folder not found, pass --data with the folder of validation images",
+    kept="nothing is written",
+)
+def missing_data(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    code, _, err = cli("check-data", "--data", str(tmp / "nope"))
+    assert code == 2 and "dataset folder not found" in err
+
+
+@case(
+    "labels-not-utf8",
+    area="bad input",
+    fault="a val_label.txt saved in Latin-1 (a byte that is not UTF-8)",
+    sees="exit 2: the labels file is not UTF-8 text, the byte and its line, and how to convert it",
+    kept="the dataset and the labels file are untouched",
+    fixed_in="issue 10 #12",
+)
+def labels_latin1(request: pytest.FixtureRequest) -> None:
+    root = _copy_small(request)
+    labels = root / "val_label.txt"
+    labels.write_bytes(labels.read_bytes() + "caf\xe9.JPEG 3\n".encode("latin-1"))
+    before = snapshot(root)
+    code, _, err = cli("check-data", "--data", str(root / "val"), "--no-decode")
+    count = labels.read_bytes().count(b"\n")
+    assert code == 2 and "is not UTF-8 text: byte 0xe9 on line" in err and f"line {count}" in err and "iconv" in err
+    no_traceback(err)
+    assert snapshot(root) == before
+
+
+@case(
+    "labels-with-bom",
+    area="bad input",
+    fault="a val_label.txt saved with a UTF-8 byte-order mark (Windows editors do)",
+    sees="it just works: the first file is labelled (not reported missing and unlabelled)",
+    kept="-",
+    fixed_in="issue 10 #12",
+)
+def labels_bom(request: pytest.FixtureRequest) -> None:
+    root = _copy_small(request)
+    labels = root / "val_label.txt"
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())
+    code, out, err = cli("check-data", "--data", str(root / "val"), "--no-decode", "--json")
+    assert code == 0, err
+    assert json.loads(out)["images"] == 36
+
+
+@case(
+    "labels-missing-and-unlabelled",
+    area="bad input",
+    fault="a labels line naming a missing file, an image without a label, a label out of range, a duplicate line",
+    sees="exit 2 listing every problem at once, by file and line",
+    kept="nothing is written",
+)
+def labels_problems(request: pytest.FixtureRequest) -> None:
+    root = _copy_small(request)
+    labels = root / "val_label.txt"
+    lines = labels.read_text().splitlines()
+    first = lines[0].split()[0]
+    labels.write_text("\n".join([*lines[1:], "ghost.JPEG 1", f"{lines[1].split()[0]} 2", "x.JPEG 5000"]) + "\n")
+    code, _, err = cli("check-data", "--data", str(root / "val"), "--no-decode")
+    assert code == 2
+    for text in (
+        "ghost.JPEG (line",
+        f"without a label in val_label.txt (1): {first}",
+        "listed more than once",
+        "outside 0..999",
+    ):
+        assert text in err, text
+
+
+@case(
+    "corrupt-jpegs",
+    area="bad input",
+    fault="one JPEG that is garbage and one truncated to half its size",
+    sees="check-data lists both by name with the decoder's reason (exit 1); a run refuses with the list, or with --skip-corrupt leaves them out and records them",
+    kept="the images; the other shards of an npz stage finish and are kept",
+)
+def corrupt_jpegs(request: pytest.FixtureRequest) -> None:
+    from zooflow import datasets, npz
+    from zooflow.config import DataSpec
+    from zooflow.errors import DatasetError
+    from zooflow.store import Store
+
+    root = _copy_small(request)
+    images = sorted((root / "val").glob("*.JPEG"))
+    images[5].write_bytes(b"not a jpeg")
+    images[30].write_bytes(images[30].read_bytes()[: images[30].stat().st_size // 2])
+    code, out, _ = cli("check-data", "--data", str(root / "val"), "--workers", "1", "--json")
+    corrupt = json.loads(out.strip().splitlines()[-1])["corrupt"]
+    assert code == 1 and set(corrupt) == {images[5].name, images[30].name}
+    store = Store(request.getfixturevalue("tmp_path") / "s")
+    data = datasets.scan(DataSpec(path=str(root / "val")))
+    params = npz.NpzParams.for_format("vastai", None, None)
+    with pytest.raises(DatasetError, match="2 of 3 npz shard") as exc:
+        npz.build_npz(data, store, params, shard_size=12, show_progress=False)
+    assert images[5].name in exc.value.problem and "--skip-corrupt" in (exc.value.fix or "")
+    assert len(store.digests()) == 1  # the clean shard is kept
+    ref = npz.build_npz(data, store, params, shard_size=12, show_progress=False, skip_corrupt=True)
+    assert ref.meta["skipped_corrupt"] == 2 and ref.meta["count"] == 34
+
+
+@case(
+    "checkpoint-file-missing",
+    area="bad input",
+    fault="`zooflow fetch --checkpoint ./missing.pth`",
+    sees="exit 2: checkpoint file not found, with the accepted sources",
+    kept="nothing is written",
+)
+def checkpoint_missing(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    code, _, err = cli("fetch", "--checkpoint", str(tmp / "missing.pth"), "--store", str(tmp / "s"))
+    assert code == 2 and "checkpoint file not found" in err
+
+
+@case(
+    "wrong-sha256",
+    area="bad input",
+    fault="`zooflow fetch --checkpoint x.pth --sha256 <wrong>`",
+    sees="exit 2: checksum mismatch naming both digests; the file was not kept",
+    kept="earlier checkpoint versions; no partial file, no new version",
+)
+def wrong_sha(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    ckpt = str(request.getfixturevalue("checkpoint_file"))
+    assert cli("fetch", "--checkpoint", ckpt, "--store", str(tmp / "s"))[0] == 0
+    before = snapshot(tmp / "s" / "objects")
+    code, _, err = cli("fetch", "--checkpoint", ckpt, "--sha256", "0" * 64, "--store", str(tmp / "s"))
+    assert code == 2 and "checksum mismatch" in err and "not kept" in err
+    assert snapshot(tmp / "s" / "objects") == before
+
+
+@case(
+    "truncated-checkpoint",
+    area="bad input",
+    fault="a checkpoint file cut to 3 MB of its 7.7 MB (an interrupted copy), no digest given",
+    sees="exit 2: not a readable PyTorch checkpoint (may be truncated); nothing was published",
+    kept="the previous checkpoint@latest stays the latest",
+    fixed_in="issue 10 #7",
+)
+def truncated_checkpoint(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    good: Path = request.getfixturevalue("checkpoint_file")
+    assert cli("fetch", "--checkpoint", str(good), "--store", str(tmp / "s"))[0] == 0
+    cut = tmp / good.name
+    cut.write_bytes(good.read_bytes()[:3_000_000])
+    code, _, err = cli("fetch", "--checkpoint", str(cut), "--store", str(tmp / "s"))
+    assert code == 2 and "not a readable PyTorch checkpoint" in err and "nothing was published" in err
+    code, out, _ = cli("artifacts", "list", "checkpoint", "--store", str(tmp / "s"), "--json")
+    assert [r["version"] for r in json.loads(out)] == [1]
+
+
+@case(
+    "checkpoint-of-another-model",
+    area="bad input",
+    fault="`zooflow export --model shufflenet-v1... --checkpoint` of a checkpoint with changed keys and shapes",
+    sees="exit 2 listing missing, unexpected and mis-shaped keys, and the fix (--model)",
+    kept="no ONNX is stored",
+)
+def wrong_architecture(request: pytest.FixtureRequest) -> None:
+    import torch
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    ckpt = torch.load(request.getfixturevalue("checkpoint_file"), weights_only=True)
+    ckpt["state_dict"].pop("head.fc.bias")
+    ckpt["state_dict"]["head.fc.weight"] = torch.zeros(10, 960)
+    torch.save(ckpt, tmp / "other.pth")
+    code, _, err = cli(
+        "export", "--checkpoint", str(tmp / "other.pth"), "--out", str(tmp / "m.onnx"), "--store", str(tmp / "s")
+    )
+    assert code == 2 and "1 missing key(s): head.fc.bias" in err and "(10, 960) vs (1000, 960)" in err
+    assert not (tmp / "m.onnx").exists()
+
+
+@case(
+    "bad-gate",
+    area="bad input",
+    fault="`--gate top1:max_drop=1` (no such limit) and `--gate top1` (no limit)",
+    sees="exit 2 naming the field and the allowed limits",
+    kept="nothing is started",
+)
+def bad_gate(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    code, _, err = cli("run", "--demo", "--gate", "top1:max_drop=1", "--store", str(tmp / "s"))
+    assert code == 2 and "max_drop: unknown option" in err
+    code, _, err = cli("run", "--demo", "--gate", "top1", "--store", str(tmp / "s"))
+    assert code == 2 and "is not METRIC:LIMIT=VALUE" in err
+
+
+@case(
+    "bad-matrix-file",
+    area="bad input",
+    fault="`zooflow nightly --matrix m.yaml` with a YAML syntax error, and one with a misspelled preset",
+    sees="exit 2: not valid YAML (with the line), or the field that is wrong, the value, and the value meant (did you mean 'int8-max'?)",
+    kept="nothing is started",
+)
+def bad_matrix(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    (tmp / "m.yaml").write_text("name: x\nmodels: [\n")
+    code, _, err = cli("nightly", "--matrix", str(tmp / "m.yaml"), "--store", str(tmp / "s"))
+    assert code == 2 and "is not valid YAML" in err
+    (tmp / "m.yaml").write_text("name: x\nmodels:\n  - presets: [int8-maxx]\n")
+    code, _, err = cli("nightly", "--matrix", str(tmp / "m.yaml"), "--store", str(tmp / "s"))
+    assert code == 2 and "'int8-maxx' is not allowed (did you mean 'int8-max'?)" in err
+
+
+def _vamp_folder(tmp: Path, count: int) -> tuple[Path, Path, Path]:
+    out = tmp / "vamp"
+    out.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"ILSVRC2012_val_{i:08d}.npz" for i in range(1, count + 1)]
+    for i in range(count):
+        with open(out / f"output_{i:06d}.npz", "wb") as fh:
+            np.savez(fh, output_0=rng.standard_normal((1, 1000)).astype(np.float32))
+    datalist = tmp / "datalist.txt"
+    datalist.write_text("".join(f"/data/npz/{n}\n" for n in names))
+    labels = tmp / "val_label.txt"
+    labels.write_text("".join(f"{n.replace('.npz', '.JPEG')} {i}\n" for i, n in enumerate(names)))
+    return out, datalist, labels
+
+
+@case(
+    "eval-corrupt-output-file",
+    area="bad input",
+    fault="`zooflow eval --outputs vamp_out` where output_000002.npz was cut short (a full disk, a killed copy)",
+    sees="exit 2 naming output_000002.npz: not a readable .npz file (BadZipFile), nothing was scored",
+    kept="the output files",
+    fixed_in="issue 10 #12",
+)
+def eval_corrupt_file(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    out, datalist, labels = _vamp_folder(tmp, 4)
+    bad = out / "output_000002.npz"
+    bad.write_bytes(bad.read_bytes()[:100])
+    code, _, err = cli("eval", "--outputs", str(out), "--datalist", str(datalist), "--labels", str(labels))
+    assert code == 2 and "output_000002.npz is not a readable .npz file" in err and "nothing was scored" in err
+    no_traceback(err)
+    with pytest.raises(zipfile.BadZipFile):
+        np.load(bad)
+
+
+@case(
+    "eval-missing-output-file",
+    area="bad input",
+    fault="`zooflow eval` over a vamp folder with output_000001.npz missing and a stale output_000004.npz",
+    sees="exit 2: the outputs do not pair with the datalist (missing, and stale or extra), never a shifted score",
+    kept="the output files",
+)
+def eval_missing_file(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    out, datalist, labels = _vamp_folder(tmp, 5)
+    (out / "output_000001.npz").unlink()
+    datalist.write_text("".join(datalist.read_text().splitlines(keepends=True)[:4]))
+    code, _, err = cli("eval", "--outputs", str(out), "--datalist", str(datalist), "--labels", str(labels))
+    assert code == 2 and "1 missing" in err and "stale or extra" in err
+
+
+@case(
+    "eval-damaged-stored-outputs",
+    area="bad input",
+    fault="`zooflow eval --outputs NAME` after a stored outputs shard was damaged on disk",
+    sees="exit 2: the stored outputs are damaged (which file, why), nothing was scored; the fix says how to recompute",
+    kept="the store's other artifacts",
+    fixed_in="issue 10 #12",
+)
+def eval_damaged_store(request: pytest.FixtureRequest) -> None:
+    from zooflow import datasets, npz
+    from zooflow.config import DataSpec
+    from zooflow.store import Store
+    from zooflow.toolchains import outputs
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    store = Store(tmp / "s")
+    data = datasets.scan(DataSpec(path=str(request.getfixturevalue("demo_small") / "val"))).limited(4)
+    ref = npz.build_npz(data, store, npz.NpzParams.for_format("vastai", None, None), shard_size=4, show_progress=False)
+    shard = store.ref(json.loads(store.path(ref, "index.json").read_text())["shards"][0]["digest"])
+    rows = np.random.default_rng(1).standard_normal((4, 1000)).astype(np.float32)
+    names = [r.name for r in data.records]
+    out = outputs.commit_shard(store, np.arange(4), names, rows, compiled=ref, shard=shard, meta={}, toolchain={})
+    done = outputs.assemble(store, [out], compiled=ref.model_copy(update={"name": f"{MODEL}/x"}), npz=ref, toolchain={})
+    target = store.path(out, "outputs.npz")
+    target.chmod(0o644)
+    target.write_bytes(target.read_bytes()[:-10] + b"0123456789")
+    code, _, err = cli("eval", "--outputs", done.digest, "--store", str(tmp / "s"))
+    assert code == 2 and f"stored outputs {out.digest[:12]} are damaged" in err and "outputs.npz: sha256" in err
+    no_traceback(err)
