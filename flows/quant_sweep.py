@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows._pipeline import check_all, deploy_presets, prepare
+from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
 from tasks.compare import sweep_table
 from zooflow.config import SweepConfig
@@ -41,6 +41,7 @@ def quant_sweep(config: SweepConfig = SweepConfig(demo=True)) -> dict[str, Any]:
         presets=[r["preset"] for r in results],
         table=[{k: v for k, v in row.items() if k != "evaluation"} for row in _rows(table, store_url)],
         verdicts=verdicts,
+        warnings=run_warnings(prepared),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.catalogue import case
-from tests.reliability.helpers import run_env
+from tests.reliability.helpers import run_env, small_run
 from zooflow.store import ArtifactRef, Store
 
 
@@ -39,11 +39,8 @@ def _counts(state: str) -> Counter[str]:
 )
 def concurrent_runs(request: pytest.FixtureRequest) -> None:
     tmp: Path = request.getfixturevalue("tmp_path")
-    data: Path = request.getfixturevalue("demo_small")
     store = tmp / "store"
-    args = ["run", "--data", str(data / "val"), "--checkpoint", str(request.getfixturevalue("checkpoint_file"))]
-    args += ["--allow-short", "--shard-size", "12", "--no-parity", "--probe-images", "0", "--bench-batch", "1"]
-    args += ["--quant", "int8-max", "--json"]
+    args = small_run(request, 12, "--quant", "int8-max", "--json")
     exe = Path(sys.executable).with_name("zooflow")
     procs = [
         subprocess.Popen(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.catalogue import case
-from tests.reliability.helpers import run_env
+from tests.reliability.helpers import run_env, small_run
 from zooflow import storecheck
 from zooflow.store import Store
 
@@ -22,7 +22,7 @@ from zooflow.store import Store
 @case(
     "sigkill-run-leaves-no-process",
     area="crash",
-    fault="SIGKILL of `zooflow run` (the main process only, as the OOM killer does) while a shard is being written",
+    fault="SIGKILL of `zooflow run` (the main process only, as the OOM killer does) while a stage is writing its artifact",
     sees="within 10 s no process of the run is left: its temporary Prefect API server gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and exits",
     kept="every artifact committed before the kill; its staging folder is removed at the next start",
     fixed_in="issue 10 #8",
@@ -32,10 +32,8 @@ def sigkill_no_orphans(request: pytest.FixtureRequest) -> None:
     import psutil
 
     tmp: Path = request.getfixturevalue("tmp_path")
-    data: Path = request.getfixturevalue("demo_small")
     store = tmp / "store"
-    args = ["run", "--data", str(data / "val"), "--checkpoint", str(request.getfixturevalue("checkpoint_file"))]
-    args += ["--allow-short", "--shard-size", "2", "--no-parity", "--probe-images", "0", "--bench-batch", "1"]
+    args = small_run(request, 2)
     exe = Path(sys.executable).with_name("zooflow")
     proc = subprocess.Popen(
         [str(exe), *args],
@@ -46,9 +44,9 @@ def sigkill_no_orphans(request: pytest.FixtureRequest) -> None:
     )
     try:
         deadline = time.monotonic() + 300
-        while not (store / "tmp").is_dir() or not any((store / "tmp").glob("stage-*/*.npz")):
-            assert proc.poll() is None, "the run ended before it wrote an npz shard"
-            assert time.monotonic() < deadline, "no npz shard in time"
+        while not (store / "tmp").is_dir() or not any((store / "tmp").glob("stage-*/*")):
+            assert proc.poll() is None, "the run ended before it staged an artifact"
+            assert time.monotonic() < deadline, "nothing staged in time"
             time.sleep(0.02)
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("uvicorn" in " ".join(p.cmdline()) for p in family), "the run's API server was not found"

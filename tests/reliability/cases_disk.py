@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.catalogue import case
-from tests.reliability.helpers import MODEL, cli, fill, no_traceback, run_env, tmpfs, zooflow_process
+from tests.reliability.helpers import MODEL, cli, fill, no_traceback, run_env, small_run, tmpfs, zooflow_process
 from zooflow.errors import DiskFullError
 from zooflow.store import Store
 
@@ -81,19 +81,7 @@ def full_fetch(request: pytest.FixtureRequest) -> None:
 )
 def full_run(request: pytest.FixtureRequest) -> None:
     tmp: Path = request.getfixturevalue("tmp_path")
-    data: Path = request.getfixturevalue("demo_small")
-    args = ["run", "--data", str(data / "val"), "--checkpoint", str(request.getfixturevalue("checkpoint_file"))]
-    args += [
-        "--allow-short",
-        "--shard-size",
-        "12",
-        "--no-parity",
-        "--probe-images",
-        "0",
-        "--bench-batch",
-        "1",
-        "--json",
-    ]
+    args = small_run(request, 12, "--json")
     with tmpfs(tmp / "disk", "24m") as disk:
         env = run_env(tmp, disk / "s")
         first = zooflow_process(*args, env=env)

@@ -43,6 +43,15 @@ def run_env(tmp: Path, store: Path) -> dict[str, str]:
     return env
 
 
+def small_run(request: pytest.FixtureRequest, shard_size: int, *extra: str) -> list[str]:
+    """`zooflow run` arguments for a quick real run: the 36-image demo set, the local checkpoint,
+    no parity run, no PyTorch probe, one benchmark setting."""
+    data: Path = request.getfixturevalue("demo_small")
+    args = ["run", "--data", str(data / "val"), "--checkpoint", str(request.getfixturevalue("checkpoint_file"))]
+    args += ["--allow-short", "--shard-size", str(shard_size), "--no-parity", "--probe-images", "0"]
+    return [*args, "--bench-batch", "1", *extra]
+
+
 def no_traceback(text: str) -> None:
     """A clear error, never a raw traceback."""
     assert "Traceback" not in text, text[-3000:]

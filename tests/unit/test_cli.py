@@ -42,7 +42,7 @@ def test_help_lists_every_command_with_examples() -> None:
     assert "zooflow run --demo" in out
     assert "zooflow artifacts verify" in out
     code, out, _ = invoke("artifacts", "--help")
-    for command in ("list", "show", "lineage", "verify", "alias"):
+    for command in ("list", "show", "lineage", "verify", "alias", "gc"):
         assert f" {command} " in out
 
 

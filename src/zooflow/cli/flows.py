@@ -56,14 +56,19 @@ RemeasureOpt = Annotated[
 ]
 
 
-def _start(store_url: str) -> None:
-    """Before Prefect starts: the store is writable, and staging left by killed runs is cleaned."""
-    from zooflow import storecheck
+def _launch(runner_name: str, config: Any, runner: str, dask_address: str | None) -> dict[str, Any]:
+    """Check what can be checked before Prefect starts (store writable, toolchain present, runner
+    options), clean staging left by killed runs, then run the flow."""
+    from zooflow import storecheck, toolchains
 
-    store = open_store(store_url)
+    store = open_store(config.store_url())
     removed = [a for a in storecheck.clean_staging(store) if a.kind == "staging" and a.done]
     if removed:
         err.print(f"removed {len(removed)} staging folder(s) left by runs that were killed", highlight=False)
+    toolchains.require(config.toolchain, config.toolchain_options)
+    execution = build(ExecutionOptions, runner=runner, dask_address=dask_address)
+    result: dict[str, Any] = load_runner(runner_name)(config, execution)
+    return result
 
 
 @app.command(
@@ -152,12 +157,7 @@ def run(
             },
             store=store,
         )
-        _start(config.store_url())
-        from zooflow import toolchains
-
-        toolchains.require(config.toolchain, config.toolchain_options)  # before Prefect starts: fail fast
-        execution = build(ExecutionOptions, runner=runner, dask_address=dask_address)
-        result = load_runner("deploy")(config, execution)
+        result = _launch("deploy", config, runner, dask_address)
     finish_flow(result, as_json, _print_stages)
 
 
@@ -210,12 +210,7 @@ def sweep(
             benchmark={"batch_sizes": bench_batch, "fresh": remeasure},
             store=store,
         )
-        _start(config.store_url())
-        from zooflow import toolchains
-
-        toolchains.require(config.toolchain, config.toolchain_options)
-        execution = build(ExecutionOptions, runner=runner, dask_address=dask_address)
-        result = load_runner("sweep")(config, execution)
+        result = _launch("sweep", config, runner, dask_address)
     finish_flow(result, as_json, _print_sweep)
 
 
