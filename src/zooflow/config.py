@@ -616,7 +616,7 @@ def describe_validation_error(exc: ValidationError, model_cls: type[BaseModel] |
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "literal_error" and isinstance(err.get("input"), str):
             allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-            msg = f"{err['input']!r} is not allowed{_suggest(err['input'], allowed)}; {msg[0].lower()}{msg[1:]}"
+            msg = f"{msg}; got {err['input']!r}{_suggest(err['input'], allowed)}"
         if err["type"] == "extra_forbidden":
             known = _field_names(model_cls, tuple(err["loc"][:-1])) if model_cls else []
             msg = f"unknown option{_suggest(str(err['loc'][-1]), known)}; check its spelling"
