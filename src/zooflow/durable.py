@@ -197,12 +197,17 @@ def _human(size: float) -> str:
     return f"{size:.1f} TiB"  # pragma: no cover - the loop returns
 
 
+def _nearest(path: Path) -> Path:
+    """`path` or its nearest existing parent (what a full disk leaves of a path may be gone)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def disk_full_error(exc: OSError, where: str | os.PathLike[str], what: str) -> DiskFullError:
     """The error for a full disk: which path, during what, how much space is left there."""
     path = Path(getattr(exc, "filename", None) or where)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _nearest(path)
     try:
         usage = shutil.disk_usage(probe)
         space = f"{_human(usage.free)} free of {_human(usage.total)} on the file system holding {probe}"
@@ -219,11 +224,8 @@ NEARLY_FULL = 1 << 20  # bytes: below this, a failed write is taken for a full d
 
 
 def _free(where: str | os.PathLike[str]) -> int | None:
-    probe = Path(where)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
-        return shutil.disk_usage(probe).free
+        return shutil.disk_usage(_nearest(Path(where))).free
     except OSError:
         return None
 

@@ -228,10 +228,13 @@ def _reachable(store: Store) -> set[str]:
 
 
 def _age(store: Store, digest: str) -> float:
+    """Seconds since the object was published (its folder's mtime; a remote store: its manifest's time)."""
     try:
-        return time.time() - os.stat(store.object_dir(digest)).st_mtime if store.is_local else GRACE_SECONDS + 1
-    except OSError:
-        return GRACE_SECONDS + 1
+        if store.is_local:
+            return time.time() - os.stat(store.object_dir(digest)).st_mtime
+        return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(store.manifest(digest).created)).total_seconds()
+    except (OSError, ValueError, StoreError):
+        return 0.0  # unknown: treated as young, so never collected
 
 
 def plan_gc(store: Store, *, full: bool = False, sources: list[Store] | None = None) -> list[Action]:
