@@ -42,10 +42,9 @@ def concurrent_runs(request: pytest.FixtureRequest) -> None:
     store = tmp / "store"
     args = small_run(request, 12, "--quant", "int8-max", "--json")
     exe = Path(sys.executable).with_name("zooflow")
+    env = run_env(tmp, store, request)  # both on one Prefect server, as a team's runs are
     procs = [
-        subprocess.Popen(
-            [str(exe), *args], env=run_env(tmp, store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        subprocess.Popen([str(exe), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
     results = [p.communicate(timeout=600) for p in procs]
@@ -64,7 +63,7 @@ def concurrent_runs(request: pytest.FixtureRequest) -> None:
         summaries[0]["artifacts"][k]["digest"] for k in ("compiled", "report")
     }
     listed = subprocess.run(
-        [str(exe), "artifacts", "list", "--json"], env=run_env(tmp, store), capture_output=True, text=True, check=True
+        [str(exe), "artifacts", "list", "--json"], env=env, capture_output=True, text=True, check=True
     )
     versions = Counter(r["name"] for r in json.loads(listed.stdout))
     assert versions and all(n == 1 for n in versions.values()), versions

@@ -83,7 +83,7 @@ def full_run(request: pytest.FixtureRequest) -> None:
     tmp: Path = request.getfixturevalue("tmp_path")
     args = small_run(request, 12, "--json")
     with tmpfs(tmp / "disk", "24m") as disk:
-        env = run_env(tmp, disk / "s")
+        env = run_env(tmp, disk / "s", request)
         first = zooflow_process(*args, env=env)
         assert first.returncode == 2, first.stderr[-3000:]
         assert "disk full while" in first.stderr and "free of" in first.stderr and "fix:" in first.stderr

@@ -260,3 +260,51 @@ def interrupted_write(request: pytest.FixtureRequest) -> None:
     assert _commit(store, {"a": b"2"}, name="x/y").version == 2
     assert cli("artifacts", "verify", "--store", store.url)[0] == 0
     assert cli("artifacts", "gc", "--apply", "--store", store.url)[0] == 0 and not leftover.exists()
+
+
+@case(
+    "nightly-rehashes-cache-hits",
+    area="corrupt store",
+    fault="bit rot behind the stat stamp in an artifact that a stage's cache hit would reuse",
+    sees="an ordinary run reuses it (the stamp holds, as documented); a run under the nightly's full-verify tag re-hashes the hit, finds the damage and recomputes the stage",
+    kept="the artifact, repaired by the recompute (same digest)",
+    fixed_in="issue 10 #5",
+)
+def nightly_rehash(request: pytest.FixtureRequest) -> None:
+    request.getfixturevalue("prefect_api")
+    from prefect import flow, tags, task
+
+    from flows._stages import Stages
+    from tasks._cache import FULL_VERIFY_TAG, ArtifactCachePolicy, remember, resumable
+    from zooflow.store import open_store
+
+    calls: list[str] = []
+
+    @task(
+        name="reliability-thing",
+        cache_policy=ArtifactCachePolicy(stage="thing", stage_version="1"),
+        persist_result=True,
+        result_serializer="json",
+    )
+    @resumable
+    def make(text: str, store_url: str) -> ArtifactRef:
+        calls.append(text)
+        return remember(_commit(open_store(store_url), {"a.bin": text.encode() * 1000}))
+
+    @flow(name="reliability-nightly-rehash")
+    def run(store_url: str, full: bool) -> ArtifactRef:
+        with tags(*([FULL_VERIFY_TAG] if full else [])):
+            ref: ArtifactRef = Stages(store_url).run("thing", make, text="x")
+        return ref
+
+    store = Store(request.getfixturevalue("tmp_path") / "s")
+    ref = run(store.url, False)
+    assert calls == ["x"] and store.verify(ref.digest, full=True) == []
+    path = _writable(store.path(ref))
+    path.write_bytes(b"y" + path.read_bytes()[1:])
+    st = path.stat()
+    stamp = {"at": time.time() + 5, "files": {path.name: [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]}}
+    (Path(store.root) / "cache" / "verified" / f"{ref.digest}.json").write_text(json.dumps(stamp))
+    assert run(store.url, False).digest == ref.digest and calls == ["x"]  # the stamp holds: reused
+    assert run(store.url, True).digest == ref.digest and calls == ["x", "x"]  # re-hashed in full: recomputed
+    assert store.verify(ref.digest, full=True) == []

@@ -36,10 +36,17 @@ def zooflow_process(*args: str, env: dict[str, str], timeout: float = 600) -> su
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def run_env(tmp: Path, store: Path) -> dict[str, str]:
-    """Environment for a `zooflow run` process: its own store and Prefect home, no configured API."""
+def run_env(tmp: Path, store: Path, request: pytest.FixtureRequest | None = None) -> dict[str, str]:
+    """Environment for a `zooflow run` process: its own store and Prefect home. With `request`, the
+    session's Prefect test API (a team's shared server; saves each process starting its own);
+    without, no configured API, so the process starts its own temporary one."""
     env = {**os.environ, "ZOOFLOW_STORE": str(store), "PREFECT_HOME": str(tmp / f"prefect-{uuid.uuid4().hex[:6]}")}
     env.pop("PREFECT_API_URL", None)
+    if request is not None:
+        request.getfixturevalue("prefect_api")
+        from prefect.settings import PREFECT_API_URL
+
+        env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
     return env
 
 
