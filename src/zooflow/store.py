@@ -399,7 +399,7 @@ class Store:
             if target.exists():  # damaged or incomplete: move it aside, then publish the good copy
                 aside = self.staging_dir / f"stage-{owner}-damaged-{manifest.digest[:16]}-{uuid.uuid4().hex[:8]}"
                 os.rename(target, aside)
-                shutil.rmtree(aside, ignore_errors=True)
+                shutil.rmtree(aside, ignore_errors=True)  # the store's own damaged copy, moved aside above
                 (Path(self.root) / "cache" / "verified" / f"{manifest.digest}.json").unlink(missing_ok=True)
             os.rename(assembly, target)
             durable.fsync_dir(target.parent)
