@@ -26,14 +26,21 @@ def _fingerprint(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _compile_inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """fp32/fp16 do not read the calibration set: it stays out of their key."""
+    """fp32/fp16 do not read the calibration set: it stays out of their key. The calibration chunk
+    changes memory, never the model: it stays out of every compile key."""
     quant = inputs["quant"]
-    return (
-        inputs if getattr(quant, "dtype", None) == "int8" else {k: v for k, v in inputs.items() if k != "calibration"}
-    )
+    relevant = dict(inputs)
+    if getattr(quant, "dtype", None) != "int8":
+        relevant.pop("calibration", None)
+    options = relevant.get("toolchain_options")
+    if isinstance(options, ToolchainOptions):
+        relevant["toolchain_options"] = options.model_copy(
+            update={"calibration_chunk": ToolchainOptions.model_fields["calibration_chunk"].default}
+        )
+    return relevant
 
 
-COMPILE_POLICY = ArtifactCachePolicy(stage="compile", stage_version="1", extra=_fingerprint, relevant=_compile_inputs)
+COMPILE_POLICY = ArtifactCachePolicy(stage="compile", stage_version="2", extra=_fingerprint, relevant=_compile_inputs)
 RUN_POLICY = ArtifactCachePolicy(stage="run", stage_version="1", extra=_fingerprint)
 
 
@@ -69,10 +76,18 @@ def compile_model(
     rows.update(
         {
             k: ref.meta[k]
-            for k in ("calibration_images", "compile_seconds", "ort_calibrator", "percentile")
+            for k in ("calibration_images", "compile_seconds", "calibration_method", "format")
             if ref.meta.get(k)
         }
     )
+    check = ref.meta.get("kernel_check")
+    if check:
+        rows["int8 kernels vs float (dB)"] = (
+            f"{check['sqnr_integer_db']} vs {check['sqnr_float_db']} SQNR (gap {check['gap_db']})"
+            + (f": {check['warning']}" if check.get("warning") else "")
+        )
+    if ref.meta.get("int8_scheme"):
+        rows["int8 scheme"] = ref.meta["int8_scheme"]["reason"]
     publish(ref, f"Compiled {toolchains.quant_label(quant)} ({toolchain})", rows)
     return ref
 

@@ -196,7 +196,6 @@ def fidelity(
         raise EvaluationError(f"outputs {a.shape} and reference {b.shape} differ in shape", "compare like with like")
     diff = a - b
     noise = float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
-    signal = float(np.einsum("ij,ij->", b, b, dtype=np.float64))
     norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64) * np.einsum("ij,ij->i", b, b, dtype=np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = np.where(norms > 0, np.einsum("ij,ij->i", a, b, dtype=np.float64) / norms, 1.0)
@@ -221,11 +220,24 @@ def fidelity(
         "flips_broken": became_wrong,
         "flips_fixed": became_right,
         "flips_listed": flips,
-        "sqnr_db": (10.0 * math.log10(signal / noise)) if noise > 0 else math.inf,
+        "sqnr_db": _sqnr(b, noise),
         "cosine": float(np.mean(cosine)) if len(cosine) else math.nan,
         "cosine_min": float(np.min(cosine)) if len(cosine) else math.nan,
         "max_abs_diff": float(np.max(np.abs(diff))) if diff.size else 0.0,
     }
+
+
+def _sqnr(reference: np.ndarray, noise: float) -> float:
+    signal = float(np.einsum("ij,ij->", reference, reference, dtype=np.float64))
+    return (10.0 * math.log10(signal / noise)) if noise > 0 else math.inf
+
+
+def sqnr_db(rows: np.ndarray, reference: np.ndarray) -> float:
+    """Output SQNR in dB: reference power over the power of the difference (inf when identical)."""
+    a = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    b = np.asarray(reference, dtype=np.float32).reshape(len(reference), -1)
+    diff = a - b
+    return _sqnr(b, float(np.einsum("ij,ij->", diff, diff, dtype=np.float64)))
 
 
 # -------------------------------------------------------------------------------------- gates

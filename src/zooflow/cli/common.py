@@ -110,6 +110,13 @@ QuantOpt = Annotated[
 PerTensorOpt = Annotated[
     bool, typer.Option(help="int8: per-tensor instead of per-channel weight scales", rich_help_panel="toolchain")
 ]
+Int8WeightsOpt = Annotated[
+    str,
+    typer.Option(
+        help="onnxruntime int8 weights: auto (exact on this CPU) | int8 | int8-reduced (7-bit) | uint8",
+        rich_help_panel="toolchain",
+    ),
+]
 VamcOpt = Annotated[
     str, typer.Option(help="vastai: v2 (`vamc build`) | v3 (`vamc compile`)", rich_help_panel="toolchain")
 ]

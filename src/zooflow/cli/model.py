@@ -14,6 +14,7 @@ from zooflow import durable, outdir, registry
 from zooflow.cli.common import (
     BenchBatchOpt,
     BenchThreadsOpt,
+    Int8WeightsOpt,
     JsonOpt,
     ModelOpt,
     PerTensorOpt,
@@ -184,6 +185,7 @@ def compile_cmd(
     ] = None,
     toolchain: ToolchainOpt = "onnxruntime",
     per_tensor: PerTensorOpt = False,
+    int8_weights: Int8WeightsOpt = "auto",
     vamc_generation: VamcOpt = "v2",
     model: ModelOpt = registry.DEFAULT_MODEL,
     out_dir: Annotated[Path | None, typer.Option("--out", help="copy the compiled files here")] = None,
@@ -195,7 +197,9 @@ def compile_cmd(
 
     with failing(as_json, "the compile stage"):
         spec = build(QuantSpec, **QuantSpec.from_preset(quant, per_channel=not per_tensor).model_dump())
-        tc = toolchains.require(toolchain, build(ToolchainOptions, vamc_generation=vamc_generation))
+        tc = toolchains.require(
+            toolchain, build(ToolchainOptions, vamc_generation=vamc_generation, int8_weights=int8_weights)
+        )
         if out_dir is not None:
             outdir.OutputFolder(out_dir, "compile", []).check()  # before compiling, not after
         st = open_store(store)
