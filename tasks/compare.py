@@ -29,7 +29,11 @@ def sweep_table(results: list[dict[str, Any]], name: str, title: str, store_url:
             "top-5": r["top5"],
             "drop vs fp32": r["drop_top1"],
             "agreement": r["agreement"],
-            "images/s": r["throughput"],
+            "SQNR dB": r["sqnr_db"],
+            "int8 integer vs float dB": r["int8_gap_db"],
+            "images/s (batch 8, 1 thread)": r["throughput_fixed"],
+            "vs fp32": r["fixed_vs_fp32"],
+            "best images/s": r["throughput"],
             "p99 ms": r["latency_p99_ms"],
             "gates": "pass" if r["passed"] else "FAIL",
         }

@@ -138,6 +138,7 @@ def pareto_plot(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path
 
 
 # ----------------------------------------------------------------------------------- documents
+INT8_KEYS = ("int8_scheme", "kernel_check", "calibration_method", "calibration_images", "format", "per_channel")
 _LEAVES = ("reference", "probe", "parity", "benchmark")  # listed, not followed: their inputs repeat the run's
 
 
@@ -155,6 +156,8 @@ def lineage(store: Store, evaluation: ArtifactRef) -> dict[str, dict[str, Any]]:
         info["code_version"] = manifest.producer.code_version
         if manifest.kind == "checkpoint":
             info["source"] = manifest.producer.params.get("source")
+        if manifest.kind == "compiled" and manifest.meta.get("int8_scheme"):
+            info["int8"] = {k: manifest.meta.get(k) for k in INT8_KEYS}
         found[role] = info
         if role in _LEAVES:
             return
@@ -235,6 +238,9 @@ def markdown(
             f"(agreement {fmt(parity['agreement'])}%, input tensors differ by "
             f"{parity['input_mean_abs_diff']:.4f} on average over {parity['input_images_compared']} images).",
         ]
+    int8 = (roots.get("compiled") or {}).get("int8")
+    if int8:
+        out += ["", *int8_section(int8)]
     if benchmark:
         out += ["", "## Benchmark", "", "| setting | images/s | p50 ms | p99 ms |", "|---|---|---|---|"]
         for r in benchmark.get("results", []):
@@ -276,6 +282,30 @@ def markdown(
     if code:
         out += ["", f"Code version: `{code}`."]
     return "\n".join(out) + "\n"
+
+
+def int8_section(int8: dict[str, Any]) -> list[str]:
+    """The report's int8 lines: what was compiled, on what CPU, why that scheme, and the kernel check."""
+    scheme, check = int8.get("int8_scheme") or {}, int8.get("kernel_check") or {}
+    flags = ", ".join(scheme.get("cpu_flags") or []) or "none of the int8-relevant ones"
+    ort = (scheme.get("onnxruntime") or {}).get("onnxruntime", "?")
+    out = [
+        "## int8 quantisation",
+        "",
+        f"- Format: {int8.get('format')}, {'per-channel' if int8.get('per_channel') else 'per-tensor'} weights.",
+        f"- Activation ranges: {int8.get('calibration_method')}, {int8.get('calibration_images')} calibration images.",
+        f"- Weight scheme `{scheme.get('weights')}` (asked: {scheme.get('requested')}): {scheme.get('reason')}.",
+        f"- CPU: {scheme.get('cpu')} ({scheme.get('architecture')}; flags {flags}); ONNX Runtime {ort}.",
+    ]
+    if check:
+        out.append(
+            f"- Kernel check on {check.get('images')} calibration images: SQNR vs fp32 {fmt(check.get('sqnr_integer_db'), 1)} dB "
+            f"through ORT's integer kernels, {fmt(check.get('sqnr_float_db'), 1)} dB computed in float: "
+            f"gap {fmt(check.get('gap_db'), 1)} dB (limit {fmt(check.get('limit_db'), 1)})."
+        )
+        if check.get("warning"):
+            out += ["", f"> **Warning:** {check['warning']}"]
+    return out
 
 
 def html(md_text: str, title: str, images: dict[str, Path]) -> str:

@@ -279,9 +279,16 @@ def test_int8_preset_through_the_flow_records_calibration(tmp_path: Path) -> Non
     )
     assert state.is_completed(), state.message
     result = state.result()
-    compiled = Store(tmp_path / "store").manifest(result["artifacts"]["compiled"]["digest"])
+    store = Store(tmp_path / "store")
+    compiled = store.manifest(result["artifacts"]["compiled"]["digest"])
     assert compiled.meta["calibration_images"] == 10 and compiled.meta["percentile"] == 99.999
     assert result["quant"] == "int8-percentile" and result["toolchain"] == "onnxruntime"
+    # the report says how the model was quantised, on what CPU and why, and what the kernel check found
+    report = store.path(store.ref(result["artifacts"]["report"]["digest"]), "report.md").read_text()
+    scheme = compiled.meta["int8_scheme"]
+    assert "## int8 quantisation" in report and f"Weight scheme `{scheme['weights']}`" in report
+    assert scheme["reason"] in report and scheme["cpu"] in report and "percentile of |x| (99.999)" in report
+    assert f"gap {compiled.meta['kernel_check']['gap_db']:.1f} dB" in report
 
 
 def test_vastai_flow_against_the_emulators_and_a_new_compiler_version(

@@ -30,7 +30,11 @@ def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path:
 
     root = tmp_path / "store"
     config = SweepConfig(
-        demo=True, store=str(root), presets=("fp32", "fp16", "int8-max"), data={"demo": {"classes": 10}}, **SMALL
+        demo=True,
+        store=str(root),
+        presets=("fp32", "fp16", "int8-max"),
+        data={"demo": {"classes": 10}},
+        **{**SMALL, "benchmark": {**SMALL["benchmark"], "batch_sizes": (1, 8)}},
     )
     state, tasks = _run_flow(quant_sweep, config)
     assert state.is_completed(), state.message
@@ -45,10 +49,15 @@ def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path:
     assert fp32["agreement"] == 100.0 and fp32["drop_top1"] == 0.0
     assert all(row["throughput"] > 0 and row["latency_p99_ms"] > 0 for row in result["table"])
     assert int8["sqnr_db"] < fp16["sqnr_db"]  # int8 is further from fp32 than fp16
+    # int8: the weight scheme and the kernel check (integer vs float) in its row; speed vs fp32 at batch 8, 1 thread
+    assert int8["int8_weights"] in ("int8", "int8-reduced") and int8["int8_gap_db"] <= 3.0
+    assert fp32["int8_gap_db"] is None and fp32["fixed_vs_fp32"] == 1.0
+    assert all(row["throughput_fixed"] > 0 and row["fixed_vs_fp32"] > 0 for row in result["table"])
     store = Store(root)
     sweep = store.ref(result["artifacts"]["sweep"]["digest"])
     assert sweep.kind == "sweep" and {"sweep.md", "sweep.json", "pareto.png", "sweep.html"} <= set(sweep.files)
-    assert "| int8-max |" in store.path(sweep, "sweep.md").read_text()
+    table_md = store.path(sweep, "sweep.md").read_text()
+    assert "| int8-max |" in table_md and "integer vs float dB" in table_md and "batch 8, 1 thread" in table_md
     assert store.path(sweep, "pareto.png").stat().st_size > 10_000
     assert {"fp32/report", "fp16/report", "int8-max/report"} <= set(result["artifacts"])
 

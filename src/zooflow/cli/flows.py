@@ -15,6 +15,7 @@ from zooflow.cli.common import (
     BenchBatchOpt,
     BenchThreadsOpt,
     DataOpt,
+    Int8WeightsOpt,
     JsonOpt,
     LabelsOpt,
     LayoutOpt,
@@ -102,6 +103,7 @@ def run(
     toolchain: ToolchainOpt = "onnxruntime",
     quant: QuantOpt = "fp32",
     per_tensor: PerTensorOpt = False,
+    int8_weights: Int8WeightsOpt = "auto",
     vamc_generation: VamcOpt = "v2",
     bench_batch: BenchBatchOpt = "1,8",
     bench_threads: BenchThreadsOpt = "1",
@@ -148,7 +150,7 @@ def run(
             npz={"shard_size": shard_size},
             toolchain=toolchain,
             quant=quant_value(quant, per_tensor),
-            toolchain_options={"vamc_generation": vamc_generation},
+            toolchain_options={"vamc_generation": vamc_generation, "int8_weights": int8_weights},
             benchmark={"batch_sizes": bench_batch, "threads": bench_threads, "fresh": remeasure},
             evaluation={
                 "gates": () if no_gates else ([Gate.parse(g) for g in gate] if gate else None),
@@ -178,6 +180,7 @@ def sweep(
     labels: LabelsOpt = None,
     limit: LimitOpt = None,
     per_tensor: PerTensorOpt = False,
+    int8_weights: Int8WeightsOpt = "auto",
     toolchain: ToolchainOpt = "onnxruntime",
     allow_short: AllowShortOpt = False,
     shard_size: ShardSizeOpt = 1000,
@@ -207,6 +210,7 @@ def sweep(
             calibration={"allow_short": allow_short},
             npz={"shard_size": shard_size},
             toolchain=toolchain,
+            toolchain_options={"int8_weights": int8_weights},
             benchmark={"batch_sizes": bench_batch, "fresh": remeasure},
             store=store,
         )
@@ -282,20 +286,30 @@ def _print_sweep(result: dict[str, Any]) -> None:
         "top-5",
         "drop vs fp32",
         "agreement",
-        "images/s",
-        "p99 ms",
+        "SQNR dB",
+        "int8 gap dB",
+        "images/s b8/t1",
+        "vs fp32",
+        "best images/s",
         "at (best setting)",
+        "p99 ms",
         "gates",
         title="quant-sweep",
     )
     for row in result["table"]:
+        cells = {
+            k: f"{v:.2f}" if isinstance(v, float | int) and not isinstance(v, bool) else "" for k, v in row.items()
+        }
         table.add_row(
             row["preset"],
             *(
-                "n/a" if row[k] is None else f"{row[k]:.2f}"
-                for k in ("top1", "top5", "drop_top1", "agreement", "throughput", "latency_p99_ms")
+                cells[k]
+                for k in ("top1", "top5", "drop_top1", "agreement", "sqnr_db", "int8_gap_db", "throughput_fixed")
             ),
+            f"{cells['fixed_vs_fp32']}x" if cells["fixed_vs_fp32"] else "",
+            cells["throughput"],
             row["bench_setting"] or "n/a",
+            cells["latency_p99_ms"],
             "pass" if row["passed"] else "FAIL",
         )
     err.print(table)
