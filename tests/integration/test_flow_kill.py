@@ -69,10 +69,13 @@ def _counts(state: str) -> dict[str, int]:
     return {name: int(n) for n, name in (part.split(" ", 1) for part in state.split(", "))}
 
 
-def test_killed_runs_resume_where_they_stopped(tmp_path: Path) -> None:
+def test_killed_runs_resume_where_they_stopped(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from tests.reliability.helpers import run_env
+
     store = tmp_path / "store"
-    env = {**os.environ, "ZOOFLOW_STORE": str(store), "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    env.pop("PREFECT_API_URL", None)
+    # the session's Prefect API, as a team's server: a killed client leaves it running (and saves
+    # each of the three processes starting its own; tests/reliability covers a killed temporary API)
+    env = run_env(tmp_path, store, request)
     shards = 10  # 120 images in shards of 12
 
     def writing_npz() -> bool:  # an npz file staged but its shard not committed: mid-shard
