@@ -77,6 +77,10 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return value / base if value is not None and base else None
 
 
+def _times(ratio: float | None) -> str:
+    return f"{ratio:.2f}x" if ratio is not None else "n/a"
+
+
 def sweep_rows(store: Store, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One comparison row per preset from its evaluation, benchmark and compiled artifacts."""
     rows = []
@@ -131,7 +135,7 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None 
             f"| {r['preset']} | {fmt(r['top1'])} | {fmt(r['top5'])} | {fmt(r['drop_top1'])} | "
             f"{fmt(r['agreement'])} | {fmt(r['sqnr_db'], 1)} | {r.get('int8_weights') or ''} | "
             f"{gap if r.get('int8_gap_db') is not None else ''} | {fmt(r.get('throughput_fixed'), 1)}{spread} | "
-            f"{fmt(r.get('fixed_vs_fp32'))}x | {fmt(r['throughput'], 1)} | {fmt(r.get('best_vs_fp32'))}x | "
+            f"{_times(r.get('fixed_vs_fp32'))} | {fmt(r['throughput'], 1)} | {_times(r.get('best_vs_fp32'))} | "
             f"{r['bench_setting'] or 'n/a'} | {fmt(r['latency_p99_ms'])} | {'pass' if r['passed'] else 'FAIL'} |"
         )
     out += [

@@ -63,7 +63,8 @@ _WEIGHT_TYPES = {"int8": ("QInt8", False), "int8-reduced": ("QInt8", True), "uin
 _METHODS = {
     "max": "min/max over the set",
     "percentile": "percentile of |x| ({percentile}) over a {bins}-bin histogram",
-    "kl_divergence": "TensorRT entropy: KL search over {bins} bins of non-zero |x|, 128 quantized bins",
+    "kl_divergence": "TensorRT entropy: KL search over {bins} bins of non-zero |x|, 128 quantized bins per side "
+    "of zero (256 for tensors that are never negative)",
     "mse": "MSE search over {bins} bin edges of |x| (clipping + rounding noise; exact zeros excluded)",
 }
 
