@@ -135,9 +135,10 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         )
     parity = None
     if options.preprocess_parity:
-        dsp_shards, dsp_npz = _npz(
-            stages, "dsp-npz", dataset, NpzParams.for_format("dsp", ref_onnx.meta["preprocess"], None), config
-        )
+        spec = ref_onnx.meta["preprocess"]
+        side = int(spec["resize"][0] if spec.get("resize") else spec["crop"][0])
+        pre_resize = config.toolchain_options.pre_resize or (side, side)  # what host pre-resizing would change
+        dsp_shards, dsp_npz = _npz(stages, "dsp-npz", dataset, NpzParams.for_format("dsp", spec, pre_resize), config)
         dsp_outputs = _outputs(stages, "dsp-outputs", ref_compiled, dsp_shards, dsp_npz, reference_device)
         parity = stages.run("parity", preprocess_parity, framework=reference, device=dsp_outputs)
     return Prepared(

@@ -25,23 +25,48 @@ def _fingerprint(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     return {"fingerprint": toolchains.get(inputs["toolchain"], inputs.get("toolchain_options")).fingerprint()}
 
 
-def _compile_inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """fp32/fp16 do not read the calibration set: it stays out of their key. The calibration chunk
-    changes memory, never the model: it stays out of every compile key."""
-    quant = inputs["quant"]
+# Settings that never change a result (memory, patience) and each toolchain's own settings: a key
+# holds only what the task's toolchain reads, so tuning vamp does not recompute the embedded fp32 reference.
+_NEUTRAL = ("calibration_chunk", "vamc_timeout", "vamp_timeout")
+_OWN = {
+    "onnxruntime": ("int8_weights", "run_batch", "run_threads"),
+    "vastai": (
+        "vamc_generation",
+        "vamp_instances",
+        "vamp_processes",
+        "vamp_batch",
+        "device",
+        "vamp_args",
+        "pre_resize",
+    ),
+}
+
+
+def _own_options(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs with `toolchain_options` cut to the settings the task's toolchain reads."""
     relevant = dict(inputs)
-    if getattr(quant, "dtype", None) != "int8":
-        relevant.pop("calibration", None)
     options = relevant.get("toolchain_options")
     if isinstance(options, ToolchainOptions):
+        mine = set(_OWN.get(str(relevant.get("toolchain")), ()))
+        others = {f for fields in _OWN.values() for f in fields} - mine
         relevant["toolchain_options"] = options.model_copy(
-            update={"calibration_chunk": ToolchainOptions.model_fields["calibration_chunk"].default}
+            update={f: ToolchainOptions.model_fields[f].default for f in (*_NEUTRAL, *others)}
         )
     return relevant
 
 
-COMPILE_POLICY = ArtifactCachePolicy(stage="compile", stage_version="2", extra=_fingerprint, relevant=_compile_inputs)
-RUN_POLICY = ArtifactCachePolicy(stage="run", stage_version="1", extra=_fingerprint)
+def _compile_inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """fp32/fp16 do not read the calibration set (vamc v2 fp16 configs name it): it stays out of their key."""
+    relevant = _own_options(inputs)
+    options = inputs.get("toolchain_options")
+    v2 = inputs.get("toolchain") == "vastai" and getattr(options, "vamc_generation", "v2") == "v2"
+    if getattr(inputs["quant"], "dtype", None) != "int8" and not v2:
+        relevant.pop("calibration", None)
+    return relevant
+
+
+COMPILE_POLICY = ArtifactCachePolicy(stage="compile", stage_version="3", extra=_fingerprint, relevant=_compile_inputs)
+RUN_POLICY = ArtifactCachePolicy(stage="run", stage_version="2", extra=_fingerprint, relevant=_own_options)
 
 
 def _fingerprint_and_host(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -51,8 +76,9 @@ def _fingerprint_and_host(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
 
 BENCH_POLICY = ArtifactCachePolicy(
     stage="benchmark",
-    stage_version="2",
+    stage_version="3",
     extra=_fingerprint_and_host,
+    relevant=_own_options,
     per_run=lambda inputs: bool(inputs["spec"].fresh),
 )
 

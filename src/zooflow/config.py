@@ -123,6 +123,17 @@ class CalibrationOptions(BaseModel):
 
 
 NpzFormat = Literal["model", "vastai", "dsp"]
+VAMP_OWN_FLAGS = ("-m", "--vdsp_params", "-i", "-p", "-b", "--datalist", "--path_output", "-d")
+
+
+def _size(value: Any) -> Any:
+    """``HEIGHTxWIDTH`` text -> (height, width); anything else is left to the field's type."""
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError("use HEIGHTxWIDTH, e.g. 256x256")
+        return (int(parts[0]), int(parts[1]))
+    return value
 
 
 class NpzOptions(BaseModel):
@@ -143,12 +154,7 @@ class NpzOptions(BaseModel):
     @field_validator("pre_resize", mode="before")
     @classmethod
     def _parse_size(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            parts = value.lower().split("x")
-            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-                raise ValueError("use HEIGHTxWIDTH, e.g. 256x256")
-            return (int(parts[0]), int(parts[1]))
-        return value
+        return _size(value)
 
     @model_validator(mode="after")
     def _pre_resize_is_vastai(self) -> NpzOptions:
@@ -223,7 +229,36 @@ class ToolchainOptions(BaseModel):
     vamp_instances: int = Field(default=8, ge=1, description="vastai: vamp -i (model instances per device)")
     vamp_processes: int = Field(default=1, ge=1, description="vastai: vamp -p")
     vamp_batch: int = Field(default=22, ge=1, description="vastai: vamp -b for output runs")
-    device: int = Field(default=0, ge=0, description="vastai: vamp -d")
+    device: int | None = Field(
+        default=None, ge=0, description="vastai: vamp -d (default: not passed, as in the seed: vamp's own device)"
+    )
+    vamp_args: tuple[str, ...] = Field(
+        default=(),
+        description="vastai: extra arguments for every vamp call, e.g. ['-s', '[3,224,224]'] (the zoo's speed runs)",
+    )
+    pre_resize: tuple[int, int] | None = Field(
+        default=None,
+        description=(
+            "vastai: resize images on the host to (height, width) with OpenCV bilinear before vamp; default: full "
+            "resolution, as the zoo's image2npz, so the card's DSP does the resize"
+        ),
+    )
+
+    @field_validator("pre_resize", mode="before")
+    @classmethod
+    def _parse_pre_resize(cls, value: Any) -> Any:
+        return _size(value)
+
+    @field_validator("vamp_args")
+    @classmethod
+    def _own_flags_stay_ours(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        taken = sorted(set(value) & set(VAMP_OWN_FLAGS))
+        if taken:
+            raise ValueError(
+                f"vamp_args may not set {', '.join(taken)}: zooflow sets them "
+                "(use vamp_instances, vamp_processes, vamp_batch, device)"
+            )
+        return value
 
 
 class ShardOptions(BaseModel):
@@ -468,6 +503,9 @@ def _to_quant(value: Any) -> Any:
     return value
 
 
+VASTAI_DEFAULT_PRESET = "int8-percentile"  # the seed's compile: int8, calibrate percentile
+
+
 class PipelineConfig(ModelSource):
     """What every flow shares: model, data, export, calibration, sharding, toolchain, benchmark, evaluation."""
 
@@ -496,6 +534,16 @@ class RunConfig(PipelineConfig):
     """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
 
     quant: Annotated[QuantSpec, WithJsonSchema(_QUANT_SCHEMA)] = Field(default_factory=QuantSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _toolchain_default_quant(cls, values: Any) -> Any:
+        """No quant given: fp32 on the embedded toolchain, the seed's int8-percentile on vastai (no fp32 there)."""
+        if isinstance(values, dict) and values.get("quant") is None:
+            values = {k: v for k, v in values.items() if k != "quant"}
+            if values.get("toolchain") == "vastai":
+                values["quant"] = VASTAI_DEFAULT_PRESET
+        return values
 
     @field_validator("quant", mode="before")
     @classmethod

@@ -350,8 +350,8 @@ def write_text(
 ) -> Path:
     """The zoo's result format, 5 lines per image: ``<path>: Relay top-<k> id: <id>, prob: <p>, class name: <name>``.
 
-    k counts from 0 as the zoo's loop does; prob is the softmax probability (the zoo printed a raw
-    logit). Written to a temporary file and renamed: never appended to an older result.
+    k counts from 0 as the zoo's loop does; prob is the softmax probability with the zoo's 8
+    decimals (the zoo printed a raw logit); names keep their synset folder where the dataset has one. Written to a temporary file and renamed: never appended to an older result.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -362,7 +362,7 @@ def write_text(
                     cid = int(ids[i, k])
                     label = class_names[cid] if class_names and cid < len(class_names) else str(cid)
                     out.write(
-                        f"{prefix}{name}: Relay top-{k} id: {cid}, prob: {probs[i, k]:.6f}, class name: {label}\n"
+                        f"{prefix}{name}: Relay top-{k} id: {cid}, prob: {probs[i, k]:.8f}, class name: {label}\n"
                     )
         os.replace(tmp, path)
     except BaseException:
@@ -594,6 +594,7 @@ def preprocess_parity(
         with np.load(store.directory(ra[3]) / ra[4]) as x, np.load(store.directory(rb[3]) / rb[4]) as y:
             diffs.append(np.abs(transforms[0].normalize(x[npz_mod.KEY]) - transforms[1].normalize(y[npz_mod.KEY])))
     stacked = np.stack(diffs) if diffs else np.zeros((0,))
+    pre_resized = json.loads(store.path(b_npz, "index.json").read_text()).get("pre_resize_effect")
     result = {
         "images": len(truth.names),
         "framework": {"top1": a.top1, "top5": a.top5, "transform": transforms[0].as_dict()},
@@ -606,6 +607,7 @@ def preprocess_parity(
         "input_max_abs_diff": float(stacked.max()) if stacked.size else 0.0,
         "input_images_compared": len(diffs),
         "semantics": semantics,
+        "pre_resized": pre_resized,  # the DSP's crop from host-pre-resized vs full-size images (uint8 steps)
     }
     with store.staging("parity") as staged:
         (staged / "parity.json").write_text(json.dumps(result, indent=1, sort_keys=True))

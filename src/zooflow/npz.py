@@ -6,11 +6,12 @@ Formats (the toolchain chooses; all store key ``input_0``, uint8, channel-first,
   image as uint8 (3, 224, 224). What the model receives is ``((x / 255) - mean) / std`` in
   float32, which `read` computes; it is bit-identical to torchvision's ``ToTensor`` +
   ``Normalize`` on the same file. Stored as uint8 it is exact and 4x smaller than float32.
-- ``vastai``: what the zoo's ``image2npz`` writes: the full decoded image as RGB uint8 (3, H, W),
-  or pre-resized to the DSP's input size with OpenCV bilinear (``pre_resize``).
-- ``dsp``: what the card's DSP op makes of an image (`Transform.device_dsp`: fixed square OpenCV
-  resize, crop, float16-rounded mean/std), stored like ``model``; the evaluation runs it through
-  the fp32 reference to measure the preprocessing share of the device's accuracy gap.
+- ``vastai``: what the zoo's ``image2npz`` writes, array for array: the image decoded as
+  ``cv2.imread`` does (EXIF orientation applied), BGR->RGB, full resolution, uint8 (3, H, W);
+  pre-resized on the host with OpenCV bilinear only when asked (``pre_resize``, recorded).
+- ``dsp``: what the card's DSP op makes of that full-size image (`Transform.device_dsp`: fixed
+  square OpenCV resize, crop, float16-rounded mean/std), stored like ``model``; the evaluation
+  runs it through the fp32 reference to measure the preprocessing share of the device's gap.
 
 Files mirror the dataset: ``ILSVRC2012_val_00000001.npz`` (flat) or ``n01440764/<stem>.npz``.
 
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -54,7 +56,7 @@ from zooflow.preprocess import Transform, load_rgb
 from zooflow.store import ArtifactRef, Store
 
 STAGE = "npz"
-STAGE_VERSION = "2"  # 2: shard keys hold each image's SHA-256
+STAGE_VERSION = "3"  # 2: shard keys hold each image's SHA-256; 3: vastai/dsp decode as cv2.imread
 LIBRARIES = ("pillow", "numpy", "opencv-python")
 KEY = "input_0"
 CROPPED = ("model", "dsp")  # formats that store the model-size uint8 crop and carry a `Transform`
@@ -67,7 +69,7 @@ class NpzParams(BaseModel):
 
     format: NpzFormat
     transform: dict[str, Any] | None = None  # model format: `Transform.as_dict()`
-    pre_resize: tuple[int, int] | None = None  # vastai format: (height, width)
+    pre_resize: tuple[int, int] | None = None  # vastai: resize on the host to (height, width); dsp: measure that
 
     @classmethod
     def for_format(
@@ -77,10 +79,10 @@ class NpzParams(BaseModel):
         if fmt == "model":
             transform = Transform.from_spec(preprocess) if preprocess else Transform()
             return cls(format="model", transform=transform.as_dict())
-        if fmt == "dsp":
+        if fmt == "dsp":  # with `pre_resize`: also measures what host pre-resizing to it would change
             if not preprocess:
                 raise DatasetError("the dsp format needs the model's preprocessing", "pass the ONNX artifact's spec")
-            return cls(format="dsp", transform=Transform.device_dsp(preprocess).as_dict())
+            return cls(format="dsp", transform=Transform.device_dsp(preprocess).as_dict(), pre_resize=pre_resize)
         return cls(format="vastai", pre_resize=pre_resize)
 
     def transform_obj(self) -> Transform:
@@ -112,29 +114,63 @@ def npz_name(record_name: str) -> str:
 def encode(path: Path, params: NpzParams, transform: Transform | None, sha256: str = "") -> tuple[np.ndarray, str]:
     """The stored array of one image and the image's original mode.
 
+    The model format decodes like torchvision's loader (PIL, no EXIF orientation); the vastai and
+    dsp formats like the zoo's image2npz (``cv2.imread``: EXIF orientation applied, then BGR->RGB).
     With `sha256` (the content hash the dataset was scanned with), the bytes decoded are checked
     against it first: an image changed since the scan is an error, never encoded under the old key.
     """
-    if sha256:
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise DatasetError(
-                f"{path} changed since the dataset was scanned (its content no longer has the scanned SHA-256)",
-                "run again: the dataset is rescanned and only the shards holding changed images are recomputed",
-            )
+    data = path.read_bytes()
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise DatasetError(
+            f"{path} changed since the dataset was scanned (its content no longer has the scanned SHA-256)",
+            "run again: the dataset is rescanned and only the shards holding changed images are recomputed",
+        )
+    if params.format == "model":
         image, mode = load_rgb(io.BytesIO(data))
-    else:
-        image, mode = load_rgb(path)
-    if params.format in CROPPED:
         assert transform is not None
         return transform.crop_uint8(image), mode
-    array: np.ndarray = np.asarray(image, dtype=np.uint8)
-    if params.pre_resize is not None:
-        import cv2
+    rgb, mode = decode_like_cv2(data)
+    if params.format == "dsp":
+        assert transform is not None
+        return transform.crop_uint8(rgb), mode
+    return _vastai_array(rgb, params), mode
 
-        height, width = params.pre_resize
-        array = np.asarray(cv2.resize(array, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
-    return np.ascontiguousarray(array.transpose(2, 0, 1)), mode
+
+def _vastai_array(rgb: np.ndarray, params: NpzParams) -> np.ndarray:
+    if params.pre_resize is not None:  # an explicit option: the DSP's own resize then sees this size
+        rgb = _resize(rgb, params.pre_resize)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    height, width = size
+    return np.asarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
+
+
+def pre_resize_effect(path: Path, transform: Transform, size: tuple[int, int]) -> float:
+    """How much host pre-resizing to `size` would change the DSP's crop of an image (max abs uint8 step)."""
+    rgb, _ = decode_like_cv2(path.read_bytes())
+    full = transform.crop_uint8(rgb).astype(np.int16)
+    return float(np.abs(transform.crop_uint8(_resize(rgb, size)).astype(np.int16) - full).max())
+
+
+def decode_like_cv2(data: bytes) -> tuple[np.ndarray, str]:
+    """An image as ``cv2.imread`` + ``cvtColor(BGR2RGB)`` gives it (HWC uint8 RGB), and its original mode.
+
+    PIL decodes everything in full first, so a truncated or damaged file is refused here as it is
+    by the other formats (OpenCV would return the part it could read).
+    """
+    import cv2
+
+    with Image.open(io.BytesIO(data)) as image:
+        mode = image.mode
+        image.load()
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation, as imread
+    if bgr is None:
+        raise ValueError("OpenCV cannot decode it")
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8), mode
 
 
 def shard_key(records: list[Record], params: NpzParams) -> str:
@@ -172,6 +208,8 @@ def build_shard(
     transform = params.transform_obj() if params.format in CROPPED else None
     corrupt: dict[str, str] = {}
     modes: Counter[str] = Counter()
+    check = params.format == "dsp" and params.pre_resize is not None  # what host pre-resizing would change
+    effects: list[float] = []
     with store.staging(STAGE) as staged:
         rows = []
         for offset, record in enumerate(records):
@@ -183,6 +221,8 @@ def build_shard(
                 corrupt[record.name] = f"{type(exc).__name__}: {str(exc)[:120]}"
                 continue
             modes[mode] += 1
+            if check and transform is not None and params.pre_resize is not None:
+                effects.append(pre_resize_effect(root / record.name, transform, params.pre_resize))
             target = staged / npz_name(record.name)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as fh:
@@ -190,9 +230,11 @@ def build_shard(
             rows.append([first + offset, record.name, record.label, npz_name(record.name)])
         if corrupt and not skip_corrupt:
             raise datasets.corrupt_error(corrupt, root)
+        extra = {"pre_resize_effect": effects} if check else {}
         (staged / "records.json").write_text(
             json.dumps(
-                {"first": first, "records": rows, "skipped_corrupt": corrupt, "modes": dict(modes)}, sort_keys=True
+                {"first": first, "records": rows, "skipped_corrupt": corrupt, "modes": dict(modes), **extra},
+                sort_keys=True,
             )
         )
         ref = store.commit(
@@ -228,6 +270,7 @@ def assemble(
     skipped: dict[str, str] = {}
     modes: Counter[str] = Counter()
     total = 0
+    effects: list[float] = []
     with store.staging(STAGE) as staged:
         with open(staged / "records.tsv", "w", encoding="utf-8") as out:
             out.write("index\tname\tlabel\tshard\tfile\n")
@@ -235,6 +278,7 @@ def assemble(
                 doc = json.loads(store.path(shard, "records.json").read_text())
                 skipped.update(doc["skipped_corrupt"])
                 modes.update(doc["modes"])
+                effects += doc.get("pre_resize_effect", [])
                 for index, name, label, file in doc["records"]:
                     out.write(f"{index}\t{name}\t{label}\t{number}\t{file}\n")
                     total += 1
@@ -248,6 +292,14 @@ def assemble(
             "skipped_corrupt": skipped,
             "converted_to_rgb": {m: n for m, n in sorted(modes.items()) if m != "RGB"},
         }
+        if params.format == "dsp" and params.pre_resize is not None:
+            index["pre_resize_effect"] = {
+                "size": list(params.pre_resize),
+                "images": len(effects),
+                "unchanged": sum(1 for e in effects if e == 0),
+                "max_abs_diff": max(effects, default=0.0),
+                "mean_max_abs_diff": float(np.mean(effects)) if effects else 0.0,
+            }
         (staged / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True))
         return store.commit(
             staged,

@@ -48,6 +48,7 @@ class Transform:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"  # PIL filter name, or "cv2-bilinear" (OpenCV INTER_LINEAR)
     resize_mode: str = "short-side"  # or "fixed": resize to (resize, resize), aspect ratio not kept
+    bgr: bool = False  # mmcls ``to_rgb=False``: the model takes BGR channels (mean/std in that order)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Transform:
@@ -59,6 +60,7 @@ class Transform:
             mean=tuple(round(v / 255, 6) for v in spec["mean"]),
             std=tuple(round(v / 255, 6) for v in spec["std"]),
             interpolation=spec.get("interpolation", "bilinear"),
+            bgr=not spec.get("to_rgb", True),
         )
 
     @classmethod
@@ -72,6 +74,7 @@ class Transform:
             std=_triple(float(np.float16(v)) / 255 for v in spec["std"]),
             interpolation="cv2-bilinear",
             resize_mode="fixed",
+            bgr=exact.bgr,  # the DSP's colour conversion (vdsp BGR2RGB) for BGR models
         )
 
     @classmethod
@@ -84,6 +87,7 @@ class Transform:
             std=_triple(values["std"]),
             interpolation=values["interpolation"],
             resize_mode=values.get("resize_mode", "short-side"),
+            bgr=bool(values.get("bgr", False)),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,6 +101,8 @@ class Transform:
         }
         if self.resize_mode != "short-side":  # only when set, so existing keys stay valid
             values["resize_mode"] = self.resize_mode
+        if self.bgr:
+            values["bgr"] = True
         return values
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
@@ -107,9 +113,9 @@ class Transform:
             return self.resize, int(self.resize * height / width)
         return int(self.resize * width / height), self.resize
 
-    def crop_uint8(self, image: Image.Image) -> np.ndarray:
-        """Resize + center crop of an RGB image -> uint8 array (3, H, W), identical to torchvision."""
-        width, height = image.size
+    def crop_uint8(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """Resize + center crop of an RGB image (PIL, or HWC uint8 for OpenCV) -> uint8 (3, H, W), as torchvision."""
+        width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
         new_w, new_h = self.resized_size(width, height)
         crop_h, crop_w = self.crop
         top = round((new_h - crop_h) / 2.0)  # torchvision: int(round(...)), Python's round-half-even
@@ -119,6 +125,8 @@ class Transform:
 
             resized = cv2.resize(np.asarray(image, dtype=np.uint8), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         else:
+            if not isinstance(image, Image.Image):
+                image = Image.fromarray(image)
             resized = np.asarray(image.resize((new_w, new_h), _FILTERS[self.interpolation]), dtype=np.uint8)
         if self.resize_mode == "fixed":  # the DSP's crop offset: (resize - crop) // 2
             top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
@@ -126,7 +134,9 @@ class Transform:
         return np.ascontiguousarray(cropped.transpose(2, 0, 1))
 
     def normalize(self, crop: np.ndarray) -> np.ndarray:
-        """uint8 (3, H, W) -> float32, as ``ToTensor`` then ``Normalize`` compute it."""
+        """uint8 RGB (3, H, W) -> float32, as ``ToTensor`` then ``Normalize`` compute it (BGR for BGR models)."""
+        if self.bgr:
+            crop = crop[::-1]
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]
         return ((crop.astype(np.float32) / np.float32(255)) - mean) / std

@@ -231,13 +231,21 @@ def markdown(
             "|---|---|---|",
             f"| framework (PIL short-side resize + center crop) | {fmt(parity['framework']['top1'])} | "
             f"{fmt(parity['framework']['top5'])} |",
-            f"| device DSP (OpenCV fixed 256x256 + fp16 mean/std) | {fmt(parity['device_dsp']['top1'])} | "
-            f"{fmt(parity['device_dsp']['top5'])} |",
+            f"| device DSP from full-size images (OpenCV fixed 256x256 + fp16 mean/std) | "
+            f"{fmt(parity['device_dsp']['top1'])} | {fmt(parity['device_dsp']['top5'])} |",
             "",
             f"The DSP path costs {fmt(parity['gap_top1'])} top-1 points before any quantisation "
             f"(agreement {fmt(parity['agreement'])}%, input tensors differ by "
             f"{parity['input_mean_abs_diff']:.4f} on average over {parity['input_images_compared']} images).",
         ]
+        pre = parity.get("pre_resized")
+        if pre:
+            out.append(
+                f"Pre-resizing on the host to {pre['size'][0]}x{pre['size'][1]} (OpenCV bilinear) would leave the "
+                f"DSP's crop unchanged for {pre['unchanged']} of {pre['images']} images (largest change "
+                f"{pre['max_abs_diff']:g} uint8 steps): the emulated DSP resizes with OpenCV too, so on a card "
+                "the difference is the card's own resize, which pre-resizing bypasses."
+            )
     int8 = (roots.get("compiled") or {}).get("int8")
     if int8:
         out += ["", *int8_section(int8)]

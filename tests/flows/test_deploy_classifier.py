@@ -10,11 +10,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import MODEL
 from tests.support.http import FileServer
-from zooflow.config import RunConfig
+from zooflow.config import RunConfig, ToolchainOptions
 from zooflow.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -291,28 +292,76 @@ def test_int8_preset_through_the_flow_records_calibration(tmp_path: Path) -> Non
     assert f"gap {compiled.meta['kernel_check']['gap_db']:.1f} dB" in report
 
 
-def test_vastai_flow_against_the_emulators_and_a_new_compiler_version(
+def test_vastai_flow_full_resolution_every_layout_and_a_pip_vamc_upgrade(
     tmp_path: Path, emulators: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = demo_config(tmp_path / "store", toolchain="vastai", quant="int8-max")
+    """The whole vastai flow against the emulators: full-size npz inputs, each known compiled-model
+    layout, and a pip-installed vamc (no --version) whose upgrade makes the compile miss the cache."""
+    from tests.support import pip_tool
+
+    if pip_tool.uv() is None:
+        pytest.skip("uv is not installed here (CI installs it): cannot pip-install the packaged vamc emulator")
+    venv = pip_tool.make_venv(tmp_path / "venv")
+    pip_tool.install(venv, pip_tool.build_wheel(tmp_path / "wheels", "1.0"))
+    monkeypatch.setenv("PATH", f"{venv}{os.pathsep}{os.environ['PATH']}")  # the pip vamc first, the emulated vamp
+    config = demo_config(tmp_path / "store", toolchain="vastai")  # no quant: the seed's int8-percentile
+    store = Store(tmp_path / "store")
+
+    def compiled_of(state: Any) -> Any:
+        return store.manifest(state.result()["artifacts"]["compiled"]["digest"])
+
     first, tasks = _run(config)
     assert first.is_completed(), first.message
+    result = first.result()
+    assert result["quant"] == "int8-percentile"
     # the vastai export (static batch), npz format, compile and runs are the toolchain's; the fp32
     # reference and DSP parity go through the embedded toolchain: nothing is shared, nothing Cached
     assert {state for _, state in tasks} == {"Completed"}
     assert tasks[("export-onnx", "Completed")] == 2 and tasks[("npz-shard", "Completed")] == 9
-    result = first.result()
-    assert result["verdict"]["checks"][0]["kind"] == "max_drop_vs_reference"  # int8's default gate, held
     assert result["artifacts"]["reference-compiled"]["name"] == f"{MODEL}/onnxruntime/fp32"
-    monkeypatch.setenv("VASTAI_EMULATOR_VERSION", "vastai-emulator 2.0")  # an upgraded vamc/vamp
-    second, tasks = _run(config)
-    changed = {name for (name, state) in tasks if state == "Completed"} - set(ALWAYS_RUN)
-    # only the toolchain's stages miss the cache (the new vamp is benchmarked, so that report is new)
-    assert changed == {"compile", "run-shard", "outputs", "benchmark", "report"}
-    assert tasks[("evaluate", "Cached")] == 1  # same outputs: the evaluation stands
-    assert tasks[("compile", "Completed")] == 1 and tasks[("run-shard", "Completed")] == 3  # not the reference's
-    # The emulator's output does not depend on its version: same bytes, so the same artifact (first producer's manifest).
-    assert second.result()["artifacts"]["compiled"]["digest"] == first.result()["artifacts"]["compiled"]["digest"]
+    compiled = compiled_of(first)
+    assert compiled.meta["layout"].endswith("-int8-percentile-3_224_224-vacc/shufflenet_v1_1x_16xb64_in1k")
+    assert compiled.producer.toolchain["vamc"].startswith("vamc-emulated 1.0 (RECORD sha256:")
+    assert compiled.producer.toolchain["vamc_source"] == "installed distribution (importlib.metadata)"
+    assert compiled.meta["percentile"] == "vamc v2 built-in (a v2 config has no key for it)"
+    npz_index = store.ref(
+        next(i.digest for i in store.manifest(result["artifacts"]["outputs"]["digest"]).inputs if i.role == "npz")
+    )
+    shapes = set()
+    for shard in json.loads(store.path(npz_index, "index.json").read_text())["shards"]:
+        for f in store.directory(store.ref(shard["digest"])).rglob("*.npz"):
+            with np.load(f) as data:
+                shapes.add(data["input_0"].shape)
+    assert len(shapes) > 3  # full resolution: the demo's landscape, portrait, square, small and wide images
+    bench = store.ref(result["artifacts"]["benchmark"]["digest"])
+    command = store.path(bench, "vamp-b1.log").read_text().splitlines()[0].split()
+    assert "-s" not in command and "-d" not in command
+    report = store.path(store.ref(result["artifacts"]["report"]["digest"]), "report.md").read_text()
+    assert "Pre-resizing on the host to 256x256 (OpenCV bilinear) would leave the DSP's crop unchanged" in report
+
+    for version, layout, found in (
+        ("2.0", "seed", "-int8-percentile-3_256_256-vacc/shufflenet_v1_1x_16xb64_in1k"),
+        ("3.0", "2024", "-int8-percentile-1_1_256_256-vacc/mod"),
+    ):
+        pip_tool.install(venv, pip_tool.build_wheel(tmp_path / "wheels", version))  # an upgraded vamc
+        monkeypatch.setenv("VASTAI_EMULATOR_LAYOUT", layout)  # that writes another layout
+        state, tasks = _run(config)
+        assert state.is_completed(), state.message
+        changed = {name for (name, st) in tasks if st == "Completed"} - set(ALWAYS_RUN)
+        # only the toolchain's stages miss the cache (the new vamc's model is benchmarked, so the report is new)
+        assert changed == {"compile", "run-shard", "outputs", "benchmark", "report"}, changed
+        assert tasks[("compile", "Completed")] == 1 and tasks[("run-shard", "Completed")] == 3  # not the reference's
+        assert tasks[("evaluate", "Cached")] == 1  # the same outputs: the evaluation stands
+        compiled = compiled_of(state)
+        assert compiled.meta["layout"].endswith(found) and compiled.producer.toolchain["vamc"].startswith(
+            f"vamc-emulated {version}"
+        )
+    monkeypatch.delenv("VASTAI_EMULATOR_LAYOUT")
+    v3, tasks = _run(config.model_copy(update={"toolchain_options": ToolchainOptions(vamc_generation="v3")}))
+    assert v3.is_completed(), v3.message
+    assert tasks[("compile", "Completed")] == 1 and tasks[("compile", "Cached")] == 1  # the fp32 reference kept
+    assert compiled_of(v3).meta["layout"] == "deploy_weights/shufflenet_v1_1x_16xb64_in1k_int8_percentile/mod"
+    assert compiled_of(v3).meta["percentile"] == 99.999
 
 
 def test_a_failing_compiler_fails_the_run_and_the_fixed_rerun_resumes(

@@ -300,7 +300,9 @@ def eval_corrupt_file(request: pytest.FixtureRequest) -> None:
     out, datalist, labels = _vamp_folder(tmp, 4)
     bad = out / "output_000002.npz"
     bad.write_bytes(bad.read_bytes()[:100])
-    code, _, err = cli("eval", "--outputs", str(out), "--datalist", str(datalist), "--labels", str(labels))
+    code, _, err = cli(
+        "eval", "--outputs", str(out), "--datalist", str(datalist), "--labels", str(labels), "--semantics", "logits"
+    )
     assert code == 2 and "output_000002.npz is not a readable .npz file" in err and "nothing was scored" in err
     no_traceback(err)
     with pytest.raises(zipfile.BadZipFile):
@@ -319,7 +321,9 @@ def eval_missing_file(request: pytest.FixtureRequest) -> None:
     out, datalist, labels = _vamp_folder(tmp, 5)
     (out / "output_000001.npz").unlink()
     datalist.write_text("".join(datalist.read_text().splitlines(keepends=True)[:4]))
-    code, _, err = cli("eval", "--outputs", str(out), "--datalist", str(datalist), "--labels", str(labels))
+    code, _, err = cli(
+        "eval", "--outputs", str(out), "--datalist", str(datalist), "--labels", str(labels), "--semantics", "logits"
+    )
     assert code == 2 and "1 missing" in err and "stale or extra" in err
 
 

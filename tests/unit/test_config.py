@@ -106,7 +106,17 @@ def test_real_runs_need_data_and_npz_options_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"npz\.format: unknown option"):  # a run's format is the toolchain's
         build(RunConfig, demo=True, npz={"format": "vastai"})
     with pytest.raises(ConfigError, match="the vastai toolchain compiles fp16 and int8 only"):
-        build(RunConfig, demo=True, toolchain="vastai")
+        build(RunConfig, demo=True, toolchain="vastai", quant="fp32")
+    # no quant given: the seed's preset on the card, fp32 on the embedded toolchain
+    assert build(RunConfig, demo=True, toolchain="vastai").quant.preset == "int8-percentile"
+    assert build(RunConfig, demo=True, toolchain="vastai", quant=None).quant.preset == "int8-percentile"
+    assert build(RunConfig, demo=True).quant.preset == "fp32"
+    options = build(
+        RunConfig, demo=True, toolchain_options={"pre_resize": "256x256", "vamp_args": ["-s", "[3,224,224]"]}
+    )
+    assert options.toolchain_options.pre_resize == (256, 256) and options.toolchain_options.device is None
+    with pytest.raises(ConfigError, match="vamp_args may not set --datalist, -m: zooflow sets them"):
+        build(RunConfig, demo=True, toolchain_options={"vamp_args": ["-m", "x", "--datalist", "y"]})
     with pytest.raises(ConfigError, match=r"benchmark\.batch_sizes: give one or more positive integers"):
         build(RunConfig, demo=True, benchmark={"batch_sizes": "0,8"})
     assert NpzOptions(format="vastai", pre_resize="256x224").pre_resize == (256, 224)

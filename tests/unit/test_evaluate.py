@@ -76,6 +76,9 @@ def test_cli_eval_on_a_vamp_folder_and_a_stale_file_is_an_error(tmp_path: Path) 
     names, labels, rows, top1, top5 = known_answers()
     out, datalist, label_file = _vamp_folder(tmp_path, rows, names, labels)
     args = ["eval", "--outputs", str(out), "--datalist", str(datalist), "--labels", str(label_file)]
+    no_semantics = CliRunner().invoke(app, args)
+    assert no_semantics.exit_code == 2 and "a folder of output files needs --semantics" in no_semantics.stderr
+    args += ["--semantics", "logits"]
     (out / "output_000008.npz").write_bytes((out / "output_000000.npz").read_bytes())  # left from an older run
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 2
@@ -93,7 +96,7 @@ def test_cli_eval_on_a_vamp_folder_and_a_stale_file_is_an_error(tmp_path: Path) 
     # the machine crane (517) predicted as the bird crane (134): same name, counted wrong by id
     assert lines[5].startswith("/data/npz/n0000/ILSVRC2012_val_00000002.npz: Relay top-0 id: 134, prob: 0.")
     p517 = math.exp(8) / (math.exp(9) + math.exp(8) + (C - 2))  # a real softmax probability, not the logit
-    assert lines[5].endswith("class name: crane") and lines[6].endswith(f"id: 517, prob: {p517:.6f}, class name: crane")
+    assert lines[5].endswith("class name: crane") and lines[6].endswith(f"id: 517, prob: {p517:.8f}, class name: crane")
     # written fresh: a second run replaces the file instead of appending to it
     assert CliRunner().invoke(app, [*args, "--text", str(tmp_path / "result.txt")]).exit_code == 0
     assert len((tmp_path / "result.txt").read_text().splitlines()) == 40

@@ -50,6 +50,63 @@ def test_model_format_reads_back_bit_identical_to_torchvision(demo_small: Path, 
     )
 
 
+def _image2npz_array(path: Path) -> np.ndarray:
+    """The zoo's image2npz, step for step (an independent implementation): cv2.imread, BGR->RGB, HWC->CHW."""
+    import cv2
+
+    return np.array(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)).transpose(2, 0, 1)
+
+
+def _image2npz_bytes(path: Path) -> bytes:
+    """What image2npz's ``np.savez(path, input_0=...)`` stores for the image: the .npy member's bytes."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    np.savez(buffer, input_0=_image2npz_array(path))
+    with zipfile.ZipFile(buffer) as zf:
+        return zf.read("input_0.npy")
+
+
+def test_vastai_npz_is_bit_identical_to_image2npz_on_real_photographs(tmp_path: Path) -> None:
+    """Colour photos, a greyscale one and one whose EXIF says "rotate 90" (cv2.imread applies it)."""
+    import zipfile
+
+    from tests.support.images import photo
+
+    val = tmp_path / "val"
+    files = {}
+    for i, name in enumerate(("astronaut", "chelsea", "coffee", "camera", "rocket")):
+        folder = val / f"n0000000{i}"
+        folder.mkdir(parents=True)
+        image = photo(name)
+        if name == "camera":
+            image = image.convert("L")  # a greyscale JPEG, as some ImageNet files are
+        exif = Image.Exif()
+        if name == "rocket":
+            exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+        files[name] = folder / f"{name}.JPEG"
+        image.save(files[name], quality=90, exif=exif.tobytes())
+    assert Image.open(files["camera"]).mode == "L"
+    data = _dataset(val)
+    store = Store(tmp_path / "s")
+    ref = npz.build_npz(data, store, npz.NpzParams.for_format("vastai", None, None), shard_size=2, show_progress=False)
+    found = {}
+    for _, name, _, shard, file in npz.records(store, ref):
+        assert file == f"{Path(name).parent}/{Path(name).stem}.npz"  # <synset>/<stem>.npz, as image2npz
+        with zipfile.ZipFile(store.directory(shard) / file) as zf:
+            assert zf.namelist() == ["input_0.npy"]
+            assert zf.getinfo("input_0.npy").compress_type == zipfile.ZIP_STORED  # uncompressed, as np.savez
+            found[Path(name).stem] = zf.read("input_0.npy")
+    for name, path in files.items():
+        assert found[name] == _image2npz_bytes(path), name  # header, dtype, shape, order and every byte
+    import io
+
+    height, width = np.asarray(photo("rocket")).shape[:2]
+    assert np.load(io.BytesIO(found["rocket"])).shape == (3, width, height)  # turned upright, as cv2.imread does
+    assert np.load(io.BytesIO(found["camera"])).shape[0] == 3  # greyscale read as three equal channels
+
+
 def test_vastai_format_is_full_size_rgb_chw_mirroring_synset_folders(tmp_path: Path) -> None:
     write_demo_dataset(tmp_path / "d", classes=3, per_class=2, layout="synset", seed=4)
     data = _dataset(tmp_path / "d" / "val")
@@ -64,7 +121,7 @@ def test_vastai_format_is_full_size_rgb_chw_mirroring_synset_folders(tmp_path: P
     assert all(Path(line).is_absolute() and line.startswith(str(out)) for line in lines)
     assert [str(Path(line).relative_to(out)) for line in lines] == [npz.npz_name(r.name) for r in data.records]
     for (name, label, array), record in zip(npz.read(datalist), data.records, strict=True):
-        expected = np.asarray(Image.open(data.root / record.name).convert("RGB")).transpose(2, 0, 1)
+        expected = _image2npz_array(data.root / record.name)
         assert (name, label) == (record.name, record.label)
         assert array.dtype == np.uint8 and np.array_equal(array, expected)
 
@@ -77,7 +134,7 @@ def test_vastai_pre_resize_to_the_dsp_input(demo_small: Path, tmp_path: Path) ->
     ref = npz.build_npz(data, store, npz.NpzParams.for_format("vastai", None, (256, 256)), show_progress=False)
     datalist = npz.write_datalist(store, ref, tmp_path / "dl.txt")
     for (_, _, array), record in zip(npz.read(datalist), data.records, strict=True):
-        rgb = np.asarray(Image.open(data.root / record.name).convert("RGB"))
+        rgb = _image2npz_array(data.root / record.name).transpose(1, 2, 0)
         assert array.shape == (3, 256, 256)
         assert np.array_equal(array, cv2.resize(rgb, (256, 256), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1))
 

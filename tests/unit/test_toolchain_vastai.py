@@ -13,7 +13,8 @@ from tests.conftest import MODEL
 from zooflow import npz, toolchains
 from zooflow.config import BenchmarkSpec, QuantSpec, ToolchainOptions
 from zooflow.toolchains import ToolError, outputs
-from zooflow.toolchains.vastai import V2_PROPERTIES, pair_outputs, parse_vamp, vdsp_params
+from zooflow.toolchains.vastai import find_compiled, pair_outputs, parse_vamp, tool_fingerprint
+from zooflow.toolchains.vastai_schema import V2_PROPERTIES, vdsp_params
 
 PRE = {"resize": [256, -1], "crop": [224, 224], "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 
@@ -54,7 +55,7 @@ def test_parse_vamp_reads_the_documented_block_field_by_field() -> None:
 
 
 def test_vdsp_params_v2_uses_float16_bit_patterns_in_fixed_order() -> None:
-    doc = vdsp_params("v2", PRE, (256, 256))
+    doc = vdsp_params("v2", PRE)
     assert doc["vdsp_op_type"] == "RGB_RESIZE_CVTCOLOR_CROP_NORMALIZATION_TENSORIZATION_U8"
     assert [p["Property"] for p in doc["config"]] == list(V2_PROPERTIES) and len(V2_PROPERTIES) == 17
     values = {p["Property"]: p["Value"] for p in doc["config"]}
@@ -64,7 +65,7 @@ def test_vdsp_params_v2_uses_float16_bit_patterns_in_fixed_order() -> None:
 
 
 def test_vdsp_params_v3_crop_offsets_and_rounded_floats() -> None:
-    cfg = vdsp_params("v3", PRE, (256, 256))["OpConfig"]
+    cfg = vdsp_params("v3", PRE)["OpConfig"]
     assert (cfg["ResizeWidth"], cfg["OimageWidth"], cfg["CropX"], cfg["CropY"]) == (256, 224, 16, 16)
     assert cfg["Mean"][0] == 123.6875 and cfg["NormaType"] == "MINUSMEAN_DIVSTD"
 
@@ -88,10 +89,10 @@ def test_pairing_rejects_missing_extra_and_stray_files(tmp_path: Path) -> None:
 
 @pytest.fixture
 def vastai_npz(toolchain_store):  # type: ignore[no-untyped-def]
-    """The same images in the vastai format (pre-resized to the DSP's 256x256)."""
+    """The same images in the vastai format: image2npz's full-resolution RGB, sizes differ."""
     store, dataset = toolchain_store["store"], toolchain_store["dataset"]
     params = toolchains.get("vastai").input_params(toolchain_store["onnx"].meta["preprocess"])
-    assert params.format == "vastai" and params.pre_resize == (256, 256)
+    assert params.format == "vastai" and params.pre_resize is None
     return npz.build_npz(dataset.limited(20), store, params, shard_size=8, show_progress=False)
 
 
@@ -116,7 +117,14 @@ def test_compile_run_benchmark_end_to_end(emulators, toolchain_store, vastai_npz
         assert compiled.meta["prefix"] == "mod" and config["backend"]["dtype"] == preset.split("-")[0]
     assert {f"{compiled.meta['prefix']}{s}" for s in (".so", ".json", ".params")} <= set(compiled.files)
 
-    shard_outputs = [tc.run_shard(compiled, s, store) for s in _shards(store, vastai_npz)]
+    shards = _shards(store, vastai_npz)
+    sizes = set()
+    for shard in shards:
+        for f in store.directory(shard).rglob("*.npz"):
+            with np.load(f) as data:
+                sizes.add(data["input_0"].shape)
+    assert len(sizes) > 3 and all(s[0] == 3 for s in sizes)  # full resolution, as image2npz writes it
+    shard_outputs = [tc.run_shard(compiled, s, store) for s in shards]
     done = outputs.assemble(store, shard_outputs, compiled=compiled, npz=vastai_npz, toolchain=tc.fingerprint())
     index, names, rows = outputs.read(store, done)
     assert list(index) == list(range(20)) and names == [r.name for r in toolchain_store["dataset"].records[:20]]
@@ -137,8 +145,9 @@ def _intact(store) -> None:  # type: ignore[no-untyped-def]
     ("fault", "needle"),
     [
         ("exit", "vamc exited with status 3; last output:"),
-        ("missing", "the compiled model is incomplete: shufflenet_v1_1x_16xb64_in1k.params (missing)"),
-        ("empty", "shufflenet_v1_1x_16xb64_in1k.so (empty)"),
+        ("missing", "-3_224_224-vacc/shufflenet_v1_1x_16xb64_in1k: so, json; missing params"),
+        ("empty", "shufflenet_v1_1x_16xb64_in1k: so (empty), json, params"),
+        ("twice", "holds 2 complete compiled models, so which one is this compile's is ambiguous"),
     ],
 )
 def test_vamc_failures_are_typed_errors_with_the_log_kept(
@@ -161,7 +170,12 @@ def test_vamc_timeout_kills_the_tool(emulators, toolchain_store, monkeypatch) ->
     monkeypatch.setenv("VASTAI_EMULATOR_FAULT", "hang")
     tc = toolchains.get("vastai", ToolchainOptions(vamc_timeout=3))
     with pytest.raises(ToolError, match="vamc did not finish within 3 s and was stopped"):
-        tc.compile(toolchain_store["onnx"], None, QuantSpec.from_preset("fp16"), toolchain_store["store"])
+        tc.compile(
+            toolchain_store["onnx"],
+            toolchain_store["calibration"],
+            QuantSpec.from_preset("fp16"),
+            toolchain_store["store"],
+        )
 
 
 @pytest.mark.parametrize(
@@ -175,7 +189,9 @@ def test_vamc_timeout_kills_the_tool(emulators, toolchain_store, monkeypatch) ->
 )
 def test_vamp_run_failures(emulators, toolchain_store, vastai_npz, monkeypatch, fault, needle) -> None:  # type: ignore[no-untyped-def]
     store = toolchain_store["store"]
-    compiled = toolchains.get("vastai").compile(toolchain_store["onnx"], None, QuantSpec.from_preset("fp16"), store)
+    compiled = toolchains.get("vastai").compile(
+        toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset("fp16"), store
+    )
     monkeypatch.setenv("VASTAI_EMULATOR_FAULT", fault)
     with pytest.raises(ToolError) as exc:
         toolchains.get("vastai", ToolchainOptions(vamp_timeout=3)).run_shard(
@@ -187,7 +203,9 @@ def test_vamp_run_failures(emulators, toolchain_store, vastai_npz, monkeypatch, 
 
 def test_garbled_vamp_output_is_an_error_not_a_zero(emulators, toolchain_store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     store = toolchain_store["store"]
-    compiled = toolchains.get("vastai").compile(toolchain_store["onnx"], None, QuantSpec.from_preset("fp16"), store)
+    compiled = toolchains.get("vastai").compile(
+        toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset("fp16"), store
+    )
     monkeypatch.setenv("VASTAI_EMULATOR_FAULT", "garbled")
     with pytest.raises(ToolError, match=r"vamp's output has no 'throughput \(qps\)' field"):
         toolchains.get("vastai").benchmark(compiled, BenchmarkSpec(batch_sizes=(2,)), store)
@@ -217,3 +235,110 @@ def test_the_emulator_rejects_the_zoos_misspelled_key(emulators, toolchain_store
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     done = subprocess.run(["vamc", "build", "bad.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and "unknown key(s) ['alibrate_mode']" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("generation", "layout", "found"),
+    [
+        ("v2", "2023", "shufflenet_v1_1x_16xb64_in1k-int8-max-3_224_224-vacc/shufflenet_v1_1x_16xb64_in1k"),
+        ("v2", "seed", "shufflenet_v1_1x_16xb64_in1k-int8-max-3_256_256-vacc/shufflenet_v1_1x_16xb64_in1k"),
+        ("v2", "2024", "shufflenet_v1_1x_16xb64_in1k-int8-max-1_1_256_256-vacc/mod"),
+        ("v3", "v3", "shufflenet_v1_1x_16xb64_in1k_int8_max/mod"),
+    ],
+)
+def test_the_compiled_model_is_found_in_every_known_layout(  # type: ignore[no-untyped-def]
+    emulators, toolchain_store, vastai_npz, monkeypatch, generation, layout, found
+) -> None:
+    store = toolchain_store["store"]
+    monkeypatch.setenv("VASTAI_EMULATOR_LAYOUT", layout)
+    tc = toolchains.get("vastai", ToolchainOptions(vamc_generation=generation))
+    compiled = tc.compile(
+        toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset("int8-max"), store
+    )
+    assert compiled.meta["layout"] == f"deploy_weights/{found}" and compiled.meta["prefix"] == found.rsplit("/", 1)[1]
+    shard = tc.run_shard(compiled, _shards(store, vastai_npz)[0], store)  # vamp is pointed at the stored prefix
+    assert shard.meta["vamp"]["batch"] == 22
+
+
+def test_find_compiled_lists_what_it_found_when_incomplete_or_ambiguous(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    for suffix in (".so", ".json"):
+        (tmp_path / "a" / f"mod{suffix}").write_text("x")
+    (tmp_path / "a" / "config.json").write_text("{}")  # a lone json is not a candidate
+    with pytest.raises(ToolError, match=r"found under .*: a/mod: so, json; missing params\n"):
+        find_compiled(tmp_path)
+    (tmp_path / "a" / "mod.params").write_text("")
+    with pytest.raises(ToolError, match=r"a/mod: so, json, params \(empty\)"):
+        find_compiled(tmp_path)
+    (tmp_path / "a" / "mod.params").write_text("w")
+    assert find_compiled(tmp_path) == tmp_path / "a" / "mod"
+    (tmp_path / "b").mkdir()
+    for suffix in (".so", ".json", ".params"):
+        (tmp_path / "b" / f"net{suffix}").write_text("x")
+    with pytest.raises(ToolError, match=r"2 complete compiled models.*ambiguous: a/mod; b/net"):
+        find_compiled(tmp_path)
+
+
+def _vamp_command(store, ref) -> str:  # type: ignore[no-untyped-def]
+    return store.path(ref, "vamp-b2.log").read_text().splitlines()[0]
+
+
+def test_vamp_gets_no_shape_or_device_unless_asked(emulators, toolchain_store) -> None:  # type: ignore[no-untyped-def]
+    store = toolchain_store["store"]
+    calib, onnx = toolchain_store["calibration"], toolchain_store["onnx"]
+    compiled = toolchains.get("vastai").compile(onnx, calib, QuantSpec.from_preset("fp16"), store)
+    plain = toolchains.get("vastai").benchmark(compiled, BenchmarkSpec(batch_sizes=(2,)), store)
+    words = _vamp_command(store, plain).split()
+    assert "-s" not in words and "-d" not in words  # as the seed runs it
+    assert words[words.index("-i") + 1 : words.index("-i") + 6] == ["8", "-p", "1", "-b", "2"]
+    asked = ToolchainOptions(vamp_args=("-s", "[3,224,224]"), device=1)  # the zoo's speed-run flags
+    ref = toolchains.get("vastai", asked).benchmark(compiled, BenchmarkSpec(batch_sizes=(2,)), store)
+    assert _vamp_command(store, ref).endswith("-b 2 -d 1 -s [3,224,224]")
+    wrong = ToolchainOptions(vamp_args=("-s", "[3,256,256]"))  # what zooflow used to pass
+    with pytest.raises(ToolError, match=r"-s \[3,256,256\]: expected the model's input shape \[3, 224, 224\]"):
+        toolchains.get("vastai", wrong).benchmark(compiled, BenchmarkSpec(batch_sizes=(2,)), store)
+    with pytest.raises(ValueError, match="vamp_args may not set -b"):
+        ToolchainOptions(vamp_args=("-b", "4"))
+
+
+def test_the_emulated_dsp_on_full_size_images_is_zooflows_device_dsp(emulators, toolchain_store, vastai_npz) -> None:  # type: ignore[no-untyped-def]
+    """vamp's outputs from full-size npz equal the model on `Transform.device_dsp` crops of the same files."""
+    from zooflow.preprocess import Transform
+    from zooflow.toolchains.onnxruntime import session
+
+    store, onnx = toolchain_store["store"], toolchain_store["onnx"]
+    compiled = toolchains.get("vastai").compile(
+        onnx, toolchain_store["calibration"], QuantSpec.from_preset("fp16"), store
+    )
+    shard = _shards(store, vastai_npz)[0]
+    ref = toolchains.get("vastai").run_shard(compiled, shard, store)
+    got = outputs.load_npz(store.path(ref, "outputs.npz"), ("output_0",))["output_0"].astype(np.float32)
+    dsp = Transform.device_dsp(onnx.meta["preprocess"])
+    views = []
+    for _, name, _, _ in outputs.shard_records(store, shard):
+        rgb, _ = npz.decode_like_cv2((Path(toolchain_store["dataset"].root) / name).read_bytes())
+        views.append(dsp.normalize(dsp.crop_uint8(rgb)))
+    sess = session(store.path(onnx))
+    want = np.asarray(sess.run(None, {sess.get_inputs()[0].name: np.stack(views)})[0])
+    np.testing.assert_allclose(got, want.astype(np.float16).astype(np.float32), rtol=0, atol=1e-2)
+
+
+def test_a_pip_installed_vamc_is_identified_by_its_distribution(emulators, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Its wrapper script is the same for every version and it has no --version: the RECORD tells them apart."""
+    from tests.support import pip_tool
+
+    if pip_tool.uv() is None:
+        pytest.skip("uv is not installed here (CI installs it): cannot pip-install the packaged emulator")
+    venv = pip_tool.make_venv(tmp_path / "venv")
+    script = pip_tool.install(venv, pip_tool.build_wheel(tmp_path / "wheels", "1.0"))
+    monkeypatch.setenv("PATH", f"{venv}:{emulators}:/usr/bin:/bin")
+    first = tool_fingerprint("vamc")
+    wrapper = script.read_bytes()
+    pip_tool.install(venv, pip_tool.build_wheel(tmp_path / "wheels", "2.0"))
+    second = tool_fingerprint("vamc")
+    assert script.read_bytes() == wrapper  # hashing the executable would have missed the upgrade
+    assert first[0].startswith("vamc-emulated 1.0 (RECORD sha256:") and second[0].startswith("vamc-emulated 2.0")
+    assert first[1] == second[1] == "installed distribution (importlib.metadata)"
+    assert tool_fingerprint("vamp") == ("vastai-emulator 1.0", "--version")
+    fp = toolchains.get("vastai").fingerprint()
+    assert fp["vamc_source"] == "installed distribution (importlib.metadata)" and fp["vamp_source"] == "--version"

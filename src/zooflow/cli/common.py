@@ -107,6 +107,35 @@ QuantOpt = Annotated[
         help="fp32 | fp16 | int8-max | int8-percentile | int8-kl_divergence | int8-mse", rich_help_panel="toolchain"
     ),
 ]
+RunQuantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quant",
+        help="fp32 | fp16 | int8-max | int8-percentile | int8-kl_divergence | int8-mse "
+        "[default: fp32; with --toolchain vastai the seed's int8-percentile]",
+        rich_help_panel="toolchain",
+        show_default=False,
+    ),
+]
+VampArgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--vamp-arg",
+        help="vastai: an extra vamp argument (repeatable), e.g. --vamp-arg=-s --vamp-arg=[3,224,224]",
+        rich_help_panel="toolchain",
+    ),
+]
+DeviceOpt = Annotated[
+    int | None, typer.Option("--device", help="vastai: vamp -d [default: not passed]", rich_help_panel="toolchain")
+]
+PreResizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pre-resize",
+        help="vastai: resize images on the host to HEIGHTxWIDTH before vamp [default: full resolution, as image2npz]",
+        rich_help_panel="toolchain",
+    ),
+]
 PerTensorOpt = Annotated[
     bool, typer.Option(help="int8: per-tensor instead of per-channel weight scales", rich_help_panel="toolchain")
 ]
@@ -149,14 +178,28 @@ def failing(as_json: bool = False, doing: str = "zooflow") -> Iterator[None]:
         fail(durable.disk_full_error(exc, exc.filename or ".", doing), as_json)
 
 
-def quant_value(preset: str, per_tensor: bool) -> Any:
-    """A preset name, or the preset's spec with per-tensor weights."""
+def quant_value(preset: str | None, per_tensor: bool, toolchain: str = "onnxruntime") -> Any:
+    """A preset name, or the preset's spec with per-tensor weights; None: the toolchain's default."""
+    if preset is None:
+        if not per_tensor:
+            return None
+        from zooflow.config import VASTAI_DEFAULT_PRESET
+
+        preset = VASTAI_DEFAULT_PRESET if toolchain == "vastai" else "fp32"
     if not per_tensor:
         return preset
     try:
         return QuantSpec.from_preset(preset, per_channel=False).model_dump()
     except ConfigError:
         return preset  # let validation report the bad preset with the field name
+
+
+def vastai_values(vamp_arg: list[str] | None, device: int | None, pre_resize: str | None) -> dict[str, Any]:
+    """The vastai `ToolchainOptions` fields from their options (absent ones left to the defaults)."""
+    values: dict[str, Any] = {"vamp_args": tuple(vamp_arg or ()), "device": device}
+    if pre_resize is not None:
+        values["pre_resize"] = pre_resize
+    return values
 
 
 def data_values(

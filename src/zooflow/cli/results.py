@@ -30,8 +30,12 @@ def eval_command(
     labels: Annotated[Path | None, typer.Option(help="val_label.txt: `FILE CLASS_ID` per line")] = None,
     names: Annotated[Path | None, typer.Option(help="class names, line = class id (imagenet.txt)")] = None,
     semantics: Annotated[
-        str, typer.Option(help="folder outputs: logits | probs (prob in --text is a softmax of logits)")
-    ] = "logits",
+        str | None,
+        typer.Option(
+            help="logits | probs: required for a folder of output files; an outputs artifact records its own "
+            "(zooflow's ONNX ends in softmax unless exported with --logits)"
+        ),
+    ] = None,
     text: Annotated[
         Path | None, typer.Option(help="also write the zoo's text format (5 lines per image) to this file")
     ] = None,
@@ -42,10 +46,17 @@ def eval_command(
     from zooflow import evaluate as ev
 
     with failing(as_json, "eval"):
-        if semantics not in ("logits", "probs"):
+        if semantics not in (None, "logits", "probs"):
             raise ConfigError(f"--semantics {semantics!r} is not logits or probs", "pass --semantics logits|probs")
         folder = Path(outputs).expanduser()
         if folder.is_dir():
+            if semantics is None:
+                raise ConfigError(
+                    "a folder of output files needs --semantics: nothing in it says whether output_0 holds logits "
+                    "or softmax probabilities",
+                    "pass --semantics probs for zooflow's default ONNX (it ends in softmax, as the seed's), "
+                    "--semantics logits for one exported with --logits",
+                )
             if datalist is None:
                 raise ConfigError(
                     "a folder of output files needs --datalist", "pass the datalist vamp ran (line i -> output_i)"
@@ -62,7 +73,13 @@ def eval_command(
                     "`zooflow artifacts list outputs` shows them; or pass a folder of vamp output files",
                 )
             truth, rows, semantics_found = ev.scored_outputs(st, ref)  # verified before it is read
-            semantics = "probs" if ev.is_probs(semantics_found) else "logits"
+            recorded = "probs" if ev.is_probs(semantics_found) else "logits"
+            if semantics is not None and semantics != recorded:
+                raise ConfigError(
+                    f"--semantics {semantics} contradicts the outputs artifact, which records {semantics_found!r}",
+                    "leave --semantics out for an outputs artifact: its own record is used",
+                )
+            semantics = recorded
             if datalist is not None:  # the user's list must be the one these outputs were made from
                 given = ev.truth_from_datalist(datalist.expanduser(), labels)
                 ev.pair(np.arange(len(given.names)), given.names, rows, truth)

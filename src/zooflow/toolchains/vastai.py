@@ -1,9 +1,10 @@
 """The Vastai toolchain: ``vamc`` compiles, ``vamp`` runs and profiles, on a host with the card.
 
-Contract: ``docs`` of the project (shared/docs/vastai-toolchain.md). Configs are written from the
-typed models below, never by hand: the public zoo ships misspelled keys (``alibrate_mode``)
-that vamc silently ignores, and a schema makes that impossible here. Where the public material
-does not say a value (marked "inferred"), the choice is documented next to it.
+Contract: ``docs`` of the project (shared/docs/vastai-toolchain.md). Configs and vdsp_params are
+written from the typed schema in `zooflow.toolchains.vastai_schema`, never by hand. vamp is fed
+what the zoo's image2npz writes (full-resolution RGB, the DSP resizes) and gets no ``-s``/``-d``
+unless the user asks. The compiled model is found after the compile as the three files that
+share a prefix, whatever layout the vamc release writes.
 
 Every tool run: an argument list (no shell), a timeout (the whole process group is killed),
 stdout+stderr kept. A non-zero exit, a timeout, a missing or empty output file, or output that
@@ -22,265 +23,25 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict
 
 from zooflow import provenance
 from zooflow.config import BenchmarkSpec, ExportOptions, QuantSpec, ToolchainOptions
 from zooflow.npz import NpzParams
 from zooflow.store import ArtifactRef, Store
-from zooflow.toolchains import Availability, ToolError, compiled_name, quant_label
+from zooflow.toolchains import Availability, ToolError, compiled_name
 from zooflow.toolchains import outputs as outputs_mod
+from zooflow.toolchains.vastai_schema import dump, percentile_used, vamc_config, vdsp_params
 
 COMPILE_STAGE = "compile"
-COMPILE_VERSION = "1"
+COMPILE_VERSION = "2"  # 2: published vdsp enums/DTypes, v2 fp16 keeps its dataset block, found by prefix
 BENCH_STAGE = "benchmark"
-BENCH_VERSION = "1"
+BENCH_VERSION = "2"  # 2: no -s/-d unless asked
+COMPILED_SUFFIXES = (".so", ".json", ".params")  # library, graph, weights
 _OUTPUT_RE = re.compile(r"^output_(\d{6})\.npz$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-# ------------------------------------------------------------------ vamc v2 (`vamc build`)
-class V2Model(_Strict):
-    name: str
-    inputs: dict[str, list[int]]
-    checkpoint: str
-
-
-class V2Engine(_Strict):
-    type: Literal["vacc", "debug"] = "vacc"
-    common: dict[Literal["do_quantization"], bool]
-    add_extra_ops_to_graph: dict[Literal["type"], Literal["softmax"] | None] = {"type": None}
-    calibration: dict[Literal["quant_mode", "per_channel"], Any] | None = None  # int8 only (inferred for fp16)
-
-
-class Sampler(_Strict):
-    suffix: str
-    get_data_num: int
-
-
-class V2Dataset(_Strict):
-    path: str
-    sampler: Sampler
-    transform_ops: list[dict[str, Any]]
-
-
-class V2Workspace(_Strict):
-    work_dir: str
-    enable_ir: bool = False
-    save_log: bool = True
-
-
-class V2Config(_Strict):
-    model: V2Model
-    engine: V2Engine
-    dataset: V2Dataset | None = None  # int8 only (inferred for fp16, as v3 omits it)
-    workspace: V2Workspace
-
-
-# ---------------------------------------------------------------- vamc v3 (`vamc compile`)
-class V3Frontend(_Strict):
-    type: Literal["onnx"] = "onnx"
-    checkpoint: str
-    dtype: Literal["fp32"] = "fp32"
-    shape: dict[str, list[int]]
-
-
-class V3Quantize(_Strict):
-    calibrate_mode: Literal["max", "percentile", "kl_divergence", "mse"]
-    quantize_per_channel: bool
-    calibrate_range: float | None = None  # percentile mode: the kept fraction (inferred from the zoo's configs)
-
-
-class V3Backend(_Strict):
-    type: Literal["tvm_vacc"] = "tvm_vacc"
-    dtype: Literal["fp16", "int8"]
-    compile: dict[Literal["cluster_mode"], int] = {"cluster_mode": 0}
-    quantize: V3Quantize | None = None
-
-
-class V3Dataset(_Strict):
-    type: Literal["tvm"] = "tvm"
-    path: str
-    sampler: Sampler
-    process_ops: list[dict[str, Any]]
-
-
-class V3Config(_Strict):
-    name: str
-    frontend: V3Frontend
-    backend: V3Backend
-    graph: dict[str, Any] | None = None
-    dataset: V3Dataset | None = None
-    workspace: dict[Literal["path"], str]
-
-
-def transform_ops(preprocess: dict[str, Any]) -> list[dict[str, Any]]:
-    """The calibration preprocessing as vamc ops (0-255 normalisation, so ``div255: false``)."""
-    resize = preprocess["resize"][0] if preprocess.get("resize") else preprocess["crop"][0]
-    return [
-        {"type": "DecodeImage"},
-        {"type": "Resize", "size": [resize, resize]},
-        {"type": "CenterCrop", "crop_size": list(preprocess["crop"])},
-        {"type": "Normalize", "div255": False, "mean": list(preprocess["mean"]), "std": list(preprocess["std"])},
-        {"type": "ToTensor"},
-    ]
-
-
-def model_name(onnx: ArtifactRef) -> str:
-    """A file-name-safe model name for vamc (``shufflenet_v1_1x_16xb64_in1k``)."""
-    base = onnx.name.rsplit("/", 1)[0] if onnx.name else "model"
-    return re.sub(r"[^A-Za-z0-9]+", "_", base).strip("_")
-
-
-def vamc_config(
-    generation: Literal["v2", "v3"],
-    *,
-    name: str,
-    onnx_path: Path,
-    input_shape: list[int],
-    quant: QuantSpec,
-    preprocess: dict[str, Any],
-    calibration_dir: Path | None,
-    calibration_count: int,
-    suffix: str,
-    workspace: Path,
-) -> tuple[BaseModel, Path]:
-    """The compile config and where vamc will write the compiled model (the prefix, without suffix)."""
-    int8 = quant.dtype == "int8"
-    if int8 and calibration_dir is None:
-        raise ToolError("int8 compilation needs a calibration set", "run the calibration stage first")
-    ops = transform_ops(preprocess)
-    shape_tag = "_".join(str(d) for d in input_shape[1:])
-    if generation == "v2":
-        config: BaseModel = V2Config(
-            model=V2Model(name=name, inputs={"input": input_shape}, checkpoint=str(onnx_path)),
-            engine=V2Engine(
-                common={"do_quantization": int8},
-                calibration={"quant_mode": quant.calibrate, "per_channel": quant.per_channel} if int8 else None,
-            ),
-            dataset=V2Dataset(
-                path=str(calibration_dir),
-                sampler=Sampler(suffix=suffix, get_data_num=calibration_count),
-                transform_ops=ops,
-            )
-            if int8
-            else None,
-            workspace=V2Workspace(work_dir=str(workspace)),
-        )
-        folder = f"{name}-{'int8' if int8 else 'fp16'}-{quant.calibrate if int8 else 'none'}-{shape_tag}-vacc"
-        return config, workspace / folder / name
-    full = f"{name}_{quant_label(quant).replace('-', '_')}"
-    config = V3Config(
-        name=full,
-        frontend=V3Frontend(checkpoint=str(onnx_path), shape={"input": input_shape}),
-        backend=V3Backend(
-            dtype="int8" if int8 else "fp16",
-            quantize=V3Quantize(
-                calibrate_mode=quant.calibrate,
-                quantize_per_channel=quant.per_channel,
-                calibrate_range=quant.percentile / 100 if quant.calibrate == "percentile" else None,
-            )
-            if int8
-            else None,
-        ),
-        dataset=V3Dataset(
-            path=str(calibration_dir), sampler=Sampler(suffix=suffix, get_data_num=calibration_count), process_ops=ops
-        )
-        if int8
-        else None,
-        workspace={"path": str(workspace)},
-    )
-    return config, workspace / full / "mod"
-
-
-def fp16_bits(value: float) -> int:
-    """The IEEE float16 bit pattern of `value`, as vdsp_params v2 stores mean/std."""
-    return int(np.float16(value).view(np.uint16))
-
-
-V2_PROPERTIES = (
-    "iimage_format",
-    "iimage_width",
-    "iimage_height",
-    "iimage_width_pitch",
-    "iimage_height_pitch",
-    "short_edge_threshold",
-    "crop_size",
-    "meanr",
-    "meang",
-    "meanb",
-    "stdr",
-    "stdg",
-    "stdb",
-    "norma_type",
-    "resize_type",
-    "color_cvt_code",
-    "color_space",
-)
-
-
-def vdsp_params(generation: Literal["v2", "v3"], preprocess: dict[str, Any], image: tuple[int, int]) -> dict[str, Any]:
-    """The DSP preprocessing (resize, crop, normalise) for images of (height, width) = `image`."""
-    height, width = image
-    crop_h, crop_w = preprocess["crop"]
-    resize = preprocess["resize"][0] if preprocess.get("resize") else crop_h
-    mean, std = preprocess["mean"], preprocess["std"]
-    if generation == "v2":
-        values: dict[str, Any] = {
-            "iimage_format": "RGB_PLANAR",
-            "iimage_width": width,
-            "iimage_height": height,
-            "iimage_width_pitch": width,
-            "iimage_height_pitch": height,
-            "short_edge_threshold": resize,
-            "crop_size": crop_h,
-            "meanr": fp16_bits(mean[0]),
-            "meang": fp16_bits(mean[1]),
-            "meanb": fp16_bits(mean[2]),
-            "stdr": fp16_bits(std[0]),
-            "stdg": fp16_bits(std[1]),
-            "stdb": fp16_bits(std[2]),
-            "norma_type": "MINUSMEAN_DIVSTD",
-            "resize_type": "BILINEAR_CV",
-            "color_cvt_code": "NO_CHANGE",
-            "color_space": "RGB",  # inferred: the public files do not show this value
-        }
-        dtypes = dict.fromkeys(("meanr", "meang", "meanb", "stdr", "stdg", "stdb"), "UINT_16")  # inferred: fp16 bits
-        return {
-            "vdsp_op_type": "RGB_RESIZE_CVTCOLOR_CROP_NORMALIZATION_TENSORIZATION_U8",
-            "config": [
-                {"Property": p, "DType": dtypes.get(p, "UINT_32"), "ParamType": "ELEMENT", "Value": values[p]}
-                for p in V2_PROPERTIES
-            ],
-        }
-    return {
-        "OpType": "FUSION_OP_RGB_RESIZE_CVTCOLOR_CROP_NORM_TENSOR",
-        "OpConfig": {
-            "IimageFormat": "RGB_PLANAR",
-            "IimageWidth": width,
-            "IimageHeight": height,
-            "IimageWidthPitch": width,
-            "IimageHeightPitch": height,
-            "ResizeWidth": resize,
-            "ResizeHeight": resize,
-            "OimageWidth": crop_w,
-            "OimageHeight": crop_h,
-            "CropX": (resize - crop_w) // 2,
-            "CropY": (resize - crop_h) // 2,
-            "Mean": [float(np.float16(v)) for v in mean],
-            "Std": [float(np.float16(v)) for v in std],
-            "NormaType": "MINUSMEAN_DIVSTD",
-            "ColorCvtCode": "NO_CHANGE",
-            "ResizeType": "BILINEAR_CV",
-        },
-    }
 
 
 # ----------------------------------------------------------------------------- running tools
@@ -319,19 +80,105 @@ def run_tool(args: list[str], *, cwd: Path, timeout: float, log: Path) -> str:
     return text
 
 
-def _version(tool: str) -> str:
+_DISTRIBUTION_PROBE = """
+import hashlib, importlib.metadata as m, json, os, sys
+name, script = sys.argv[1], os.path.realpath(sys.argv[2])
+found = []
+for ep in m.entry_points(group="console_scripts"):
+    if ep.name == name and ep.dist is not None:
+        files = {os.path.realpath(str(ep.dist.locate_file(f))) for f in ep.dist.files or ()}
+        found.append((script in files, ep.dist))
+found.sort(key=lambda pair: not pair[0])
+if found:
+    d = found[0][1]
+    record = d.read_text("RECORD") or ""
+    print(json.dumps({"name": d.metadata["Name"], "version": d.version,
+                      "record_sha256": hashlib.sha256(record.encode()).hexdigest()[:16]}))
+"""
+
+
+def model_name(onnx: ArtifactRef) -> str:
+    """A file-name-safe model name for vamc (``shufflenet_v1_1x_16xb64_in1k``)."""
+    base = onnx.name.rsplit("/", 1)[0] if onnx.name else "model"
+    return re.sub(r"[^A-Za-z0-9]+", "_", base).strip("_")
+
+
+def _interpreter(path: Path) -> str | None:
+    """The Python interpreter of a console-script wrapper (its ``#!`` line), or None for a binary."""
+    with open(path, "rb") as fh:
+        first = fh.readline(512)
+    if not first.startswith(b"#!") or b"python" not in first:
+        return None
+    words = first[2:].decode(errors="replace").split()
+    return words[1] if words and Path(words[0]).name == "env" and len(words) > 1 else (words[0] if words else None)
+
+
+def tool_fingerprint(tool: str) -> tuple[str, str]:
+    """(identity, how it was found) of a tool on PATH: its ``--version`` where it answers; for a
+    pip-installed console script the distribution's version and RECORD (every installed file's
+    hash), since the wrapper script is the same across versions; else the executable's hash."""
     path = shutil.which(tool)
     if path is None:
-        return "missing"
+        return "missing", "not on PATH"
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
         first = (done.stdout or done.stderr).strip().splitlines()
         if done.returncode == 0 and first:
-            return first[0].strip()
+            return first[0].strip(), "--version"
     except (OSError, subprocess.SubprocessError):
         pass
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]  # no version flag: identify the binary
-    return f"sha256:{digest}"
+    python = _interpreter(Path(path))
+    if python:
+        try:
+            probe = subprocess.run(
+                [python, "-c", _DISTRIBUTION_PROBE, tool, path], capture_output=True, text=True, timeout=60
+            )
+            if probe.returncode == 0 and probe.stdout.strip():
+                info = json.loads(probe.stdout.strip().splitlines()[-1])
+                return (
+                    f"{info['name']} {info['version']} (RECORD sha256:{info['record_sha256']})",
+                    "installed distribution (importlib.metadata)",
+                )
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+            pass
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return f"sha256:{digest}", "executable hash (no --version, no Python distribution)"
+
+
+def find_compiled(root: Path) -> Path:
+    """The compiled model under `root`: the prefix of the one .so/.json/.params triple (none empty).
+
+    vamc releases write different layouts (``<name>-int8-max-3_224_224-vacc/<name>``,
+    ``...-1_1_256_256-vacc/mod``, ``<name>/mod``), so the model is found, not computed.
+    """
+    groups: dict[Path, dict[str, int]] = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.suffix in COMPILED_SUFFIXES:
+            groups.setdefault(f.with_suffix(""), {})[f.suffix] = f.stat().st_size
+    complete = [p for p, g in groups.items() if len(g) == 3 and all(g.values())]
+    if len(complete) == 1:
+        return complete[0]
+
+    def describe(prefix: Path, sizes: dict[str, int]) -> str:
+        parts = [f"{s[1:]}{'' if sizes[s] else ' (empty)'}" for s in COMPILED_SUFFIXES if s in sizes]
+        missing = [s[1:] for s in COMPILED_SUFFIXES if s not in sizes]
+        return f"{prefix.relative_to(root)}: {', '.join(parts)}" + (
+            f"; missing {', '.join(missing)}" if missing else ""
+        )
+
+    if complete:
+        raise ToolError(
+            f"vamc's work folder holds {len(complete)} complete compiled models, so which one is this compile's "
+            f"is ambiguous: {'; '.join(str(p.relative_to(root)) for p in complete)}",
+            "zooflow gives vamc an empty work folder per compile; check the config's workspace path",
+        )
+    candidates = {p: g for p, g in groups.items() if ".so" in g or ".params" in g}
+    found = "; ".join(describe(p, g) for p, g in candidates.items()) or "no .so or .params file at all"
+    raise ToolError(
+        f"vamc reported success but the compiled model is incomplete (it needs .so, .json and .params sharing a "
+        f"prefix, none empty); found under {root.name}: {found}",
+        "check vamc's log for warnings; the config it was given is kept with the attempt",
+    )
 
 
 _NUMBER = r"([-+]?\d+(?:\.\d+)?)"
@@ -409,17 +256,20 @@ class VastaiToolchain:
 
     def fingerprint(self) -> dict[str, str]:
         if self._fingerprint is None:
+            found = {tool: tool_fingerprint(tool) for tool in ("vamc", "vamp")}
             self._fingerprint = {
                 "toolchain": self.name,
-                "vamc": _version("vamc"),
-                "vamp": _version("vamp"),
+                "vamc": found["vamc"][0],
+                "vamc_source": found["vamc"][1],
+                "vamp": found["vamp"][0],
+                "vamp_source": found["vamp"][1],
                 "generation": self.options.vamc_generation,
             }
         return self._fingerprint
 
     def input_params(self, preprocess: dict[str, Any]) -> NpzParams:
-        resize = preprocess["resize"][0] if preprocess.get("resize") else preprocess["crop"][0]
-        return NpzParams.for_format("vastai", None, (resize, resize))  # vamp -s needs one fixed image size
+        """image2npz's format: full resolution (the DSP resizes), unless host pre-resizing was asked for."""
+        return NpzParams.for_format("vastai", None, self.options.pre_resize)
 
     def export_options(self, requested: ExportOptions) -> ExportOptions:
         if requested.dynamic_batch is None:  # the seed's static [1, 3, 224, 224]
@@ -443,35 +293,30 @@ class VastaiToolchain:
     def compile(
         self, onnx: ArtifactRef, calibration: ArtifactRef | None, quant: QuantSpec, store: Store
     ) -> ArtifactRef:
-        if quant.dtype == "fp32":
-            raise ToolError(
-                "vamc compiles fp16 and int8 only", "use --quant fp16 or an int8 preset with --toolchain vastai"
-            )
         generation = self.options.vamc_generation
         preprocess = onnx.meta["preprocess"]
+        reads_calibration = quant.dtype == "int8" or generation == "v2"  # v2 fp16 keeps the dataset block
         calib_doc = (
             json.loads(store.path(calibration, "calibration.json").read_text())
-            if calibration and quant.dtype == "int8"
+            if calibration and reads_calibration
             else None
         )
-        name = model_name(onnx)
         logical = compiled_name(onnx, self.name, quant)
+        config = vamc_config(
+            generation,
+            name=model_name(onnx),
+            onnx_path=store.path(onnx),
+            input_shape=[1, 3, *preprocess["crop"]],
+            quant=quant,
+            preprocess=preprocess,
+            calibration_dir=store.directory(calibration) / "images" if calib_doc and calibration else None,
+            calibration_count=calib_doc["count"] if calib_doc else 0,
+            suffix=(calib_doc["suffixes"][0] if calib_doc and calib_doc["suffixes"] else "JPEG"),
+            workspace=Path("deploy_weights"),  # relative to vamc's working folder: the config stays reproducible
+        )
         with store.staging("compile") as staged, tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            config, prefix = vamc_config(
-                generation,
-                name=name,
-                onnx_path=store.path(onnx),
-                input_shape=[1, 3, *preprocess["crop"]],
-                quant=quant,
-                preprocess=preprocess,
-                calibration_dir=store.directory(calibration) / "images" if calib_doc and calibration else None,
-                calibration_count=calib_doc["count"] if calib_doc else 0,
-                suffix=(calib_doc["suffixes"][0] if calib_doc and calib_doc["suffixes"] else "JPEG"),
-                workspace=Path("deploy_weights"),  # relative to vamc's working folder: the config stays reproducible
-            )
-            prefix = work / prefix
-            text = yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+            text = yaml.safe_dump(dump(config), sort_keys=False)
             (work / "vamc_config.yaml").write_text(text)
             (staged / "vamc_config.yaml").write_text(text)
             log = staged / "vamc.log"
@@ -483,29 +328,19 @@ class VastaiToolchain:
                     timeout=self.options.vamc_timeout,
                     log=log,
                 )
-                files = [prefix.with_suffix(s) for s in (".so", ".json", ".params")]
-                bad = [
-                    f"{f.name} (missing)" if not f.is_file() else f"{f.name} (empty)"
-                    for f in files
-                    if not f.is_file() or f.stat().st_size == 0
-                ]
-                if bad:
-                    raise ToolError(
-                        f"vamc reported success but the compiled model is incomplete: {', '.join(bad)} under {prefix.parent}; "
-                        f"last output:\n{_tail(log.read_text(errors='replace'))}",
-                        "check vamc's log for warnings; the config it was given is kept with the attempt",
-                        log=log.read_text(errors="replace"),
-                    )
+                try:
+                    prefix = find_compiled(work / "deploy_weights")
+                except ToolError as exc:
+                    text = log.read_text(errors="replace")
+                    raise ToolError(f"{exc.problem}; last output:\n{_tail(text)}", exc.fix, log=text) from None
             except ToolError as exc:
                 kept = self._keep_log(store, log, logical, COMPILE_STAGE)
                 raise ToolError(
                     exc.problem + f"\n(vamc's log is kept as artifact {kept})", exc.fix, log=exc.log
                 ) from None
-            for f in files:
-                shutil.copyfile(f, staged / f.name)
-            (staged / "vdsp_params.json").write_text(
-                json.dumps(vdsp_params(generation, preprocess, self._image(preprocess)), indent=1)
-            )
+            for suffix in COMPILED_SUFFIXES:
+                shutil.copyfile(prefix.with_suffix(suffix), staged / (prefix.name + suffix))
+            (staged / "vdsp_params.json").write_text(json.dumps(vdsp_params(generation, preprocess), indent=4))
             return store.commit(
                 staged,
                 kind="compiled",
@@ -518,22 +353,19 @@ class VastaiToolchain:
                     "toolchain": self.name,
                     "preset": quant.preset,
                     "prefix": prefix.name,
+                    "layout": str(prefix.relative_to(work)),
                     "generation": generation,
-                    "calibration_images": calib_doc["count"] if calib_doc else 0,
+                    "calibration_images": calib_doc["count"] if calib_doc and quant.dtype == "int8" else 0,
+                    "percentile": percentile_used(generation, quant),
                     "output": onnx.meta.get("output", {}),
                     "preprocess": preprocess,
                 },
                 toolchain=self.fingerprint(),
             )
 
-    def _image(self, preprocess: dict[str, Any]) -> tuple[int, int]:
-        size = self.input_params(preprocess).pre_resize
-        assert size is not None
-        return size
-
-    def _vamp(self, compiled: ArtifactRef, store: Store, work: Path, batch: int, extra: list[str]) -> list[str]:
+    def _vamp(self, compiled: ArtifactRef, store: Store, batch: int, extra: list[str]) -> list[str]:
+        """vamp's argument list: the seed's flags; ``-d`` and anything else only where the user asked."""
         folder = store.directory(compiled)
-        height, width = self._image(compiled.meta["preprocess"])
         return [
             shutil.which("vamp") or "vamp",
             "-m",
@@ -546,10 +378,8 @@ class VastaiToolchain:
             str(self.options.vamp_processes),
             "-b",
             str(batch),
-            "-s",
-            f"[3,{height},{width}]",
-            "-d",
-            str(self.options.device),
+            *(["-d", str(self.options.device)] if self.options.device is not None else []),
+            *self.options.vamp_args,
             *extra,
         ]
 
@@ -563,7 +393,7 @@ class VastaiToolchain:
             datalist.write_text("".join(f"{shard_dir / file}\n" for _, _, _, file in records))
             log = work / "vamp.log"
             args = self._vamp(
-                compiled, store, work, self.options.vamp_batch, ["--datalist", str(datalist), "--path_output", str(out)]
+                compiled, store, self.options.vamp_batch, ["--datalist", str(datalist), "--path_output", str(out)]
             )
             try:
                 run_tool(args, cwd=work, timeout=self.options.vamp_timeout, log=log)
@@ -606,7 +436,7 @@ class VastaiToolchain:
                 log = work / f"vamp-b{batch}.log"
                 try:
                     text = run_tool(
-                        self._vamp(compiled, store, work, batch, []),
+                        self._vamp(compiled, store, batch, []),
                         cwd=work,
                         timeout=self.options.vamp_timeout,
                         log=log,

@@ -1,0 +1,342 @@
+"""What zooflow writes for Vastai's tools: ``vamc`` configs (v2 and v3) and ``vdsp_params`` (v2 and v3).
+
+Every value set here is the vendor's published one (shared/docs/vastai-toolchain.md, checked
+against the public model zoo's files): enum strings and DTypes are typed `Literal`s, so a value
+the real tools would not know cannot be written. The public zoo ships misspelled keys
+(``alibrate_mode``) that vamc silently ignores; writing from these models makes that impossible.
+Where the public material does not say a value, the choice is marked "inferred".
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from zooflow.config import QuantSpec
+from zooflow.toolchains import ToolError, quant_label
+
+Generation = Literal["v2", "v3"]
+DEFAULT_PERCENTILE = QuantSpec.model_fields["percentile"].default
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------ vamc v2 (`vamc build`)
+class V2Model(_Strict):
+    name: str
+    inputs: dict[str, list[int]]
+    checkpoint: str
+
+
+class V2Calibration(_Strict):
+    quant_mode: Literal["max", "percentile", "kl_divergence", "mse"]
+    per_channel: bool
+
+
+class V2Engine(_Strict):
+    type: Literal["vacc", "debug"] = "vacc"
+    common: dict[Literal["do_quantization"], bool]
+    add_extra_ops_to_graph: dict[Literal["type"], Literal["softmax"] | None] = {"type": None}
+    calibration: V2Calibration  # kept for fp16 too, as every public v2 fp16 config does (vamc ignores it)
+
+
+class Sampler(_Strict):
+    suffix: str
+    get_data_num: int
+
+
+class V2Dataset(_Strict):
+    path: str
+    sampler: Sampler
+    transform_ops: list[dict[str, Any]]
+
+
+class V2Workspace(_Strict):
+    work_dir: str
+    enable_ir: bool = False
+    save_log: bool = True
+
+
+class V2Config(_Strict):
+    model: V2Model
+    engine: V2Engine
+    dataset: V2Dataset
+    workspace: V2Workspace
+
+
+# ---------------------------------------------------------------- vamc v3 (`vamc compile`)
+class V3Frontend(_Strict):
+    shape: dict[str, list[int]]
+    type: Literal["onnx"] = "onnx"
+    checkpoint: str
+    dtype: Literal["fp32"] = "fp32"
+
+
+class V3Quantize(_Strict):
+    calibrate_mode: Literal["max", "percentile", "kl_divergence", "mse"]
+    quantize_per_channel: bool
+    calibrate_range: float | None = None  # percentile mode: the kept fraction (inferred from the zoo's configs)
+
+
+class V3Backend(_Strict):
+    type: Literal["tvm_vacc"] = "tvm_vacc"
+    dtype: Literal["fp16", "int8"]
+    compile: dict[Literal["cluster_mode"], int] = {"cluster_mode": 0}
+    quantize: V3Quantize | None = None  # omitted for fp16, as most public v3 fp16 configs do
+
+
+class V3Dataset(_Strict):
+    type: Literal["tvm"] = "tvm"
+    path: str
+    sampler: Sampler
+    process_ops: list[dict[str, Any]]
+
+
+class V3Config(_Strict):
+    name: str
+    frontend: V3Frontend
+    backend: V3Backend
+    graph: dict[str, Any] | None = None
+    dataset: V3Dataset | None = None
+    workspace: dict[Literal["path"], str]
+
+
+def transform_ops(preprocess: dict[str, Any]) -> list[dict[str, Any]]:
+    """The calibration preprocessing as vamc ops (0-255 normalisation, so ``div255: false``)."""
+    resize = resize_side(preprocess)
+    return [
+        {"type": "DecodeImage"},
+        {"type": "Resize", "size": [resize, resize]},
+        {"type": "CenterCrop", "crop_size": list(preprocess["crop"])},
+        {"type": "Normalize", "div255": False, "mean": list(preprocess["mean"]), "std": list(preprocess["std"])},
+        {"type": "ToTensor"},
+    ]
+
+
+def resize_side(preprocess: dict[str, Any]) -> int:
+    """The DSP's square resize: the model's short-side resize (or its crop when it has none)."""
+    return int(preprocess["resize"][0] if preprocess.get("resize") else preprocess["crop"][0])
+
+
+def as_written(value: float) -> float:
+    """`value` / 100 as the decimal a person writes (99.999 -> 0.99999, not 0.9999899999999999)."""
+    return float(Decimal(repr(value)) / 100)
+
+
+def vamc_config(
+    generation: Generation,
+    *,
+    name: str,
+    onnx_path: Path,
+    input_shape: list[int],
+    quant: QuantSpec,
+    preprocess: dict[str, Any],
+    calibration_dir: Path | None,
+    calibration_count: int,
+    suffix: str,
+    workspace: Path,
+) -> BaseModel:
+    """The compile config for one model and quantisation spec."""
+    int8 = quant.dtype == "int8"
+    if quant.dtype not in ("int8", "fp16"):
+        raise ToolError(
+            "vamc compiles fp16 and int8 only", "use --quant fp16 or an int8 preset with --toolchain vastai"
+        )
+    if calibration_dir is None and (int8 or generation == "v2"):
+        need = "int8 compilation" if int8 else "a v2 fp16 config (its dataset block is kept, as the vendor's are)"
+        raise ToolError(f"{need} needs a calibration set", "run the calibration stage first (or pass --calibration)")
+    ops = transform_ops(preprocess)
+    sampler = Sampler(suffix=suffix, get_data_num=calibration_count)
+    if generation == "v2":
+        if quant.calibrate == "percentile" and quant.percentile != DEFAULT_PERCENTILE:
+            raise ToolError(
+                f"vamc v2 configs cannot express a percentile of {quant.percentile:g}: their calibration block has "
+                "only quant_mode and per_channel, so vamc applies its own built-in percentile",
+                f"use --vamc-generation v3 (backend.quantize.calibrate_range), or leave the percentile at its "
+                f"default {DEFAULT_PERCENTILE:g} to accept vamc's built-in value",
+            )
+        return V2Config(
+            model=V2Model(name=name, inputs={"input": input_shape}, checkpoint=str(onnx_path)),
+            engine=V2Engine(
+                common={"do_quantization": int8},
+                # fp16: vamc ignores the block; "max" is the mode of the vendor's own mmcls ShuffleNetV1 config
+                calibration=V2Calibration(quant_mode=quant.calibrate or "max", per_channel=quant.per_channel),
+            ),
+            dataset=V2Dataset(path=str(calibration_dir), sampler=sampler, transform_ops=ops),
+            workspace=V2Workspace(work_dir=str(workspace)),
+        )
+    return V3Config(
+        name=f"{name}_{quant_label(quant).replace('-', '_')}",
+        frontend=V3Frontend(checkpoint=str(onnx_path), shape={"input": input_shape}),
+        backend=V3Backend(
+            dtype="int8" if int8 else "fp16",
+            quantize=V3Quantize(
+                calibrate_mode=quant.calibrate,
+                quantize_per_channel=quant.per_channel,
+                calibrate_range=as_written(quant.percentile) if quant.calibrate == "percentile" else None,
+            )
+            if int8 and quant.calibrate
+            else None,
+        ),
+        dataset=V3Dataset(path=str(calibration_dir), sampler=sampler, process_ops=ops) if int8 else None,
+        workspace={"path": str(workspace)},
+    )
+
+
+def percentile_used(generation: Generation, quant: QuantSpec) -> float | str | None:
+    """What the compiled model's percentile really is (v2 cannot say one, so vamc's own applies)."""
+    if quant.calibrate != "percentile":
+        return None
+    return "vamc v2 built-in (a v2 config has no key for it)" if generation == "v2" else quant.percentile
+
+
+def dump(config: BaseModel) -> dict[str, Any]:
+    """The config as YAML-ready data: absent optional blocks left out, null values inside blocks kept."""
+    return config.model_dump(mode="json", exclude_none=True) | _nulls(config)
+
+
+def _nulls(config: BaseModel) -> dict[str, Any]:
+    # `exclude_none` drops ``add_extra_ops_to_graph: {type: null}``, which the vendor's v2 files spell out
+    if isinstance(config, V2Config):
+        engine = config.model_dump(mode="json", exclude_none=True)["engine"]
+        engine["add_extra_ops_to_graph"] = dict(config.engine.add_extra_ops_to_graph)
+        return {"engine": engine}
+    return {}
+
+
+# -------------------------------------------------------------------------- vdsp_params
+def fp16_bits(value: float) -> int:
+    """The IEEE float16 bit pattern of `value`, as vdsp_params v2 stores mean/std."""
+    return int(np.float16(value).view(np.uint16))
+
+
+V2DType = Literal["UINT_32", "INT", "UINT_16"]
+# (property, DType) in the fixed order of every public v2 file (e.g. mmcls-shufflenet_v1-vdsp_params.json)
+V2_LAYOUT: tuple[tuple[str, V2DType], ...] = (
+    ("iimage_format", "UINT_32"),
+    ("iimage_width", "INT"),
+    ("iimage_height", "INT"),
+    ("iimage_width_pitch", "UINT_32"),
+    ("iimage_height_pitch", "UINT_32"),
+    ("short_edge_threshold", "INT"),
+    ("crop_size", "UINT_32"),
+    ("meanr", "UINT_16"),
+    ("meang", "UINT_16"),
+    ("meanb", "UINT_16"),
+    ("stdr", "UINT_16"),
+    ("stdg", "UINT_16"),
+    ("stdb", "UINT_16"),
+    ("norma_type", "INT"),
+    ("resize_type", "INT"),
+    ("color_cvt_code", "UINT_16"),
+    ("color_space", "UINT_16"),
+)
+V2_PROPERTIES = tuple(p for p, _ in V2_LAYOUT)
+
+
+class V2Values(_Strict):
+    """The values of a v2 file, typed by the enum strings the public files use."""
+
+    iimage_format: Literal["RGB_PLANAR"]
+    iimage_width: int
+    iimage_height: int
+    iimage_width_pitch: int
+    iimage_height_pitch: int
+    short_edge_threshold: int
+    crop_size: int
+    meanr: int
+    meang: int
+    meanb: int
+    stdr: int
+    stdg: int
+    stdb: int
+    norma_type: Literal["MINUSMEAN_DIVSTD", "DIV255_MINUSMEAN_DIVSTD"]
+    resize_type: Literal["BILINEAR_CV"]
+    # COLOR_BGR2RGB is what the vendor writes for a BGR-trained model fed RGB planar images
+    # (megvii shufflenet_v2): the swap is symmetric
+    color_cvt_code: Literal["COLOR_NO_CHANGE", "COLOR_BGR2RGB"]
+    color_space: Literal["COLOR_SPACE_BT709"]
+
+
+class V3OpConfig(_Strict):
+    """The v3 fused op's config, fields in the order of the vendor's mmcls ShuffleNetV1 file."""
+
+    IimageFormat: Literal["RGB_PLANAR"]
+    IimageWidth: int
+    IimageHeight: int
+    OimageWidth: int
+    OimageHeight: int
+    CropX: int
+    CropY: int
+    ResizeWidth: int
+    ResizeHeight: int
+    IimageWidthPitch: int
+    IimageHeightPitch: int
+    Mean: list[float]
+    Std: list[float]
+    NormaType: Literal["MINUSMEAN_DIVSTD", "DIV255_MINUSMEAN_DIVSTD", "EQUAL", "DIV255"]
+    ColorCvtCode: Literal["NO_CHANGE", "RGB2BGR", "BGR2RGB"]
+    ResizeType: Literal["BILINEAR_CV", "BILINEAR_PILLOW"]
+
+
+def vdsp_params(generation: Generation, preprocess: dict[str, Any]) -> dict[str, Any]:
+    """The card's DSP preprocessing (fixed square resize, centre crop, normalise) for this model.
+
+    The input size fields hold the resize size, as the vendor's files do, although vamp is fed
+    full-resolution images: the DSP resizes each from its own size.
+    """
+    side = resize_side(preprocess)
+    crop_h, crop_w = (int(v) for v in preprocess["crop"])
+    mean, std = preprocess["mean"], preprocess["std"]
+    bgr = not preprocess.get("to_rgb", True)  # mmcls to_rgb=False: the model was trained on BGR
+    if generation == "v2":
+        values = V2Values(
+            iimage_format="RGB_PLANAR",
+            iimage_width=side,
+            iimage_height=side,
+            iimage_width_pitch=side,
+            iimage_height_pitch=side,
+            short_edge_threshold=side,
+            crop_size=crop_h,
+            meanr=fp16_bits(mean[0]),
+            meang=fp16_bits(mean[1]),
+            meanb=fp16_bits(mean[2]),
+            stdr=fp16_bits(std[0]),
+            stdg=fp16_bits(std[1]),
+            stdb=fp16_bits(std[2]),
+            norma_type="MINUSMEAN_DIVSTD",
+            resize_type="BILINEAR_CV",
+            color_cvt_code="COLOR_BGR2RGB" if bgr else "COLOR_NO_CHANGE",
+            color_space="COLOR_SPACE_BT709",
+        ).model_dump()
+        return {
+            "vdsp_op_type": "RGB_RESIZE_CVTCOLOR_CROP_NORMALIZATION_TENSORIZATION_U8",
+            "config": [
+                {"Property": p, "DType": dtype, "ParamType": "ELEMENT", "Value": values[p]} for p, dtype in V2_LAYOUT
+            ],
+        }
+    config = V3OpConfig(
+        IimageFormat="RGB_PLANAR",
+        IimageWidth=side,
+        IimageHeight=side,
+        OimageWidth=crop_w,
+        OimageHeight=crop_h,
+        CropX=(side - crop_w) // 2,
+        CropY=(side - crop_h) // 2,
+        ResizeWidth=side,
+        ResizeHeight=side,
+        IimageWidthPitch=side,
+        IimageHeightPitch=side,
+        Mean=[float(np.float16(v)) for v in mean],
+        Std=[float(np.float16(v)) for v in std],
+        NormaType="MINUSMEAN_DIVSTD",
+        ColorCvtCode="BGR2RGB" if bgr else "NO_CHANGE",
+        ResizeType="BILINEAR_CV",
+    )
+    return {"OpType": "FUSION_OP_RGB_RESIZE_CVTCOLOR_CROP_NORM_TENSOR", "OpConfig": config.model_dump()}
