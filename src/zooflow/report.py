@@ -156,6 +156,9 @@ def lineage(store: Store, evaluation: ArtifactRef) -> dict[str, dict[str, Any]]:
         info["code_version"] = manifest.producer.code_version
         if manifest.kind == "checkpoint":
             info["source"] = manifest.producer.params.get("source")
+        if manifest.kind == "npz":
+            params = manifest.producer.params
+            info["npz"] = {"format": params.get("format"), "pre_resize": params.get("pre_resize")}
         if manifest.kind == "compiled" and manifest.meta.get("int8_scheme"):
             info["int8"] = {k: manifest.meta.get(k) for k in INT8_KEYS}
         found[role] = info
@@ -281,6 +284,14 @@ def markdown(
         notes = []
         if info.get("source"):
             notes.append(f"source {info['source']}")
+        npz = info.get("npz") or {}
+        if npz.get("format") == "vastai":
+            size = npz.get("pre_resize")
+            notes.append(
+                f"pre-resized on the host to {size[0]}x{size[1]} (--pre-resize): the card's DSP resize is bypassed"
+                if size
+                else "image2npz's format: full resolution, the card's DSP resizes"
+            )
         if info.get("toolchain") and role in ("compiled", "outputs"):
             notes.append("toolchain " + ", ".join(f"{k}={v}" for k, v in sorted(info["toolchain"].items())))
         out.append(

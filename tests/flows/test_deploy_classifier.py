@@ -338,6 +338,7 @@ def test_vastai_flow_full_resolution_every_layout_and_a_pip_vamc_upgrade(
     assert "-s" not in command and "-d" not in command
     report = store.path(store.ref(result["artifacts"]["report"]["digest"]), "report.md").read_text()
     assert "Pre-resizing on the host to 256x256 (OpenCV bilinear) would leave the DSP's crop unchanged" in report
+    assert "image2npz's format: full resolution, the card's DSP resizes" in report
 
     for version, layout, found in (
         ("2.0", "seed", "-int8-percentile-3_256_256-vacc/shufflenet_v1_1x_16xb64_in1k"),
