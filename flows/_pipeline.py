@@ -59,11 +59,26 @@ def _npz(stages: Stages, stage: str, dataset: DatasetHandle, params: NpzParams, 
 
 
 def _outputs(
-    stages: Stages, stage: str, compiled: ArtifactRef, shards: list[Any], npz: ArtifactRef, device: dict[str, Any]
+    stages: Stages,
+    stage: str,
+    compiled: ArtifactRef,
+    shards: list[Any],
+    npz: ArtifactRef,
+    device: dict[str, Any],
+    label: str,
 ) -> ArtifactRef:
     """Run a compiled model over every npz shard (one cached task each) and join the outputs."""
-    runs = stages.map(f"{stage}-shards", run_shard, [{"shard": s} for s in shards], compiled=compiled, **device)
-    result: ArtifactRef = stages.run(stage, collect_outputs, compiled=compiled, npz=npz, shards=runs, **device)
+    runs = stages.map(
+        f"{stage}-shards",
+        run_shard,
+        [{"shard": s} for s in shards],
+        labels=[f"{label} shard {i}" for i in range(len(shards))],
+        compiled=compiled,
+        **device,
+    )
+    result: ArtifactRef = stages.run(
+        stage, collect_outputs, label=label, compiled=compiled, npz=npz, shards=runs, **device
+    )
     return result
 
 
@@ -115,12 +130,15 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
     ref_compiled = stages.run(
         "reference-compiled",
         compile_model,
+        label="fp32-reference",
         onnx=ref_onnx,
         calibration=calibration,
         quant=toolchains.REFERENCE_QUANT,
         **reference_device,
     )
-    reference = _outputs(stages, "reference-outputs", ref_compiled, ref_shards, ref_npz, reference_device)
+    reference = _outputs(
+        stages, "reference-outputs", ref_compiled, ref_shards, ref_npz, reference_device, "fp32-reference"
+    )
     options = config.evaluation
     probe = None
     if options.probe_images:
@@ -139,7 +157,7 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         side = int(spec["resize"][0] if spec.get("resize") else spec["crop"][0])
         pre_resize = config.toolchain_options.pre_resize or (side, side)  # what host pre-resizing would change
         dsp_shards, dsp_npz = _npz(stages, "dsp-npz", dataset, NpzParams.for_format("dsp", spec, pre_resize), config)
-        dsp_outputs = _outputs(stages, "dsp-outputs", ref_compiled, dsp_shards, dsp_npz, reference_device)
+        dsp_outputs = _outputs(stages, "dsp-outputs", ref_compiled, dsp_shards, dsp_npz, reference_device, "fp32-dsp")
         parity = stages.run("parity", preprocess_parity, framework=reference, device=dsp_outputs)
     return Prepared(
         config=config,
@@ -187,6 +205,7 @@ def deploy_presets(
         compile_model,
         [{"quant": q} for q in quants],
         names=[name(lab, "compiled") for lab in labels],
+        labels=labels,
         onnx=prep.onnx,
         calibration=prep.calibration,
         **device,
@@ -195,6 +214,7 @@ def deploy_presets(
         "outputs-shards",
         run_shard,
         [{"compiled": c, "shard": s} for c in compiled for s in prep.shards],
+        labels=[f"{lab} shard {i}" for lab in labels for i in range(len(prep.shards))],
         sequential=not prep.toolchain.concurrent_runs,
         **device,
     )
@@ -204,11 +224,12 @@ def deploy_presets(
         collect_outputs,
         [{"compiled": c, "shards": runs[i * per : (i + 1) * per]} for i, c in enumerate(compiled)],
         names=[name(lab, "outputs") for lab in labels],
+        labels=labels,
         npz=prep.npz,
         **device,
     )
     benches = [
-        stages.run(name(lab, "benchmark"), benchmark, compiled=c, spec=config.benchmark, **device)
+        stages.run(name(lab, "benchmark"), benchmark, label=lab, compiled=c, spec=config.benchmark, **device)
         for lab, c in zip(labels, compiled, strict=True)
     ]
     context = {
@@ -228,6 +249,7 @@ def deploy_presets(
             for q, lab, out in zip(quants, labels, outputs, strict=True)
         ],
         names=[name(lab, "evaluation") for lab in labels],
+        labels=labels,
         reference=prep.reference,
         probe=prep.probe,
         parity=prep.parity,
@@ -240,6 +262,7 @@ def deploy_presets(
         report,
         [{"evaluation": e, "benchmark": b} for e, b in zip(evaluations, benches, strict=True)],
         names=[name(lab, "report") for lab in labels],
+        labels=labels,
     )
     return [
         {"preset": lab, "compiled": c, "outputs": o, "benchmark": b, "evaluation": e, "report": r}
@@ -253,5 +276,6 @@ def check_all(stages: Stages, results: list[dict[str, Any]]) -> dict[str, Any]:
         "gates",
         check_gates,
         [{"evaluation": r["evaluation"], "report": r["report"]} for r in results],
+        labels=[r["preset"] for r in results],
     )
     return {r["preset"]: v for r, v in zip(results, verdicts, strict=True)}

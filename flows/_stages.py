@@ -22,6 +22,14 @@ def _ref(result: Any) -> ArtifactRef | None:
     return index if isinstance(index, ArtifactRef) else None
 
 
+def _named(task: Any, label: str | None) -> Any:
+    """The task with runs named ``<task> <label>`` (braces escaped: Prefect formats the name with the parameters)."""
+    if not label:
+        return task
+    name = f"{task.name} {label}".replace("{", "{{").replace("}", "}}")
+    return task.with_options(task_run_name=name)
+
+
 class Stages:
     """Calls stage tasks with results persisted under the store; records each task's state name."""
 
@@ -30,9 +38,12 @@ class Stages:
         self.refs: dict[str, ArtifactRef] = {}
         self.states: dict[str, str] = {}
 
-    def run(self, stage: str, task: Any, **params: Any) -> Any:
-        """Run `task` for `stage`; a failed task re-raises its error (failing the flow run)."""
-        state = bind(task, self.store_url)(**params, store_url=self.store_url, return_state=True)
+    def run(self, stage: str, task: Any, *, label: str | None = None, **params: Any) -> Any:
+        """Run `task` for `stage`; a failed task re-raises its error (failing the flow run).
+
+        `label` names the task run in the UI (``compile int8-max``, ``compile fp32-reference``).
+        """
+        state = _named(bind(task, self.store_url), label)(**params, store_url=self.store_url, return_state=True)
         self.states[stage] = state.name
         result = state.result()  # raises the task's exception if it failed
         self._record(stage, result)
@@ -50,6 +61,7 @@ class Stages:
         items: list[dict[str, Any]],
         *,
         names: list[str] | None = None,
+        labels: list[str] | None = None,
         sequential: bool = False,
         **common: Any,
     ) -> list[Any]:
@@ -57,14 +69,20 @@ class Stages:
 
         Shards that succeed are stored (and cached) even when others fail, so a rerun resumes.
         `names` records each item's artifact under its own stage name (e.g. one per preset);
-        `sequential` runs one task at a time (a device that cannot be shared). Several failures
-        are reported together.
+        `labels` names each task run in the UI; `sequential` runs one task at a time (a device
+        that cannot be shared). Several failures are reported together.
         """
         bound = bind(task, self.store_url)
+        tasks = [_named(bound, lab) for lab in labels] if labels else [bound] * len(items)
         if sequential:
-            states = [bound(**common, **item, store_url=self.store_url, return_state=True) for item in items]
+            states = [
+                t(**common, **item, store_url=self.store_url, return_state=True)
+                for t, item in zip(tasks, items, strict=True)
+            ]
         else:
-            futures = [bound.submit(**common, **item, store_url=self.store_url) for item in items]
+            futures = [
+                t.submit(**common, **item, store_url=self.store_url) for t, item in zip(tasks, items, strict=True)
+            ]
             states = [f.wait() or f.state for f in futures]
         counts = Counter(s.name for s in states)
         if names is None:

@@ -12,20 +12,26 @@ from prefect import flow
 
 from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
+from flows._summary import publish_summary, run_name, tag_run
 from zooflow import toolchains
 from zooflow.config import RunConfig
 from zooflow.store import open_store
 from zooflow.storecheck import clean_staging
 
 
-@flow(name="deploy-classifier", log_prints=True)
+@flow(name="deploy-classifier", flow_run_name=run_name("deploy-classifier", RunConfig), log_prints=True)
 def deploy_classifier(config: RunConfig = RunConfig(demo=True)) -> dict[str, Any]:  # noqa: B008 - immutable default
     """Deploy one mmcls classifier; every stage is cached on its inputs' digests; failed gates fail the run."""
     store_url = config.store_url()
     clean_staging(open_store(store_url))  # an unwritable store fails here, before any work
+    label = toolchains.quant_label(config.quant)
+    tag_run(config, f"preset:{label}")
     stages = Stages(store_url)
     prepared = prepare(stages, config)
     (result,) = deploy_presets(stages, prepared, [config.quant])
+    states = list(stages.states.values())
+    cached = sum("Cached" in s for s in states)
+    said = publish_summary(store_url, config, result, f"{cached} of {len(states)} cached" if cached else "all computed")
     verdict = check_all(stages, [result])[result["preset"]]
     evaluation = result["evaluation"]
     return stages.summary(
@@ -35,4 +41,5 @@ def deploy_classifier(config: RunConfig = RunConfig(demo=True)) -> dict[str, Any
         metrics={k: evaluation.meta.get(k) for k in ("top1", "top5", "agreement", "drop_top1", "sqnr_db")},
         verdict=verdict,
         warnings=run_warnings(prepared),
+        summary=said,
     )

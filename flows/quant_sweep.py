@@ -13,20 +13,26 @@ from prefect import flow
 
 from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
+from flows._summary import publish_summary, run_name, tag_run
 from tasks.compare import sweep_table
+from zooflow import toolchains
 from zooflow.config import SweepConfig
 from zooflow.store import open_store
 from zooflow.storecheck import clean_staging
 
 
-@flow(name="quant-sweep", log_prints=True)
+@flow(name="quant-sweep", flow_run_name=run_name("quant-sweep", SweepConfig), log_prints=True)
 def quant_sweep(config: SweepConfig = SweepConfig(demo=True)) -> dict[str, Any]:  # noqa: B008 - immutable default
     """Compare presets on one model and dataset; failed gates fail the run after the table is stored."""
     store_url = config.store_url()
     clean_staging(open_store(store_url))  # staging left by killed runs goes first
     stages = Stages(store_url)
+    quants = config.quants()
+    tag_run(config, *(f"preset:{toolchains.quant_label(q)}" for q in quants))
     prepared = prepare(stages, config)
-    results = deploy_presets(stages, prepared, config.quants())
+    results = deploy_presets(stages, prepared, quants)
+    for result in results:
+        publish_summary(store_url, config, result, "sweep")
     table = stages.run(
         "sweep",
         sweep_table,

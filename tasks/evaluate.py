@@ -15,7 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks._cache import ArtifactCachePolicy, remember, resumable
-from tasks.ui import artifact_key, publish_document
+from tasks.ui import artifact_key, publish_document, rounded
 from zooflow import evaluate as evaluate_mod
 from zooflow import registry
 from zooflow import report as report_mod
@@ -111,6 +111,7 @@ def evaluate(
     rows.append(
         {"metric": "verdict", "value": "pass" if metrics["verdict"]["passed"] else "FAIL", "fp32 reference": None}
     )
+    rows = [{k: rounded(v) for k, v in row.items()} for row in rows]
     create_table_artifact(rows, key=artifact_key("metrics", ref.name or "evaluation"), description="Evaluation metrics")
     return ref
 

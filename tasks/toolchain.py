@@ -159,5 +159,6 @@ def benchmark(
         )
         for r in ref.meta["results"]
     }
-    publish(ref, f"Benchmark ({toolchain})", table)
+    base = (compiled.name or compiled.short).removesuffix("/compiled")
+    publish(ref, f"Benchmark {compiled.meta.get('preset', '')} ({toolchain})", table, name=f"{base}/benchmark")
     return ref

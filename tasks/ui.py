@@ -15,19 +15,32 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:120]
 
 
-def publish(ref: ArtifactRef, title: str, rows: dict[str, Any], warning: str | None = None) -> None:
-    """A markdown table of a stage's artifact for the run's Artifacts tab."""
+def rounded(value: Any, digits: int = 2) -> Any:
+    """A number as people read it (``0.35``, not ``0.35000000000000003``); anything else unchanged."""
+    if isinstance(value, float):
+        return round(value, digits)
+    return value
+
+
+def publish(
+    ref: ArtifactRef, title: str, rows: dict[str, Any], warning: str | None = None, *, name: str | None = None
+) -> None:
+    """A markdown table of a stage's artifact for the run's Artifacts tab.
+
+    `name` keys an unnamed artifact (a benchmark) by what it measured, so its history is one setting's.
+    """
+    shown = ref.name or name
     lines = [f"### {title}", ""]
     if warning:
         lines += [f"> **Warning:** {warning}", ""]
     lines += [
         "| field | value |",
         "|---|---|",
-        f"| artifact | `{ref.name}` v{ref.version} |",
+        f"| artifact | `{shown}`" + (f" v{ref.version}" if ref.version is not None else "") + " |",
         f"| digest | `{ref.digest}` |",
     ]
-    lines += [f"| {k} | {v} |" for k, v in rows.items()]
-    create_markdown_artifact("\n".join(lines), key=artifact_key(ref.kind, ref.name or ref.kind), description=title)
+    lines += [f"| {k} | {rounded(v)} |" for k, v in rows.items()]
+    create_markdown_artifact("\n".join(lines), key=artifact_key(ref.kind, shown or ref.kind), description=title)
 
 
 def publish_document(store: Store, ref: ArtifactRef, document: str, key: str, description: str, footer: str) -> None:

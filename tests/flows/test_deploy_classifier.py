@@ -107,12 +107,35 @@ def _run_flow(flow: Any, config: Any) -> tuple[Any, Counter[tuple[str, str]]]:
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
             )
-            counts = Counter((r.name.rsplit("-", 1)[0], r.state.name) for r in runs if r.state is not None)
+            counts = Counter((_task_of(r.name), r.state.name) for r in runs if r.state is not None)
             settled = all(r.state is not None and r.state.is_final() for r in runs)
             if (settled and counts == previous) or time.monotonic() > deadline:
                 return state, counts
             previous = counts
             time.sleep(0.5)
+
+
+def _ui(state: Any) -> dict[str, Any]:
+    """What the Prefect UI shows of a flow run: its name, tags, task-run names and artifacts (key -> data)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return {
+        "name": run.name,
+        "tags": run.tags,
+        "tasks": [r.name for r in runs],
+        "artifacts": {a.key: str(a.data) for a in artifacts if a.key},
+    }
+
+
+def _task_of(run_name: str) -> str:
+    """The task of a task run: ``compile int8-max`` (a labelled run) or ``npz-shard-3f2`` (Prefect's default)."""
+    return run_name.split(" ", 1)[0] if " " in run_name else run_name.rsplit("-", 1)[0]
 
 
 def _snapshot(root: Path) -> dict[str, float]:
@@ -153,8 +176,35 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     onnx_digest = result["artifacts"]["onnx"]["digest"]
     snapshot = _snapshot(root)
 
+    ui = _ui(first)
+    assert ui["name"] == f"{MODEL} fp32 demo (onnxruntime)"  # the runs list says what a run is
+    assert {f"model:{MODEL}", "toolchain:onnxruntime", "preset:fp32"} <= set(ui["tags"])
+    assert {"compile fp32", "compile fp32-reference", "evaluate fp32", "report fp32"} <= set(ui["tasks"])
+    assert "run-shard fp32 shard 0" in ui["tasks"] and "run-shard fp32-reference shard 2" in ui["tasks"]
+    summary_key = f"run-{MODEL.replace('_', '-')}-fp32-onnxruntime"
+    assert summary_key in ui["artifacts"], sorted(ui["artifacts"])
+    assert (
+        f"## {MODEL} fp32 on demo: PASS" in ui["artifacts"][summary_key]
+        and "| top-1 (%) |" in ui["artifacts"][summary_key]
+    )
+    bench = [k for k in ui["artifacts"] if k.startswith("benchmark-")]
+    assert bench == [f"benchmark-{MODEL.replace('_', '-')}-onnxruntime-fp32-benchmark"], bench  # one line per setting
+    assert "None" not in ui["artifacts"][bench[0]]
+    metrics_table = next(v for k, v in ui["artifacts"].items() if k.startswith("metrics-"))
+    assert all(
+        len(str(x).split(".")[-1]) <= 2
+        for row in json.loads(metrics_table)
+        for x in row.values()
+        if isinstance(x, float)
+    )
+    # the run's log line (also in its result): the numbers, the verdict and where the report is
+    assert result["summary"].startswith(f"{MODEL} fp32: PASS, top-1 ") and result["summary"].endswith("report.html")
+
     second, tasks = _run(config)
     assert tasks == _cached(tasks)
+    again = _ui(second)  # a cached run still says what it found, and where the report is
+    assert summary_key in again["artifacts"] and "cached" in again["artifacts"][summary_key]
+    assert second.result()["summary"] == result["summary"]
     digests = {k: v["digest"] for k, v in result["artifacts"].items()}
     assert {k: v["digest"] for k, v in second.result()["artifacts"].items()} == digests
     fresh = {p for p in _snapshot(root).items() if p not in snapshot.items()}
