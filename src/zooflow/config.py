@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from zooflow import registry
 from zooflow.errors import ConfigError, UnknownModelError
@@ -487,10 +496,15 @@ PresetName = Literal["fp32", "fp16", "int8-max", "int8-percentile", "int8-kl_div
 assert get_args(PresetName) == PRESETS
 # The UI form offers the preset names as a drop-down, or the full spec; the server validates
 # parameters against this schema before it creates a run.
+# The form shows one drop-down of named presets (an anyOf of a name and a full spec rendered as an
+# empty drop-down in Prefect's UI); a full spec (per-tensor weights, another percentile) is for the
+# CLI and Python callers, whose values pydantic validates without this schema.
 _QUANT_SCHEMA = {
-    "anyOf": [{"type": "string", "enum": list(PRESETS), "title": "preset"}, QuantSpec.model_json_schema()],
-    "description": "a preset name or a full spec",
+    "title": "Preset",
+    "type": "string",
+    "enum": list(PRESETS),
     "default": "fp32",
+    "description": "quantisation preset; with the vastai toolchain fp16 or an int8 preset (the seed's: int8-percentile)",
 }
 
 
@@ -530,8 +544,20 @@ class PipelineConfig(ModelSource):
             raise ValueError("the vastai toolchain compiles fp16 and int8 only: choose --quant fp16 or an int8 preset")
 
 
+# What a person fills in for a one-off run comes first in the UI's form; tuning options follow.
+FORM_FIRST = ("model", "quant", "demo", "data", "toolchain", "evaluation", "checkpoint", "checkpoint_sha256")
+
+
+def _form_order(schema: dict[str, Any]) -> None:
+    props = schema.get("properties", {})
+    first = [k for k in FORM_FIRST if k in props]
+    schema["properties"] = {k: props[k] for k in first} | {k: v for k, v in props.items() if k not in first}
+
+
 class RunConfig(PipelineConfig):
     """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
+
+    model_config = ConfigDict(json_schema_extra=_form_order)
 
     quant: Annotated[QuantSpec, WithJsonSchema(_QUANT_SCHEMA)] = Field(default_factory=QuantSpec)
 
@@ -549,6 +575,11 @@ class RunConfig(PipelineConfig):
     @classmethod
     def _preset(cls, value: Any) -> Any:
         return _to_quant(value)
+
+    @field_serializer("quant")
+    def _quant_as_preset(self, quant: QuantSpec) -> Any:
+        """A preset's spec is written as its name (what the form's drop-down holds); anything else in full."""
+        return quant.preset if quant == QuantSpec.from_preset(quant.preset) else quant.model_dump()
 
     @model_validator(mode="after")
     def _quant_fits_toolchain(self) -> RunConfig:

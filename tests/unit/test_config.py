@@ -121,3 +121,18 @@ def test_real_runs_need_data_and_npz_options_are_checked() -> None:
         build(RunConfig, demo=True, benchmark={"batch_sizes": "0,8"})
     assert NpzOptions(format="vastai", pre_resize="256x224").pre_resize == (256, 224)
     assert RunConfig(demo=True, benchmark={"batch_sizes": "1,8,16"}).benchmark.batch_sizes == (1, 8, 16)
+
+
+def test_the_one_off_form_opens_on_a_preset_drop_down_at_the_top() -> None:
+    """Prefect renders the flow's schema: the preset is a plain drop-down of names with a named default,
+    and what a one-off run needs comes first (an anyOf of a name and a full spec rendered empty)."""
+    schema = RunConfig.model_json_schema()
+    assert list(schema["properties"])[:4] == ["model", "quant", "demo", "data"]
+    quant = schema["properties"]["quant"]
+    assert quant["type"] == "string" and quant["enum"] == list(PRESETS) and quant["default"] == "fp32"
+    assert "anyOf" not in quant and quant["title"] == "Preset"
+    # a preset's spec is written as its name (what the drop-down holds); a custom spec stays whole
+    assert RunConfig(demo=True, quant="int8-max").model_dump(mode="json")["quant"] == "int8-max"
+    custom = RunConfig(demo=True, quant=QuantSpec.from_preset("int8-max", per_channel=False))
+    assert custom.model_dump(mode="json")["quant"]["per_channel"] is False
+    assert RunConfig(**custom.model_dump(mode="json")).quant == custom.quant
