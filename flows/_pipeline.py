@@ -23,6 +23,7 @@ from zooflow import toolchains
 from zooflow.config import Gate, PipelineConfig, QuantSpec
 from zooflow.datasets import DatasetHandle
 from zooflow.npz import NpzParams, plan
+from zooflow.preprocess import Transform
 from zooflow.store import ArtifactRef
 
 
@@ -154,7 +155,7 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
     parity = None
     if options.preprocess_parity:
         spec = ref_onnx.meta["preprocess"]
-        side = int(spec["resize"][0] if spec.get("resize") else spec["crop"][0])
+        side = Transform.from_spec(spec).resize  # the DSP's square resize
         pre_resize = config.toolchain_options.pre_resize or (side, side)  # what host pre-resizing would change
         dsp_shards, dsp_npz = _npz(stages, "dsp-npz", dataset, NpzParams.for_format("dsp", spec, pre_resize), config)
         dsp_outputs = _outputs(stages, "dsp-outputs", ref_compiled, dsp_shards, dsp_npz, reference_device, "fp32-dsp")

@@ -111,8 +111,11 @@ def npz_name(record_name: str) -> str:
     return f"{stem or record_name}.npz"
 
 
-def encode(path: Path, params: NpzParams, transform: Transform | None, sha256: str = "") -> tuple[np.ndarray, str]:
-    """The stored array of one image and the image's original mode.
+def encode(
+    path: Path, params: NpzParams, transform: Transform | None, sha256: str = ""
+) -> tuple[np.ndarray, str, float | None]:
+    """The stored array of one image, the image's original mode, and for the dsp format with
+    `pre_resize` how much host pre-resizing would change its crop (max abs uint8 step; else None).
 
     The model format decodes like torchvision's loader (PIL, no EXIF orientation); the vastai and
     dsp formats like the zoo's image2npz (``cv2.imread``: EXIF orientation applied, then BGR->RGB).
@@ -128,18 +131,18 @@ def encode(path: Path, params: NpzParams, transform: Transform | None, sha256: s
     if params.format == "model":
         image, mode = load_rgb(io.BytesIO(data))
         assert transform is not None
-        return transform.crop_uint8(image), mode
+        return transform.crop_uint8(image), mode, None
     rgb, mode = decode_like_cv2(data)
     if params.format == "dsp":
         assert transform is not None
-        return transform.crop_uint8(rgb), mode
-    return _vastai_array(rgb, params), mode
-
-
-def _vastai_array(rgb: np.ndarray, params: NpzParams) -> np.ndarray:
+        crop = transform.crop_uint8(rgb)
+        if params.pre_resize is None:
+            return crop, mode, None
+        resized = transform.crop_uint8(_resize(rgb, params.pre_resize)).astype(np.int16)
+        return crop, mode, float(np.abs(resized - crop.astype(np.int16)).max())
     if params.pre_resize is not None:  # an explicit option: the DSP's own resize then sees this size
         rgb = _resize(rgb, params.pre_resize)
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)), mode, None
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -147,13 +150,6 @@ def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     height, width = size
     return np.asarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
-
-
-def pre_resize_effect(path: Path, transform: Transform, size: tuple[int, int]) -> float:
-    """How much host pre-resizing to `size` would change the DSP's crop of an image (max abs uint8 step)."""
-    rgb, _ = decode_like_cv2(path.read_bytes())
-    full = transform.crop_uint8(rgb).astype(np.int16)
-    return float(np.abs(transform.crop_uint8(_resize(rgb, size)).astype(np.int16) - full).max())
 
 
 def decode_like_cv2(data: bytes) -> tuple[np.ndarray, str]:
@@ -209,20 +205,20 @@ def build_shard(
     corrupt: dict[str, str] = {}
     modes: Counter[str] = Counter()
     check = params.format == "dsp" and params.pre_resize is not None  # what host pre-resizing would change
-    effects: list[float] = []
+    effects: list[float] = []  # per image, from `encode`
     with store.staging(STAGE) as staged:
         rows = []
         for offset, record in enumerate(records):
             try:
-                array, mode = encode(root / record.name, params, transform, record.sha256)
+                array, mode, effect = encode(root / record.name, params, transform, record.sha256)
             except DatasetError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any decoder failure means the image is unusable
                 corrupt[record.name] = f"{type(exc).__name__}: {str(exc)[:120]}"
                 continue
             modes[mode] += 1
-            if check and transform is not None and params.pre_resize is not None:
-                effects.append(pre_resize_effect(root / record.name, transform, params.pre_resize))
+            if effect is not None:
+                effects.append(effect)
             target = staged / npz_name(record.name)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as fh:

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from zooflow.config import QuantSpec
+from zooflow.preprocess import Transform
 from zooflow.toolchains import ToolError, quant_label
 
 Generation = Literal["v2", "v3"]
@@ -121,7 +122,7 @@ def transform_ops(preprocess: dict[str, Any]) -> list[dict[str, Any]]:
 
 def resize_side(preprocess: dict[str, Any]) -> int:
     """The DSP's square resize: the model's short-side resize (or its crop when it has none)."""
-    return int(preprocess["resize"][0] if preprocess.get("resize") else preprocess["crop"][0])
+    return Transform.from_spec(preprocess).resize
 
 
 def as_written(value: float) -> float:
@@ -198,16 +199,12 @@ def percentile_used(generation: Generation, quant: QuantSpec) -> float | str | N
 
 def dump(config: BaseModel) -> dict[str, Any]:
     """The config as YAML-ready data: absent optional blocks left out, null values inside blocks kept."""
-    return config.model_dump(mode="json", exclude_none=True) | _nulls(config)
-
-
-def _nulls(config: BaseModel) -> dict[str, Any]:
-    # `exclude_none` drops ``add_extra_ops_to_graph: {type: null}``, which the vendor's v2 files spell out
-    if isinstance(config, V2Config):
-        engine = config.model_dump(mode="json", exclude_none=True)["engine"]
-        engine["add_extra_ops_to_graph"] = dict(config.engine.add_extra_ops_to_graph)
-        return {"engine": engine}
-    return {}
+    data = config.model_dump(mode="json", exclude_none=True)
+    if isinstance(
+        config, V2Config
+    ):  # `exclude_none` also drops ``{type: null}``, which the vendor's v2 files spell out
+        data["engine"]["add_extra_ops_to_graph"] = dict(config.engine.add_extra_ops_to_graph)
+    return data
 
 
 # -------------------------------------------------------------------------- vdsp_params
