@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="zooflow-bench-flow-")
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", os.path.join(root, "prefect-results"))
-    from zooflow.config import RunConfig
+    from zooflow.runconfig import RunConfig
 
     def config(store: str, classes: int, per_class: int) -> RunConfig:
         return RunConfig(

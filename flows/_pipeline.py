@@ -20,10 +20,11 @@ from tasks.export import export_onnx
 from tasks.fetch import fetch_checkpoint
 from tasks.toolchain import benchmark, collect_outputs, compile_model, run_shard
 from zooflow import toolchains
-from zooflow.config import Gate, PipelineConfig, QuantSpec
+from zooflow.config import Gate, QuantSpec
 from zooflow.datasets import DatasetHandle
 from zooflow.npz import NpzParams, plan
 from zooflow.preprocess import Transform
+from zooflow.runconfig import PipelineConfig
 from zooflow.store import ArtifactRef
 
 

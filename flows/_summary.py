@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from tasks.ui import artifact_key, rounded
 from zooflow import evaluate as evaluate_mod
 from zooflow import toolchains
-from zooflow.config import PipelineConfig
+from zooflow.runconfig import PipelineConfig
 from zooflow.store import ArtifactRef, open_store
 
 
@@ -61,6 +61,26 @@ def tag_run(config: PipelineConfig, *extra: str) -> None:
         client.update_flow_run(run_id, tags=sorted(set(current) | tags))
 
 
+def report_link(report_key: str, evaluation_digest: str) -> str:
+    """The UI path of the newest report artifact showing this evaluation (its lineage table names the
+    evaluation's digest), else of the key's history page; a cached run republishes no report."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[report_key])),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=50,
+            )
+    except Exception:  # noqa: BLE001 - a link must never fail a run; the key's page still lists the report
+        found = []
+    shown = f"`{evaluation_digest[:12]}`"
+    return next((f"/artifacts/artifact/{a.id}" for a in found if shown in str(a.data)), f"/artifacts/key/{report_key}")
+
+
 def publish_summary(store_url: str, config: PipelineConfig, result: dict[str, Any], state: str) -> str:
     """The run-level summary artifact (metrics, verdict, where the report is) and a log line saying the same
     (returned too: the flow's result carries it)."""
@@ -71,6 +91,7 @@ def publish_summary(store_url: str, config: PipelineConfig, result: dict[str, An
     ref = metrics.get("reference") or {}
     verdict = "PASS" if metrics["verdict"]["passed"] else "FAIL"
     preset = result["preset"]
+    report_key = artifact_key("report", report.name or "report")
     rows = [
         ("top-1 (%)", metrics["top1"], ref.get("top1")),
         ("top-5 (%)", metrics["top5"], ref.get("top5")),
@@ -88,8 +109,9 @@ def publish_summary(store_url: str, config: PipelineConfig, result: dict[str, An
         "",
         *(f"- {'pass' if c['passed'] else '**FAIL**'}: {c['reason']}" for c in metrics["verdict"]["checks"]),
         "",
-        f"Report: artifact `{artifact_key('report', report.name or 'report')}` (Artifacts page); "
-        f"stored as `{report.name}` (`{store.path(report, 'report.html')}`).",
+        f"Report (tables and plots): [{report_key}]({report_link(report_key, evaluation.digest)}) "
+        f"([all its versions](/artifacts/key/{report_key})); stored as `{report.name}` "
+        f"(`{store.path(report, 'report.html')}`).",
     ]
     create_markdown_artifact(
         "\n".join(lines),

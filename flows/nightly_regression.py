@@ -16,13 +16,14 @@ from flows._pipeline import deploy_presets, prepare
 from flows._stages import Stages
 from tasks._cache import FULL_VERIFY_TAG
 from tasks.compare import append_history, regression_gates
-from zooflow.config import NightlyConfig, RegressionMatrix, default_store_url
+from zooflow.config import default_store_url
+from zooflow.runconfig import NightlyConfig, NightlyParameter, RegressionMatrix
 from zooflow.store import open_store
 from zooflow.storecheck import clean_staging
 
 
 @flow(name="nightly-regression", log_prints=True)
-def nightly_regression(config: NightlyConfig = NightlyConfig()) -> dict[str, Any]:  # noqa: B008 - immutable default
+def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, Any]:  # noqa: B008 - immutable default
     """Run the matrix for one night; fail if any model/preset misses its goals."""
     matrix = RegressionMatrix.load(config.matrix)  # a bad matrix fails before any work
     night = config.night or dt.datetime.now(dt.UTC).date().isoformat()

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from zooflow.config import ExecutionOptions, NightlyConfig, RunConfig, SweepConfig
+from zooflow.config import ExecutionOptions
 from zooflow.errors import ConfigError, ZooflowError
+from zooflow.runconfig import NightlyConfig, RunConfig, SweepConfig
 
 
 def _finish(state: Any) -> dict[str, Any]:

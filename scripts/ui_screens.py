@@ -1,9 +1,16 @@
 """Use the Prefect UI as a person would, in headless Chromium, and save screenshots.
 
-Starts ``prefect server start`` on a free port of 127.0.0.1 (its own PREFECT_HOME), serves the
-one-off deployment from this process with a small demo as the form's defaults, opens the
-one-off form, picks a preset from the drop-down, submits, waits for the run to finish, and saves
-screenshots of the form, the run page and its Artifacts tab.
+Starts ``prefect server start`` on a free port of 127.0.0.1 (its own PREFECT_HOME and store) and
+``zooflow serve --only one-off``, then, in the one-off form:
+
+1. submits an inconsistent form (toolchain vastai, preset fp32) and a blank preset (through the
+   field's JSON input): each must be refused with the field named and no run created;
+2. fills in a small demo (10 classes, short classes allowed), picks a preset from the drop-down,
+   submits, waits for the run, and saves the run page, its Artifacts and Task Runs tabs and the
+   report artifact (with its plot);
+3. submits the same form again: the cached re-run must still show its run summary.
+
+Every check prints PASS or FAIL; the exit status is non-zero when one failed.
 
     uv run python scripts/ui_screens.py --out ui-screens --preset int8-max
 
@@ -20,15 +27,17 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from zooflow.config import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,11 +88,14 @@ class Browser:
                 await asyncio.sleep(0.2)
         self.ws = await websockets.connect(pages[0]["webSocketDebuggerUrl"], max_size=100_000_000)
         await self.call("Page.enable")
-        width, height = self.size
+        await self._resize(*self.size)
+        return self
+
+    async def _resize(self, width: int, height: int) -> None:
         await self.call(
             "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
         )
-        return self
+        await asyncio.sleep(1)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.ws.close()
@@ -112,79 +124,242 @@ class Browser:
             raise SystemExit(f"nothing to click reading {text!r}")
         await asyncio.sleep(settle)
 
+    async def type_into(self, element: str, text: str) -> None:
+        """Replace the text of `element` (a JS expression) by typing, as a person does (Vue sees key events)."""
+        if not await self.js(
+            f"(() => {{ const e = {element}; if (!e) return false; e.focus(); e.select(); return true; }})()"
+        ):
+            raise SystemExit(f"nothing to type into: {element}")
+        for kind in ("keyDown", "keyUp"):
+            await self.call(
+                "Input.dispatchKeyEvent", type=kind, key="Backspace", code="Backspace", windowsVirtualKeyCode=8
+            )
+        if text:
+            await self.call("Input.insertText", text=text)
+        await asyncio.sleep(1)
+
     async def open(self, url: str, settle: float = 8.0) -> None:
         await self.call("Page.navigate", url=url)
         await asyncio.sleep(settle)
 
     async def shot(self, path: Path, full: bool = False) -> None:
-        params: dict[str, Any] = {"format": "png"}
+        width, height = self.size
+        if full:  # the UI scrolls an inner element, not the document: grow the window to its height
+            tallest = await self.js("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
+            await self._resize(width, max(height, min(int(tallest or height) + 200, 16000)))
+        data = await self.call("Page.captureScreenshot", format="png")
         if full:
-            height = int(await self.js("document.documentElement.scrollHeight") or self.size[1])
-            params["clip"] = {"x": 0, "y": 0, "width": self.size[0], "height": height, "scale": 1}
-            params["captureBeyondViewport"] = True
-        data = await self.call("Page.captureScreenshot", **params)
+            await self._resize(width, height)
         path.write_bytes(base64.b64decode(data["data"]))
         print(f"screenshot -> {path}")
 
 
-def _serve(api: str, config: dict[str, Any]) -> None:
-    """Serve the one-off deployment from this process (a thread), with `config` as the form's defaults."""
-    os.environ["PREFECT_API_URL"] = api
-    sys.path.insert(0, str(REPO))
-    from prefect import serve
+# Form helpers, injected into each page: a form property is found by its label (" (Optional)" dropped).
+HELPERS = """
+window.zf = {
+  props(label) { return [...document.querySelectorAll('.schema-form-property')]
+    .filter(p => p.innerText.split('\\n')[0].replace(' (Optional)', '').trim() === label); },
+  prop(label, n) { const p = zf.props(label)[n || 0]; if (!p) throw new Error('no field ' + label); return p; },
+  fire(e) { e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); },
+  select(label, value, n) { const s = zf.prop(label, n).querySelector('select'); s.value = value; zf.fire(s);
+    return s.options[s.selectedIndex] ? s.options[s.selectedIndex].text : null; },
+  options(label, n) { return [...zf.prop(label, n).querySelector('select').options].map(o => o.text); },
+  number(label, value, n) { const i = zf.prop(label, n).querySelector('input'); i.value = String(value); zf.fire(i); return i.value; },
+  check(label, on, n) { const i = zf.prop(label, n).querySelector('input[type=checkbox]'); if (i.checked !== on) i.click(); return i.checked; },
+  menu(label, item, n) { zf.prop(label, n).querySelector('button').click();
+    return new Promise(r => setTimeout(() => { const m = [...document.querySelectorAll('*')].find(
+      e => e.children.length === 0 && e.textContent.trim() === item); if (m) m.click();
+      setTimeout(() => r(!!m), 1500); }, 1000)); },
+  submit() { const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Submit');
+    if (b) b.click(); return !!b; },
+  text() { return document.body.innerText; },
+};
+"""
 
-    from flows.deploy_classifier import deploy_classifier
 
-    deployment = deploy_classifier.to_deployment(name="one-off", parameters={"config": config})
-    serve(deployment, print_starting_message=False)
+class Checks:
+    """PASS/FAIL lines, counted."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def __call__(self, ok: bool, what: str, detail: Any = "") -> bool:
+        print(f"{'PASS' if ok else 'FAIL'}: {what}" + (f" ({detail})" if detail != "" else ""))
+        if not ok:
+            self.failed.append(what)
+        return ok
 
 
-async def drive(base: str, deployment_id: str, preset: str, out: Path, api: str, timeout: float) -> None:
-    async with Browser() as page:
-        await page.open(f"{base}/deployments/deployment/{deployment_id}/run", settle=10)
-        await page.shot(out / "1-form.png")
-        await page.shot(out / "1-form-full.png", full=True)
-        picked = await page.js(
-            "(() => { const s = [...document.querySelectorAll('select')].find(s => [...s.options].some("
-            f"o => o.text === {json.dumps(preset)})); if (!s) return null; const o = [...s.options].find("
-            f"o => o.text === {json.dumps(preset)}); s.value = o.value; "
-            "s.dispatchEvent(new Event('input', {bubbles: true})); s.dispatchEvent(new Event('change', {bubbles: true})); "
-            "return s.options[s.selectedIndex].text; })()"
-        )
-        print(f"preset drop-down: picked {picked!r}")
-        if picked != preset:
-            raise SystemExit(f"the form has no preset drop-down offering {preset}")
-        await page.shot(out / "2-preset-picked.png")
-        clicked = await page.js(
-            "(() => { const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Submit');"
-            " if (!b) return false; b.click(); return true; })()"
-        )
-        if not clicked:
+class UI:
+    """The Prefect UI and API of one server, for one deployment."""
+
+    def __init__(self, page: Browser, base: str, deployment_id: str, out: Path) -> None:
+        self.page, self.base, self.api, self.out = page, base, f"{base}/api", out
+        self.deployment_id = deployment_id
+
+    def runs(self) -> list[dict[str, Any]]:
+        return list(_get(f"{self.api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC"}))
+
+    async def form(self) -> None:
+        await self.page.open(f"{self.base}/deployments/deployment/{self.deployment_id}/run", settle=8)
+        await self.page.js(HELPERS)
+
+    async def submit(self, shot: str) -> str:
+        """Submit the form; the page's text a few seconds later (what a person reads), screenshot saved."""
+        if not await self.page.js("zf.submit()"):
             raise SystemExit("no Submit button on the form")
-        await asyncio.sleep(5)
-        runs = _get(f"{api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC", "limit": 1})
-        run_id = runs[0]["id"]
+        await asyncio.sleep(4)
+        await self.page.shot(self.out / shot)
+        return str(await self.page.js("zf.text()"))
+
+    async def wait(self, before: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        while True:
-            run = _get(f"{api}/flow_runs/{run_id}")
-            if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") or time.monotonic() > deadline:
-                break
+        while len(self.runs()) == before and time.monotonic() < deadline:
+            await asyncio.sleep(2)
+        run = self.runs()[0]
+        while run["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and time.monotonic() < deadline:
             await asyncio.sleep(5)
-        print(
-            f"run {run['name']!r}: {run['state_type']}, tags {run['tags']}, quant {run['parameters']['config'].get('quant')}"
+            run = _get(f"{self.api}/flow_runs/{run['id']}")
+        return dict(run)
+
+    def artifacts(self, run_id: str) -> dict[str, dict[str, Any]]:
+        found = _get(f"{self.api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+        return {a["key"]: a for a in found if a.get("key")}
+
+
+async def refusals(ui: UI, check: Checks) -> None:
+    """An inconsistent form and a blank preset: refused, the field named, no run created."""
+    await ui.form()
+    await ui.page.shot(ui.out / "1-form.png")
+    await ui.page.shot(ui.out / "1-form-full.png", full=True)
+    check(await ui.page.js("zf.options('Preset')") == list(PRESETS), "the preset is a drop-down of the presets")
+    check(await ui.page.js("zf.prop('Preset').querySelector('select').value") == "fp32", "its default is fp32")
+    check("| None" not in await ui.page.js("zf.text()"), "no 'str | None' switches on the form")
+    await ui.page.js("zf.select('Toolchain', 'vastai')")
+    said = await ui.submit("2-refused-vastai-fp32.png")
+    _refused(check, ui, said, "vastai with fp32")
+    await ui.form()
+    await ui.page.js("zf.check('Demo (generated images, locally initialised weights)', false)")
+    said = await ui.submit("2-refused-no-data.png")
+    _refused(check, ui, said, "no demo and no data folder", "data.path")
+    for number, (blank, what) in enumerate((('""', "an empty preset"), ("null", "a null preset"), ("", "no preset"))):
+        await ui.form()
+        if not check(await ui.page.js("zf.menu('Preset', 'Use JSON input')"), "the preset field offers JSON input"):
+            return
+        await ui.page.type_into("zf.prop('Preset').querySelector('textarea')", blank)
+        said = await ui.submit(f"2-refused-blank-preset-{number}.png")
+        _refused(
+            check,
+            ui,
+            said + str(await ui.page.js("zf.prop('Preset').innerText")),
+            f"{what} (JSON {blank or 'cleared'})",
         )
-        await page.open(f"{base}/runs/flow-run/{run_id}", settle=8)
-        await page.shot(out / "3-run.png")
-        for number, tab in ((4, "Artifacts"), (5, "Task Runs")):
-            await page.click_text(tab)
-            await page.shot(out / f"{number}-{tab.lower().replace(' ', '-')}.png", full=True)
+
+
+def _refused(check: Checks, ui: UI, said: str, what: str, field: str = "quant") -> None:
+    """Refused, the field named (the server's toast for the run, or the form's check under the field:
+    `said` ends with the field's own text), and no run created."""
+    toast = _near(said, "Error creating flow run")
+    inline = next((line for line in said.splitlines() if "is not one of" in line or "required" in line), None)
+    named = f"config.{field}" in toast or inline is not None
+    check(named and not ui.runs(), f"{what}: refused, the field named, no run created", inline or toast)
+
+
+def _near(text: str, word: str, width: int = 240) -> str:
+    at = text.find(word)
+    return " ".join(text[at : at + width].split()) if at >= 0 else f"{word!r} is not on the page"
+
+
+async def fill_and_run(ui: UI, preset: str, check: Checks, timeout: float, tag: str) -> dict[str, Any]:
+    """The small demo a person fills in: 10 classes, short classes allowed, `preset` from the drop-down."""
+    await ui.form()
+    check(
+        await ui.page.js(f"zf.select('Preset', {json.dumps(preset)})") == preset, f"picked {preset} from the drop-down"
+    )
+    await ui.page.js("zf.number('Classes', 10)")
+    await ui.page.js("zf.check('Allow Short', true)")
+    await ui.page.shot(ui.out / f"{tag}-filled.png")
+    before = len(ui.runs())
+    await ui.submit(f"{tag}-submitted.png")
+    run = await ui.wait(before, timeout)
+    print(f"run {run['name']!r}: {run['state_type']}, tags {run['tags']}")
+    check(run["state_type"] == "COMPLETED", f"the {tag} run completed", run["state_type"])
+    check(
+        run["parameters"]["config"].get("quant") == preset,
+        "it ran the picked preset",
+        run["parameters"]["config"].get("quant"),
+    )
+    check(run["name"].endswith(f" {preset} demo (onnxruntime)"), "its name says model, preset, data", run["name"])
+    return run
+
+
+async def screens(ui: UI, run: dict[str, Any], tag: str, check: Checks, preset: str) -> dict[str, dict[str, Any]]:
+    await ui.page.open(f"{ui.base}/runs/flow-run/{run['id']}", settle=8)
+    await ui.page.shot(ui.out / f"{tag}-run.png")
+    check("top-1" in await ui.page.js("document.body.innerText"), "the run's log shows the top-1 summary line")
+    for number, tab in ((1, "Artifacts"), (2, "Task Runs")):
+        await ui.page.click_text(tab)
+        await ui.page.shot(ui.out / f"{tag}-{number}-{tab.lower().replace(' ', '-')}.png", full=True)
+    artifacts = ui.artifacts(run["id"])
+    summary = [k for k in artifacts if k.startswith("run-") and preset.replace("_", "-") in k]
+    check(bool(summary), "the run published its run summary artifact", sorted(artifacts))
+    return artifacts
+
+
+async def drive(ui: UI, preset: str, timeout: float) -> Checks:
+    check = Checks()
+    await refusals(ui, check)
+    run = await fill_and_run(ui, preset, check, timeout, "3")
+    artifacts = await screens(ui, run, "4", check, preset)
+    report = next((a for k, a in artifacts.items() if k.startswith("report-")), None)
+    if check(report is not None, "the run published its report"):
+        await ui.page.open(f"{ui.base}/artifacts/artifact/{report['id']}", settle=6)
+        await ui.page.shot(ui.out / "5-report.png", full=True)
+        shown = await ui.page.js(
+            "[...document.querySelectorAll('img')].filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 100).length"
+        )
+        check(bool(shown), "the report shows its per-class plot", f"{shown} plot(s)")
+    again = await fill_and_run(ui, preset, check, timeout, "6")
+    cached = await screens(ui, again, "7", check, preset)
+    summary = next((a for k, a in cached.items() if k.startswith("run-")), None)
+    if summary is not None:  # the cached run's summary, and its link to the report (published by the first run)
+        await ui.page.open(f"{ui.base}/artifacts/artifact/{summary['id']}", settle=6)
+        await ui.page.shot(ui.out / "8-cached-summary.png", full=True)
+        text = str(await ui.page.js("document.body.innerText"))
+        check(
+            "cached" in text and "top-1 (%)" in text, "the cached run's summary has its metrics", _near(text, "stages")
+        )
+        link = await ui.page.js(
+            "(() => { const a = [...document.querySelectorAll('a')].find(a => a.innerText.startsWith('report-'));"
+            " return a ? [a.href, a.target] : null; })()"
+        )
+        if check(bool(link) and "/artifacts/artifact/" in link[0], "its report link points at the report", link):
+            await ui.page.open(link[0], settle=6)  # the link opens a new tab (target _blank): follow it here
+            text = str(await ui.page.js("document.body.innerText"))
+            check("Classes that lost the most" in text, "the link opens the report in the UI", link[0])
+            await ui.page.shot(ui.out / "9-report-from-the-summary-link.png")
+    return check
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("ui-screens"), help="folder for the screenshots")
     parser.add_argument("--preset", default="int8-max", help="the preset to pick from the drop-down")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the run")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each run")
     args = parser.parse_args()
     if shutil.which("chromium") is None:
         raise SystemExit("chromium is not installed: apt-get install chromium")
@@ -192,13 +367,19 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="zooflow-ui-"))
     port = _free_port()
     base, api = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_API_URL": api, "PREFECT_API_URL": api}
-    server = subprocess.Popen(
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_UI_API_URL": api,
+        "PREFECT_API_URL": api,
+        "ZOOFLOW_STORE": str(home / "store"),
+    }
+    server = _start(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=open(home / "server.log", "w"),  # noqa: SIM115 - lives as long as the server
-        stderr=subprocess.STDOUT,
+        env,
+        home / "server.log",
     )
+    served = None
     try:
         for _ in range(120):
             try:
@@ -206,18 +387,28 @@ def main() -> None:
                     break
             except OSError:
                 time.sleep(1)
-        os.environ.update({"PREFECT_HOME": str(home), "ZOOFLOW_STORE": str(home / "store")})
-        config = {"demo": True, "data": {"demo": {"classes": 10, "per_class": 2}}, "calibration": {"allow_short": True}}
-        threading.Thread(target=_serve, args=(api, config), daemon=True).start()
-        for _ in range(60):
+        zooflow = str(Path(sys.executable).parent / "zooflow")
+        served = _start([zooflow, "serve", "--only", "one-off"], env, home / "serve.log")
+        for _ in range(120):
             found = _get(f"{api}/deployments/filter", {})
             if found:
                 break
             time.sleep(1)
-        asyncio.run(drive(base, found[0]["id"], args.preset, args.out, api, args.timeout))
+        else:
+            raise SystemExit(f"zooflow serve registered nothing; see {home / 'serve.log'}")
+
+        async def go() -> Checks:
+            async with Browser() as page:
+                return await drive(UI(page, base, found[0]["id"], args.out), args.preset, args.timeout)
+
+        checks = asyncio.run(go())
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if served is not None:
+            _stop(served)
+        _stop(server)
+    print(f"screenshots in {args.out}; logs in {home}")
+    if checks.failed:
+        raise SystemExit(f"{len(checks.failed)} check(s) failed: {'; '.join(checks.failed)}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def sweep_table(results: list[dict[str, Any]], name: str, title: str, store_url:
         "sweep.md",
         key=artifact_key("sweep-summary", name),
         description=title,
-        footer=f"Pareto plot: `{store.path(ref, 'pareto.png')}` (also in `{store.path(ref, 'sweep.html')}`)",
+        footer=f"The same comparison as one HTML file: `{store.path(ref, 'sweep.html')}`",
     )
     return ref
 
@@ -65,7 +65,7 @@ def append_history(night: str, entries: list[dict[str, Any]], name: str, store_u
         "trend.md",
         key=artifact_key("trend", name),
         description=f"Nightly regression {name}",
-        footer=f"Trend plot: `{store.path(trend, 'trend.png')}`",
+        footer=f"Trend plot file: `{store.path(trend, 'trend.png')}`",
     )
     found = json.loads(store.path(trend, "regressions.json").read_text())
     create_table_artifact(

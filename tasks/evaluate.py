@@ -129,7 +129,7 @@ def report(evaluation: ArtifactRef, benchmark: ArtifactRef | None, store_url: st
         "report.md",
         key=artifact_key("report", ref.name or "report"),
         description=ref.meta.get("title", "report"),
-        footer=f"Full report with plots: `{store.path(ref, 'report.html')}`",
+        footer=f"The same report as one HTML file (plots embedded): `{store.path(ref, 'report.html')}`",
     )
     return ref
 

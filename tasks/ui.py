@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -44,11 +45,20 @@ def publish(
 
 
 def publish_document(store: Store, ref: ArtifactRef, document: str, key: str, description: str, footer: str) -> None:
-    """A stored markdown document (report, sweep, trend) as a Prefect markdown artifact.
+    """A stored markdown document (report, sweep, trend) as a Prefect markdown artifact, plots included.
 
-    The UI cannot show the document's PNGs (they are files in the store), so image lines are
-    dropped and `footer` says where the plots and the HTML version are.
+    The document's PNGs are files in the store, which the browser showing the UI cannot reach, so each
+    ``![...](plot.png)`` line is inlined as a data: URI (Prefect's markdown renders it); `footer` says
+    where the HTML version is.
     """
     text = store.path(ref, document).read_text(encoding="utf-8")
-    text = re.sub(r"(?m)^!\[[^\]]*\]\([^)]*\)$", "", text)
+
+    def inline(match: re.Match[str]) -> str:
+        plot = store.path(ref, match.group(2))
+        if "/" in match.group(2) or not plot.is_file():
+            return ""
+        data = base64.b64encode(plot.read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    text = re.sub(r"(?m)^!\[([^\]]*)\]\(([^)]*\.png)\)$", inline, text)
     create_markdown_artifact(f"{text}\n\n{footer}", key=key, description=description)

@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import platformdirs
 from pydantic import (
@@ -18,13 +18,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    WithJsonSchema,
-    field_serializer,
     field_validator,
     model_validator,
 )
 
-from zooflow import registry
+from zooflow import form, registry
 from zooflow.errors import ConfigError, UnknownModelError
 
 DType = Literal["fp32", "fp16", "int8"]
@@ -35,15 +33,24 @@ DEMO_CHECKPOINT = "local-init"
 STORE_ENV = "ZOOFLOW_STORE"
 
 
+class Spec(BaseModel):
+    """A settings block: unknown keys refused, values frozen, a JSON schema that Prefect's form draws plainly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=form.plain_optionals)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: Any) -> Any:
+        return form.blank_is_unset(cls.model_fields, values)
+
+
 def _suggest(value: str, allowed: tuple[str, ...] | list[str]) -> str:
     close = difflib.get_close_matches(value, list(allowed), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class QuantSpec(BaseModel):
+class QuantSpec(Spec):
     """dtype x calibrate mode x per-channel; `preset` names it the way the UI and sweeps do."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dtype: DType = "fp32"
     calibrate: CalibrateMode | None = Field(
@@ -77,10 +84,8 @@ class QuantSpec(BaseModel):
         return cls(dtype=dtype, calibrate=mode or None, per_channel=per_channel)
 
 
-class ExportOptions(BaseModel):
+class ExportOptions(Spec):
     """How the checkpoint is turned into ONNX (defaults follow the seed: opset 11, probs)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     opset: int = Field(default=11, ge=7, le=20, description="ONNX opset; mmcls models need 11 or later")
     logits: bool = Field(default=False, description="output raw logits instead of softmax probabilities")
@@ -89,20 +94,16 @@ class ExportOptions(BaseModel):
     )
 
 
-class DemoDataSpec(BaseModel):
+class DemoDataSpec(Spec):
     """The generated ImageNet-layout set `--demo` uses (synthetic textures, real JPEG files)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     classes: int = Field(default=1000, ge=1, le=1000, description="number of classes")
     per_class: int = Field(default=2, ge=1, le=100, description="images per class")
     layout: Literal["flat", "synset"] = "flat"
 
 
-class DataSpec(BaseModel):
+class DataSpec(Spec):
     """Where the validation images are and how they are labelled."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str | None = Field(default=None, description="ImageNet val folder (flat or synset folders)")
     labels: str | None = Field(default=None, description="val_label.txt for a flat folder (default: found beside it)")
@@ -120,10 +121,8 @@ class DataSpec(BaseModel):
     demo: DemoDataSpec = Field(default_factory=DemoDataSpec, description="used when --demo and no path")
 
 
-class CalibrationOptions(BaseModel):
+class CalibrationOptions(Spec):
     """How the calibration set is sampled: `per_class` images from every class, seeded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     per_class: int = Field(default=1, ge=1, le=1000)
     allow_short: bool = Field(
@@ -145,10 +144,8 @@ def _size(value: Any) -> Any:
     return value
 
 
-class NpzOptions(BaseModel):
+class NpzOptions(Spec):
     """npz generation: format, sharding and parallelism."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: NpzFormat = Field(
         default="model",
@@ -175,10 +172,8 @@ class NpzOptions(BaseModel):
 ToolchainName = Literal["onnxruntime", "vastai"]
 
 
-class BenchmarkSpec(BaseModel):
+class BenchmarkSpec(Spec):
     """What a benchmark measures: batch sizes x thread counts, warm-up and repeated trials."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_sizes: tuple[int, ...] = Field(default=(1, 8), description="batch sizes to measure")
     threads: tuple[int, ...] = Field(default=(1,), description="intra-op threads (onnxruntime)")
@@ -205,10 +200,8 @@ class BenchmarkSpec(BaseModel):
         return value
 
 
-class ToolchainOptions(BaseModel):
+class ToolchainOptions(Spec):
     """Settings of the toolchains (each uses its own part)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     calibration_chunk: int = Field(
         default=16,
@@ -270,10 +263,8 @@ class ToolchainOptions(BaseModel):
         return value
 
 
-class ShardOptions(BaseModel):
+class ShardOptions(Spec):
     """How a run cuts the npz stage into cached, parallel units (the format is the toolchain's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     shard_size: int = Field(default=1000, ge=1, le=100_000, description="images per shard (one cached unit)")
 
@@ -287,10 +278,8 @@ _REF_RE = re.compile(
 )  # metrics that the fp32 reference and the model index also report
 
 
-class Gate(BaseModel):
+class Gate(Spec):
     """A goal for one metric; every limit given must hold (top-1/top-5/agreement in percent, points for drops)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: GateMetric
     min: float | None = Field(default=None, description="absolute threshold: the value must be at least this")
@@ -361,10 +350,8 @@ def default_gates(quant: QuantSpec) -> tuple[Gate, ...]:
     return ()
 
 
-class EvaluationOptions(BaseModel):
+class EvaluationOptions(Spec):
     """What the evaluation measures and which goals it holds the run to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     gates: tuple[Gate, ...] | None = Field(
         default=None, description="metric goals; default: top-1 within 1.5 points of fp32 (int8), 0.5 (fp16)"
@@ -382,10 +369,8 @@ class EvaluationOptions(BaseModel):
         return self.gates if self.gates is not None else default_gates(quant)
 
 
-class ExecutionOptions(BaseModel):
+class ExecutionOptions(Spec):
     """Where a flow's tasks run (not a flow parameter: the same run may go anywhere)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     runner: Literal["threads", "dask"] = Field(
         default="threads", description="threads in this process, or a Dask cluster (prefect-dask's DaskTaskRunner)"
@@ -412,10 +397,8 @@ def default_store_url() -> str:
 _SHA_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 
-class ModelSource(BaseModel):
+class ModelSource(Spec):
     """Which model and which checkpoint: what `fetch` and `export` need."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(default=registry.DEFAULT_MODEL, description="name in mmcls's model index")
     checkpoint: str | None = Field(
@@ -490,202 +473,6 @@ class ModelSource(BaseModel):
     def store_url(self) -> str:
         """The store location, falling back to `default_store_url()`."""
         return self.store or default_store_url()
-
-
-PresetName = Literal["fp32", "fp16", "int8-max", "int8-percentile", "int8-kl_divergence", "int8-mse"]
-assert get_args(PresetName) == PRESETS
-# The UI form offers the preset names as a drop-down, or the full spec; the server validates
-# parameters against this schema before it creates a run.
-# The form shows one drop-down of named presets (an anyOf of a name and a full spec rendered as an
-# empty drop-down in Prefect's UI); a full spec (per-tensor weights, another percentile) is for the
-# CLI and Python callers, whose values pydantic validates without this schema.
-_QUANT_SCHEMA = {
-    "title": "Preset",
-    "type": "string",
-    "enum": list(PRESETS),
-    "default": "fp32",
-    "description": "quantisation preset; with the vastai toolchain fp16 or an int8 preset (the seed's: int8-percentile)",
-}
-
-
-def _to_quant(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return QuantSpec.from_preset(value)
-        except ConfigError as exc:
-            raise ValueError(f"{exc.problem}; use one of: {', '.join(PRESETS)}") from None
-    return value
-
-
-VASTAI_DEFAULT_PRESET = "int8-percentile"  # the seed's compile: int8, calibrate percentile
-
-
-class PipelineConfig(ModelSource):
-    """What every flow shares: model, data, export, calibration, sharding, toolchain, benchmark, evaluation."""
-
-    export: ExportOptions = Field(default_factory=ExportOptions)
-    data: DataSpec = Field(default_factory=DataSpec)
-    calibration: CalibrationOptions = Field(default_factory=CalibrationOptions)
-    npz: ShardOptions = Field(default_factory=ShardOptions)
-    toolchain: ToolchainName = Field(default="onnxruntime", description="onnxruntime (embedded) or vastai (vamc/vamp)")
-    toolchain_options: ToolchainOptions = Field(default_factory=ToolchainOptions)
-    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
-    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
-
-    @model_validator(mode="after")
-    def _needs_data(self) -> PipelineConfig:
-        if not self.demo and self.data.path is None:
-            raise ValueError("data.path is required (an ImageNet val folder, --data); or use --demo for generated data")
-        return self
-
-    def check_quant(self, quant: QuantSpec) -> None:
-        """Refuse a spec the toolchain cannot compile."""
-        if self.toolchain == "vastai" and quant.dtype == "fp32":
-            raise ValueError("the vastai toolchain compiles fp16 and int8 only: choose --quant fp16 or an int8 preset")
-
-
-# What a person fills in for a one-off run comes first in the UI's form; tuning options follow.
-FORM_FIRST = ("model", "quant", "demo", "data", "toolchain", "evaluation", "checkpoint", "checkpoint_sha256")
-
-
-def _form_order(schema: dict[str, Any]) -> None:
-    props = schema.get("properties", {})
-    first = [k for k in FORM_FIRST if k in props]
-    schema["properties"] = {k: props[k] for k in first} | {k: v for k, v in props.items() if k not in first}
-
-
-class RunConfig(PipelineConfig):
-    """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
-
-    model_config = ConfigDict(json_schema_extra=_form_order)
-
-    quant: Annotated[QuantSpec, WithJsonSchema(_QUANT_SCHEMA)] = Field(default_factory=QuantSpec)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _toolchain_default_quant(cls, values: Any) -> Any:
-        """No quant given: fp32 on the embedded toolchain, the seed's int8-percentile on vastai (no fp32 there)."""
-        if isinstance(values, dict) and values.get("quant") is None:
-            values = {k: v for k, v in values.items() if k != "quant"}
-            if values.get("toolchain") == "vastai":
-                values["quant"] = VASTAI_DEFAULT_PRESET
-        return values
-
-    @field_validator("quant", mode="before")
-    @classmethod
-    def _preset(cls, value: Any) -> Any:
-        return _to_quant(value)
-
-    @field_serializer("quant")
-    def _quant_as_preset(self, quant: QuantSpec) -> Any:
-        """A preset's spec is written as its name (what the form's drop-down holds); anything else in full."""
-        return quant.preset if quant == QuantSpec.from_preset(quant.preset) else quant.model_dump()
-
-    @model_validator(mode="after")
-    def _quant_fits_toolchain(self) -> RunConfig:
-        self.check_quant(self.quant)
-        return self
-
-
-class SweepConfig(PipelineConfig):
-    """`quant_sweep`: one model and dataset over a list of presets (default: every preset the toolchain compiles)."""
-
-    presets: tuple[PresetName, ...] | None = Field(
-        default=None, description="presets to compare; default: fp32, fp16 and int8 with all four calibrate modes"
-    )
-    per_channel: bool = Field(default=True, description="int8 presets: per-channel weight scales")
-
-    def quants(self) -> list[QuantSpec]:
-        """The specs to run, in order."""
-        names: tuple[str, ...] = self.presets or tuple(
-            p for p in PRESETS if not (self.toolchain == "vastai" and p == "fp32")
-        )
-        return [QuantSpec.from_preset(p, per_channel=self.per_channel) for p in names]
-
-    @model_validator(mode="after")
-    def _presets_fit_toolchain(self) -> SweepConfig:
-        if self.presets is not None and not self.presets:
-            raise ValueError("presets is empty: name at least one, e.g. fp32,int8-max")
-        for quant in self.quants():
-            self.check_quant(quant)
-        return self
-
-
-class MatrixEntry(BaseModel):
-    """One model of the regression matrix: its checkpoint, presets and goals."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(default=registry.DEFAULT_MODEL)
-    checkpoint: str | None = None
-    checkpoint_sha256: str | None = None
-    presets: tuple[PresetName, ...] = ("fp32", "int8-max")
-    gates: tuple[Gate, ...] | None = Field(default=None, description="goals for every preset; default per dtype")
-
-
-class RegressionMatrix(BaseModel):
-    """``deployments/regression.yaml``: models x presets x goals over shared settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="names the history in the store")
-    defaults: dict[str, Any] = Field(default_factory=dict, description="PipelineConfig fields shared by all models")
-    models: tuple[MatrixEntry, ...] = Field(min_length=1)
-
-    def configs(self, store: str | None = None) -> list[tuple[MatrixEntry, SweepConfig]]:
-        """Each entry as a validated sweep config (errors name the entry)."""
-        out = []
-        for number, entry in enumerate(self.models):
-            values = {**self.defaults, "model": entry.model, "presets": entry.presets}
-            if entry.checkpoint:
-                values.update(checkpoint=entry.checkpoint, checkpoint_sha256=entry.checkpoint_sha256)
-            if store:
-                values["store"] = store
-            # a nightly run tracks the speed of the night: measured again, never reused
-            values["benchmark"] = {"fresh": True, **dict(values.get("benchmark") or {})}
-            try:
-                out.append((entry, SweepConfig(**values)))
-            except ValidationError as exc:
-                raise ConfigError(
-                    f"regression matrix {self.name!r}, model #{number + 1} ({entry.model}):\n"
-                    + describe_validation_error(exc, SweepConfig),
-                    "fix the matrix file",
-                ) from None
-        return out
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RegressionMatrix:
-        """Read and validate a matrix file (YAML)."""
-        import yaml
-
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise ConfigError(
-                f"regression matrix not found: {file}",
-                "pass the path of a matrix file, e.g. deployments/regression.yaml",
-            )
-        try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file} is not valid YAML: {exc}", "fix the file's syntax") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(
-                f"invalid regression matrix {file}:\n{describe_validation_error(exc, cls)}", "fix the matrix file"
-            ) from None
-
-
-class NightlyConfig(BaseModel):
-    """`nightly_regression`: which matrix, which night (default: today, UTC), where the store is."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    matrix: str = Field(default="deployments/regression.yaml", description="regression matrix file (YAML)")
-    night: str | None = Field(
-        default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD; default today (UTC)"
-    )
-    store: str | None = Field(default=None, description=f"artifact store path or fsspec URL; default ${STORE_ENV}")
 
 
 def _field_names(model_cls: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:

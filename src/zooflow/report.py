@@ -23,7 +23,7 @@ from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import setting_label
 
 STAGE = "report"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: narrower tables (first class name, 12-digit digests)
 
 
 # ------------------------------------------------------------------------------------- plots
@@ -266,7 +266,8 @@ def markdown(
         out += ["", "## Classes that lost the most", "", "| class | name | images | top-1 | fp32 | drop |"]
         out.append("|---|---|---|---|---|---|")
         out += [
-            f"| {r['class']} | {r['name']} | {r['images']} | {fmt(r['top1'])} | {fmt(r['reference_top1'])} | "
+            f"| {r['class']} | {str(r['name']).split(',')[0]} | {r['images']} | {fmt(r['top1'])} | "
+            f"{fmt(r['reference_top1'])} | "
             f"{fmt(r['drop'])} |"
             for r in worst
         ]
@@ -294,9 +295,7 @@ def markdown(
             )
         if info.get("toolchain") and role in ("compiled", "outputs"):
             notes.append("toolchain " + ", ".join(f"{k}={v}" for k, v in sorted(info["toolchain"].items())))
-        out.append(
-            f"| {role} | {info['kind']} {info.get('name') or ''} | `{info['digest'][:16]}` | {'; '.join(notes)} |"
-        )
+        out.append(f"| {role} | {info.get('name') or info['kind']} | `{info['digest'][:12]}` | {'; '.join(notes)} |")
     code = next((i["code_version"] for i in roots.values() if i.get("code_version")), None)
     if code:
         out += ["", f"Code version: `{code}`."]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +17,8 @@ import pytest
 
 from tests.conftest import MODEL
 from tests.support.http import FileServer
-from zooflow.config import RunConfig, ToolchainOptions
+from zooflow.config import ToolchainOptions
+from zooflow.runconfig import RunConfig
 from zooflow.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -130,6 +133,7 @@ def _ui(state: Any) -> dict[str, Any]:
         "tags": run.tags,
         "tasks": [r.name for r in runs],
         "artifacts": {a.key: str(a.data) for a in artifacts if a.key},
+        "ids": {a.key: str(a.id) for a in artifacts if a.key},
     }
 
 
@@ -187,6 +191,13 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
         f"## {MODEL} fp32 on demo: PASS" in ui["artifacts"][summary_key]
         and "| top-1 (%) |" in ui["artifacts"][summary_key]
     )
+    report_key = f"report-{MODEL.replace('_', '-')}-onnxruntime-fp32-report"
+    # a link in the UI to the report artifact itself
+    assert f"[{report_key}](/artifacts/artifact/{ui['ids'][report_key]})" in ui["artifacts"][summary_key]
+    # the report's plot is in the artifact itself (the store's files are out of the browser's reach)
+    (inlined,) = re.findall(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", ui["artifacts"][report_key])
+    report_ref = result["artifacts"]["report"]["digest"]
+    assert base64.b64decode(inlined) == Store(root).path(report_ref, "per_class.png").read_bytes()
     bench = [k for k in ui["artifacts"] if k.startswith("benchmark-")]
     assert bench == [f"benchmark-{MODEL.replace('_', '-')}-onnxruntime-fp32-benchmark"], bench  # one line per setting
     assert "None" not in ui["artifacts"][bench[0]]
@@ -204,6 +215,8 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert tasks == _cached(tasks)
     again = _ui(second)  # a cached run still says what it found, and where the report is
     assert summary_key in again["artifacts"] and "cached" in again["artifacts"][summary_key]
+    assert report_key not in again["artifacts"]  # a cached report is not republished: the summary links the first
+    assert f"[{report_key}](/artifacts/artifact/{ui['ids'][report_key]})" in again["artifacts"][summary_key]
     assert second.result()["summary"] == result["summary"]
     digests = {k: v["digest"] for k, v in result["artifacts"].items()}
     assert {k: v["digest"] for k, v in second.result()["artifacts"].items()} == digests

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flows.runner import load_deployments
-from zooflow.config import RegressionMatrix
+from zooflow.runconfig import RegressionMatrix
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = REPO / "deployments" / "prefect.yaml"
@@ -34,6 +34,117 @@ def test_prefect_yaml_parses_and_every_deployments_parameters_validate() -> None
     RegressionMatrix.load(REPO / "deployments" / "regression-demo.yaml").configs()
     with pytest.raises(Exception, match="int8-maxx"):
         specs["one-off"]["flow"].validate_parameters({"config": {"demo": True, "quant": "int8-maxx"}})
+
+
+def _server_check(flow: Any, parameters: dict[str, Any]) -> str | None:
+    """What the Prefect server says of a run's parameters before it creates the run (None: accepted).
+
+    The same call `create_flow_run_from_deployment` makes, on the schema `serve`/`deploy` register."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    schema = parameter_schema(flow).model_dump()
+    try:
+        validate(parameters, schema, raise_on_error=True)
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+def _no_null_unions(node: Any, where: str = "") -> list[str]:
+    """Every `anyOf` with a null branch in a schema (Prefect's form draws each as a 'str | None' switch)."""
+    found = []
+    if isinstance(node, dict):
+        if any(o == {"type": "null"} for o in node.get("anyOf", [])):
+            found.append(where)
+        for key, value in node.items():
+            found += _no_null_unions(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _no_null_unions(value, f"{where}/{i}")
+    return found
+
+
+def test_the_form_has_no_null_switches_and_its_defaults_pass_the_servers_check() -> None:
+    """The form Prefect draws has no 'str | None' switches, its parameter is titled for people, and the
+    values it opens with (every optional field null) are accepted by the server as they are."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.deploy_classifier import deploy_classifier
+    from flows.nightly_regression import nightly_regression
+    from flows.quant_sweep import quant_sweep
+
+    for flow, title in (
+        (deploy_classifier, "Run settings"),
+        (quant_sweep, "Sweep settings"),
+        (nightly_regression, "Nightly settings"),
+    ):
+        schema = parameter_schema(flow).model_dump()
+        assert _no_null_unions(schema) == [], flow.name
+        assert schema["properties"]["config"]["title"] == title
+        defaults = {"config": schema["properties"]["config"]["default"]}
+        assert None in defaults["config"].values() or flow is nightly_regression
+        assert _server_check(flow, defaults) is None, flow.name
+        flow.validate_parameters(defaults)  # and the flow itself accepts them
+    props = parameter_schema(deploy_classifier).model_dump()["definitions"]["DataSpec"]["properties"]
+    assert props["path"]["type"] == "string" and "default" not in props["path"]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"quant": None}, "quant"),
+        ({"quant": ""}, "quant"),
+        ({"quant": "int8-maxx"}, "quant"),
+        ("drop quant", "quant"),
+        ({"toolchain": "vastai", "quant": "fp32"}, "quant"),
+        ({"demo": False}, "data"),
+        ({"demo": False, "data": {"path": ""}}, "path"),
+        ({"demo": False, "data": {"path": None}}, "path"),
+    ],
+    ids=[
+        "null-preset",
+        "empty-preset",
+        "misspelt-preset",
+        "no-preset",
+        "vastai-fp32",
+        "no-data",
+        "blank-path",
+        "null-path",
+    ],
+)
+def test_the_server_refuses_a_blank_or_inconsistent_one_off_form(change: Any, named: str) -> None:
+    """A blank preset is never run as fp32 and an inconsistent form never runs as something else: the
+    server refuses it, naming the field; the flow's own validation (pydantic) refuses it too."""
+    from flows.deploy_classifier import deploy_classifier
+
+    form = {"demo": True, "quant": "int8-max", "store": "/tmp/x"}
+    if change == "drop quant":
+        form.pop("quant")
+    else:
+        form.update(change)
+    said = _server_check(deploy_classifier, {"config": form})
+    assert said is not None and named in said, said
+    if change != "drop quant":  # the Python API keeps its default preset when none is given at all
+        with pytest.raises(Exception, match=named):
+            deploy_classifier.validate_parameters({"config": form})
+
+
+def test_the_server_accepts_what_the_one_off_form_means() -> None:
+    """The consistent neighbours of the refused forms go through: vastai with an int8 preset (or none:
+    int8-percentile), a real folder, cleared optional text boxes (which mean 'not set')."""
+    from flows.deploy_classifier import deploy_classifier
+
+    for form in (
+        {"demo": True, "quant": "int8-max", "toolchain": "vastai"},
+        {"quant": "fp16", "data": {"path": "/data/val", "labels": ""}, "checkpoint": "", "checkpoint_sha256": ""},
+        {"demo": True, "quant": "fp32", "data": {"path": None}, "evaluation": {"gates": None}},
+    ):
+        assert _server_check(deploy_classifier, {"config": form}) is None, form
+        config = deploy_classifier.validate_parameters({"config": form})["config"]
+        assert config.checkpoint is None and config.data.labels is None
+    vastai = deploy_classifier.validate_parameters({"config": {"demo": True, "toolchain": "vastai"}})["config"]
+    assert vastai.quant.preset == "int8-percentile"
 
 
 def _wait(condition: Any, timeout: float, what: str) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,8 @@ import pytest
 import yaml
 
 from tests.conftest import MODEL
-from tests.flows.test_deploy_classifier import _run_flow
-from zooflow.config import NightlyConfig, SweepConfig
+from tests.flows.test_deploy_classifier import _run_flow, _ui
+from zooflow.runconfig import NightlyConfig, SweepConfig
 from zooflow.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -59,6 +61,10 @@ def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path:
     table_md = store.path(sweep, "sweep.md").read_text()
     assert "| int8-max |" in table_md and "integer vs float dB" in table_md and "batch 8, 1 thread" in table_md
     assert store.path(sweep, "pareto.png").stat().st_size > 10_000
+    # the UI's copy of the comparison shows the Pareto plot itself, not a path on the worker's disk
+    shown = next(v for k, v in _ui(state)["artifacts"].items() if k.startswith("sweep-summary-"))
+    (inlined,) = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", shown)
+    assert base64.b64decode(inlined) == store.path(sweep, "pareto.png").read_bytes()
     assert {"fp32/report", "fp16/report", "int8-max/report"} <= set(result["artifacts"])
 
     again, tasks = _run_flow(quant_sweep, config)

@@ -56,7 +56,8 @@ def test_shards_run_on_two_dask_workers_against_an_s3_store(s3_store: str, monke
     from prefect.settings import PREFECT_API_URL
 
     from flows.runner import run_deploy
-    from zooflow.config import ExecutionOptions, RunConfig
+    from zooflow.config import ExecutionOptions
+    from zooflow.runconfig import RunConfig
     from zooflow.store import Store
 
     monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # workers report task states here

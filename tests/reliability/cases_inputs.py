@@ -43,8 +43,9 @@ def misspelled_preset(request: pytest.FixtureRequest) -> None:
     kept="nothing is started",
 )
 def misspelled_option(request: pytest.FixtureRequest) -> None:
-    from zooflow.config import RunConfig, build
+    from zooflow.config import build
     from zooflow.errors import ConfigError
+    from zooflow.runconfig import RunConfig
 
     with pytest.raises(ConfigError, match=r"tolchain: unknown option \(did you mean 'toolchain'\?\)"):
         build(RunConfig, demo=True, tolchain="vastai")

@@ -66,7 +66,7 @@ def malicious_url(request: pytest.FixtureRequest) -> None:
 def malicious_run(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("prefect_api")
     from flows.runner import _finish
-    from zooflow.config import RunConfig
+    from zooflow.runconfig import RunConfig
     from zooflow.store import Store
 
     tmp: Path = request.getfixturevalue("tmp_path")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zooflow.config import PRESETS, NpzOptions, QuantSpec, RunConfig, build
+from zooflow.config import PRESETS, NpzOptions, QuantSpec, build
 from zooflow.errors import ConfigError
+from zooflow.runconfig import RunConfig
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -109,7 +110,14 @@ def test_real_runs_need_data_and_npz_options_are_checked() -> None:
         build(RunConfig, demo=True, toolchain="vastai", quant="fp32")
     # no quant given: the seed's preset on the card, fp32 on the embedded toolchain
     assert build(RunConfig, demo=True, toolchain="vastai").quant.preset == "int8-percentile"
-    assert build(RunConfig, demo=True, toolchain="vastai", quant=None).quant.preset == "int8-percentile"
+    for blank in (None, ""):  # a cleared preset is refused, never run as the default
+        with pytest.raises(ConfigError, match=r"quant: no preset chosen; choose one of: fp32, fp16, int8-max"):
+            build(RunConfig, demo=True, toolchain="vastai", quant=blank)
+    # a cleared optional text box means 'not set'; a cleared required one is still an error
+    cleared = build(RunConfig, demo=True, checkpoint="", checkpoint_sha256="", data={"labels": "", "names": ""})
+    assert (cleared.checkpoint, cleared.checkpoint_sha256, cleared.data.labels, cleared.data.names) == (None,) * 4
+    with pytest.raises(ConfigError, match="model: unknown model name ''"):
+        build(RunConfig, demo=True, model="")
     assert build(RunConfig, demo=True).quant.preset == "fp32"
     options = build(
         RunConfig, demo=True, toolchain_options={"pre_resize": "256x256", "vamp_args": ["-s", "[3,224,224]"]}

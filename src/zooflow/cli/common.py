@@ -179,11 +179,9 @@ def failing(as_json: bool = False, doing: str = "zooflow") -> Iterator[None]:
 
 
 def quant_value(preset: str | None, per_tensor: bool, toolchain: str = "onnxruntime") -> Any:
-    """A preset name, or the preset's spec with per-tensor weights; None: the toolchain's default."""
+    """A preset name, or the preset's spec with per-tensor weights; no preset: the toolchain's default."""
     if preset is None:
-        if not per_tensor:
-            return None
-        from zooflow.config import VASTAI_DEFAULT_PRESET
+        from zooflow.runconfig import VASTAI_DEFAULT_PRESET
 
         preset = VASTAI_DEFAULT_PRESET if toolchain == "vastai" else "fp32"
     if not per_tensor:

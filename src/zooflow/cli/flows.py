@@ -43,7 +43,8 @@ from zooflow.cli.common import (
     quant_value,
     vastai_values,
 )
-from zooflow.config import ExecutionOptions, Gate, RunConfig, SweepConfig, build
+from zooflow.config import ExecutionOptions, Gate, build
+from zooflow.runconfig import RunConfig, SweepConfig
 from zooflow.store import open_store
 
 DemoClassesOpt = Annotated[int, typer.Option(help="--demo: classes to generate", rich_help_panel="data")]
@@ -245,7 +246,7 @@ def nightly(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the nightly_regression flow once: the matrix, tonight's history entry and the trend report."""
-    from zooflow.config import NightlyConfig, RegressionMatrix
+    from zooflow.runconfig import NightlyConfig, RegressionMatrix
 
     with failing(as_json, "the nightly run"):
         config = build(NightlyConfig, matrix=matrix, night=night, store=store)

@@ -1,0 +1,270 @@
+"""The flows' settings: one-off runs (`RunConfig`), sweeps, the regression matrix and the nightly run.
+
+Each is built from `zooflow.config`'s blocks; each is also a Prefect parameter form, so its JSON
+schema is shaped by `zooflow.form` (field order, titles, server-side rules).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from zooflow import form, registry
+from zooflow.config import (
+    PRESETS,
+    STORE_ENV,
+    BenchmarkSpec,
+    CalibrationOptions,
+    DataSpec,
+    EvaluationOptions,
+    ExportOptions,
+    Gate,
+    ModelSource,
+    QuantSpec,
+    ShardOptions,
+    Spec,
+    ToolchainName,
+    ToolchainOptions,
+    describe_validation_error,
+)
+from zooflow.errors import ConfigError
+
+PresetName = Literal["fp32", "fp16", "int8-max", "int8-percentile", "int8-kl_divergence", "int8-mse"]
+assert get_args(PresetName) == PRESETS
+# The form shows one drop-down of named presets (an anyOf of a name and a full spec rendered as an
+# empty drop-down in Prefect's UI); a full spec (per-tensor weights, another percentile) is for the
+# CLI and Python callers, whose values pydantic validates without this schema.
+_QUANT_SCHEMA = {
+    "title": "Preset",
+    "type": "string",
+    "enum": list(PRESETS),
+    "default": "fp32",
+    "description": "quantisation preset; with the vastai toolchain fp16 or an int8 preset (the seed's: int8-percentile)",
+}
+
+
+def _to_quant(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return QuantSpec.from_preset(value)
+        except ConfigError as exc:
+            raise ValueError(f"{exc.problem}; use one of: {', '.join(PRESETS)}") from None
+    return value
+
+
+VASTAI_DEFAULT_PRESET = "int8-percentile"  # the seed's compile: int8, calibrate percentile
+
+
+# What a person fills in for a one-off run comes first in the UI's form; tuning options follow.
+FORM_FIRST = ("model", "quant", "presets", "demo", "data", "toolchain", "evaluation", "checkpoint", "checkpoint_sha256")
+FORM_TITLES = {
+    "model": "Model (mmcls model index name)",
+    "demo": "Demo (generated images, locally initialised weights)",
+    "data": "Data: ImageNet val folder and labels",
+    "evaluation": "Gates and evaluation",
+    "export": "Tuning: ONNX export",
+    "calibration": "Tuning: calibration set",
+    "npz": "Tuning: npz shards",
+    "toolchain_options": "Tuning: toolchain",
+    "benchmark": "Tuning: benchmark",
+    "store": "Store (artifact store path or fsspec URL)",
+}
+
+
+def _pipeline_form(schema: dict[str, Any]) -> None:
+    """The shared form: plain optionals, the one-off fields first, and the server refuses a non-demo
+    run without a data folder (pydantic's `_needs_data`)."""
+    form.plain_optionals(schema)
+    form.ordered(schema, FORM_FIRST, FORM_TITLES)
+    path = {"type": "string", "minLength": 1}
+    form.refuse_when(
+        schema,
+        "demo",
+        False,
+        {"required": ["data"], "properties": {"data": {"required": ["path"], "properties": {"path": path}}}},
+    )
+
+
+def _run_form(schema: dict[str, Any]) -> None:
+    """The one-off form: a preset must be chosen (never a blank one run as fp32), and the vastai toolchain
+    offers no fp32 (the server refuses it before a run is created)."""
+    _pipeline_form(schema)
+    schema["required"] = sorted({*schema.get("required", []), "quant"})
+    no_fp32 = {"enum": [p for p in PRESETS if p != "fp32"]}
+    form.refuse_when(schema, "toolchain", "vastai", {"properties": {"quant": no_fp32}})
+
+
+class PipelineConfig(ModelSource):
+    """What every flow shares: model, data, export, calibration, sharding, toolchain, benchmark, evaluation."""
+
+    model_config = ConfigDict(json_schema_extra=_pipeline_form)
+
+    export: ExportOptions = Field(default_factory=ExportOptions)
+    data: DataSpec = Field(default_factory=DataSpec)
+    calibration: CalibrationOptions = Field(default_factory=CalibrationOptions)
+    npz: ShardOptions = Field(default_factory=ShardOptions)
+    toolchain: ToolchainName = Field(default="onnxruntime", description="onnxruntime (embedded) or vastai (vamc/vamp)")
+    toolchain_options: ToolchainOptions = Field(default_factory=ToolchainOptions)
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    evaluation: EvaluationOptions = Field(default_factory=EvaluationOptions)
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> PipelineConfig:
+        if not self.demo and self.data.path is None:
+            raise ValueError("data.path is required (an ImageNet val folder, --data); or use --demo for generated data")
+        return self
+
+    def check_quant(self, quant: QuantSpec) -> None:
+        """Refuse a spec the toolchain cannot compile."""
+        if self.toolchain == "vastai" and quant.dtype == "fp32":
+            raise ValueError("the vastai toolchain compiles fp16 and int8 only: choose --quant fp16 or an int8 preset")
+
+
+class RunConfig(PipelineConfig):
+    """Everything one `deploy_classifier` run needs; the flow's parameter form in the UI."""
+
+    model_config = ConfigDict(json_schema_extra=_run_form)
+
+    quant: Annotated[QuantSpec, WithJsonSchema(_QUANT_SCHEMA)] = Field(default_factory=QuantSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _toolchain_default_quant(cls, values: Any) -> Any:
+        """No quant given: fp32 on the embedded toolchain, the seed's int8-percentile on vastai (no fp32 there)."""
+        if isinstance(values, dict) and "quant" not in values and values.get("toolchain") == "vastai":
+            values = {**values, "quant": VASTAI_DEFAULT_PRESET}
+        return values
+
+    @field_validator("quant", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        """A blank preset (None, "") is refused: a cleared drop-down must never run as some default."""
+        if value is None or value == "":
+            raise ValueError(f"no preset chosen; choose one of: {', '.join(PRESETS)}")
+        return _to_quant(value)
+
+    @field_serializer("quant")
+    def _quant_as_preset(self, quant: QuantSpec) -> Any:
+        """A preset's spec is written as its name (what the form's drop-down holds); anything else in full."""
+        return quant.preset if quant == QuantSpec.from_preset(quant.preset) else quant.model_dump()
+
+    @model_validator(mode="after")
+    def _quant_fits_toolchain(self) -> RunConfig:
+        self.check_quant(self.quant)
+        return self
+
+
+class SweepConfig(PipelineConfig):
+    """`quant_sweep`: one model and dataset over a list of presets (default: every preset the toolchain compiles)."""
+
+    presets: tuple[PresetName, ...] | None = Field(
+        default=None, description="presets to compare; default: fp32, fp16 and int8 with all four calibrate modes"
+    )
+    per_channel: bool = Field(default=True, description="int8 presets: per-channel weight scales")
+
+    def quants(self) -> list[QuantSpec]:
+        """The specs to run, in order."""
+        names: tuple[str, ...] = self.presets or tuple(
+            p for p in PRESETS if not (self.toolchain == "vastai" and p == "fp32")
+        )
+        return [QuantSpec.from_preset(p, per_channel=self.per_channel) for p in names]
+
+    @model_validator(mode="after")
+    def _presets_fit_toolchain(self) -> SweepConfig:
+        if self.presets is not None and not self.presets:
+            raise ValueError("presets is empty: name at least one, e.g. fp32,int8-max")
+        for quant in self.quants():
+            self.check_quant(quant)
+        return self
+
+
+class MatrixEntry(Spec):
+    """One model of the regression matrix: its checkpoint, presets and goals."""
+
+    model: str = Field(default=registry.DEFAULT_MODEL)
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    presets: tuple[PresetName, ...] = ("fp32", "int8-max")
+    gates: tuple[Gate, ...] | None = Field(default=None, description="goals for every preset; default per dtype")
+
+
+class RegressionMatrix(Spec):
+    """``deployments/regression.yaml``: models x presets x goals over shared settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="names the history in the store")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="PipelineConfig fields shared by all models")
+    models: tuple[MatrixEntry, ...] = Field(min_length=1)
+
+    def configs(self, store: str | None = None) -> list[tuple[MatrixEntry, SweepConfig]]:
+        """Each entry as a validated sweep config (errors name the entry)."""
+        out = []
+        for number, entry in enumerate(self.models):
+            values = {**self.defaults, "model": entry.model, "presets": entry.presets}
+            if entry.checkpoint:
+                values.update(checkpoint=entry.checkpoint, checkpoint_sha256=entry.checkpoint_sha256)
+            if store:
+                values["store"] = store
+            # a nightly run tracks the speed of the night: measured again, never reused
+            values["benchmark"] = {"fresh": True, **dict(values.get("benchmark") or {})}
+            try:
+                out.append((entry, SweepConfig(**values)))
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"regression matrix {self.name!r}, model #{number + 1} ({entry.model}):\n"
+                    + describe_validation_error(exc, SweepConfig),
+                    "fix the matrix file",
+                ) from None
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RegressionMatrix:
+        """Read and validate a matrix file (YAML)."""
+        import yaml
+
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(
+                f"regression matrix not found: {file}",
+                "pass the path of a matrix file, e.g. deployments/regression.yaml",
+            )
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file} is not valid YAML: {exc}", "fix the file's syntax") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid regression matrix {file}:\n{describe_validation_error(exc, cls)}", "fix the matrix file"
+            ) from None
+
+
+class NightlyConfig(Spec):
+    """`nightly_regression`: which matrix, which night (default: today, UTC), where the store is."""
+
+    matrix: str = Field(default="deployments/regression.yaml", description="regression matrix file (YAML)")
+    night: str | None = Field(
+        default=None, pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="YYYY-MM-DD; default (or blank): today (UTC)"
+    )
+    store: str | None = Field(default=None, description=f"artifact store path or fsspec URL; default ${STORE_ENV}")
+
+
+def _titled(cls: type[Spec], title: str) -> Any:
+    """A flow parameter of type `cls` titled for the form (Prefect titles it by the argument's name)."""
+    return Annotated[cls, Field(json_schema_extra={"title": title})]
+
+
+RunParameter = _titled(RunConfig, "Run settings")
+SweepParameter = _titled(SweepConfig, "Sweep settings")
+NightlyParameter = _titled(NightlyConfig, "Nightly settings")
