@@ -47,17 +47,19 @@ class Prepared:
 
 
 def _npz(stages: Stages, stage: str, dataset: DatasetHandle, params: NpzParams, config: PipelineConfig) -> Any:
-    """npz shards (one cached task each) and the index over them."""
+    """npz shards (one cached task each) and the index over them, named by format (``npz-shard dsp 3``)."""
+    planned = plan(dataset.count, config.npz.shard_size)
     shards = stages.map(
         f"{stage}-shards",
         npz_shard,
-        [{"shard": s.number} for s in plan(dataset.count, config.npz.shard_size)],
+        [{"shard": s.number} for s in planned],
+        labels=[f"{params.format} {s.number}" for s in planned],
         dataset=dataset,
         shard_size=config.npz.shard_size,
         params=params,
         skip_corrupt=config.data.skip_corrupt,
     )
-    return shards, stages.run(stage, npz_index, dataset=dataset, shards=shards, params=params)
+    return shards, stages.run(stage, npz_index, label=params.format, dataset=dataset, shards=shards, params=params)
 
 
 def _outputs(

@@ -113,8 +113,21 @@ class Browser:
         result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         return result.get("result", {}).get("value")
 
-    async def click_text(self, text: str, settle: float = 5.0) -> None:
-        """Click the innermost element whose own text is `text` (a tab, a button)."""
+    async def until(self, expression: str, timeout: float = 30.0) -> Any:
+        """Poll a JS expression until it is truthy (its value) or `timeout` passes (None): no fixed sleeps."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.js(  # an element found stands for true (it does not cross the protocol)
+                f"(() => {{ try {{ const v = {expression}; return v instanceof Node ? true : v; }} catch (e) {{ return null; }} }})()"
+            )
+            if value:
+                await asyncio.sleep(0.5)  # let the frame finish drawing
+                return value
+            await asyncio.sleep(0.25)
+        return None
+
+    async def click_text(self, text: str, ready: str = "true") -> None:
+        """Click the innermost element whose own text is `text` (a tab, a button), then wait for `ready`."""
         clicked = await self.js(
             "(() => { const t = " + json.dumps(text) + "; const all = [...document.querySelectorAll('*')]"
             ".filter(e => e.children.length === 0 && (e.textContent || '').trim() === t);"
@@ -122,7 +135,7 @@ class Browser:
         )
         if not clicked:
             raise SystemExit(f"nothing to click reading {text!r}")
-        await asyncio.sleep(settle)
+        await self.until(ready)
 
     async def type_into(self, element: str, text: str) -> None:
         """Replace the text of `element` (a JS expression) by typing, as a person does (Vue sees key events)."""
@@ -136,11 +149,13 @@ class Browser:
             )
         if text:
             await self.call("Input.insertText", text=text)
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.5)
 
-    async def open(self, url: str, settle: float = 8.0) -> None:
+    async def open(self, url: str, ready: str, timeout: float = 60.0) -> bool:
+        """Go to `url` and wait until the JS expression `ready` holds (the page has drawn what we need)."""
         await self.call("Page.navigate", url=url)
-        await asyncio.sleep(settle)
+        await asyncio.sleep(0.5)
+        return bool(await self.until(ready, timeout))
 
     async def shot(self, path: Path, full: bool = False) -> None:
         width, height = self.size
@@ -166,15 +181,23 @@ window.zf = {
   options(label, n) { return [...zf.prop(label, n).querySelector('select').options].map(o => o.text); },
   number(label, value, n) { const i = zf.prop(label, n).querySelector('input'); i.value = String(value); zf.fire(i); return i.value; },
   check(label, on, n) { const i = zf.prop(label, n).querySelector('input[type=checkbox]'); if (i.checked !== on) i.click(); return i.checked; },
-  menu(label, item, n) { zf.prop(label, n).querySelector('button').click();
-    return new Promise(r => setTimeout(() => { const m = [...document.querySelectorAll('*')].find(
-      e => e.children.length === 0 && e.textContent.trim() === item); if (m) m.click();
-      setTimeout(() => r(!!m), 1500); }, 1000)); },
   submit() { const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Submit');
     if (b) b.click(); return !!b; },
   text() { return document.body.innerText; },
 };
 """
+
+
+# What the pages show once drawn: the form with its Submit button; after a submit, the server's
+# refusal (a toast), the form's own check under a field, or the deployment page a run went to.
+FORM_READY = (
+    "document.querySelectorAll('.schema-form-property').length > 20 && "
+    "[...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'Submit')"
+)
+SUBMITTED = (
+    "document.body.innerText.includes('Error creating flow run') || /is not one of|is a required property|"
+    "is not of type/.test(document.body.innerText) || !location.pathname.endsWith('/run')"
+)
 
 
 class Checks:
@@ -201,14 +224,25 @@ class UI:
         return list(_get(f"{self.api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC"}))
 
     async def form(self) -> None:
-        await self.page.open(f"{self.base}/deployments/deployment/{self.deployment_id}/run", settle=8)
+        url = f"{self.base}/deployments/deployment/{self.deployment_id}/run"
+        if not await self.page.open(url, FORM_READY):
+            raise SystemExit(f"the one-off form did not load: {url}")
         await self.page.js(HELPERS)
+
+    async def json_input(self, label: str) -> bool:
+        """Switch a field to JSON input through its menu (how a person types a raw value, e.g. a blank)."""
+        await self.page.js(f"zf.prop({json.dumps(label)}).querySelector('button').click()")
+        item = "[...document.querySelectorAll('*')].find(e => e.children.length === 0 && e.textContent.trim() === 'Use JSON input')"
+        if not await self.page.until(item, 10):
+            return False
+        await self.page.js(f"{item}.click()")
+        return bool(await self.page.until(f"zf.prop({json.dumps(label)}).querySelector('textarea')", 10))
 
     async def submit(self, shot: str) -> str:
         """Submit the form; the page's text a few seconds later (what a person reads), screenshot saved."""
         if not await self.page.js("zf.submit()"):
             raise SystemExit("no Submit button on the form")
-        await asyncio.sleep(4)
+        await self.page.until(SUBMITTED, timeout=20)
         await self.page.shot(self.out / shot)
         return str(await self.page.js("zf.text()"))
 
@@ -244,7 +278,7 @@ async def refusals(ui: UI, check: Checks) -> None:
     _refused(check, ui, said, "no demo and no data folder", "data.path")
     for number, (blank, what) in enumerate((('""', "an empty preset"), ("null", "a null preset"), ("", "no preset"))):
         await ui.form()
-        if not check(await ui.page.js("zf.menu('Preset', 'Use JSON input')"), "the preset field offers JSON input"):
+        if not check(await ui.json_input("Preset"), "the preset field offers JSON input"):
             return
         await ui.page.type_into("zf.prop('Preset').querySelector('textarea')", blank)
         said = await ui.submit(f"2-refused-blank-preset-{number}.png")
@@ -294,11 +328,16 @@ async def fill_and_run(ui: UI, preset: str, check: Checks, timeout: float, tag: 
 
 
 async def screens(ui: UI, run: dict[str, Any], tag: str, check: Checks, preset: str) -> dict[str, dict[str, Any]]:
-    await ui.page.open(f"{ui.base}/runs/flow-run/{run['id']}", settle=8)
+    logged = await ui.page.open(
+        f"{ui.base}/runs/flow-run/{run['id']}", "/: (PASS|FAIL), top-1 /.test(document.body.innerText)"
+    )
     await ui.page.shot(ui.out / f"{tag}-run.png")
-    check("top-1" in await ui.page.js("document.body.innerText"), "the run's log shows the top-1 summary line")
-    for number, tab in ((1, "Artifacts"), (2, "Task Runs")):
-        await ui.page.click_text(tab)
+    check(logged, "the run's log shows the summary line (verdict, top-1)")
+    for number, tab, ready in (
+        (1, "Artifacts", "document.body.innerText.includes('Flow run')"),
+        (2, "Task Runs", "document.body.innerText.includes('compile ')"),
+    ):
+        await ui.page.click_text(tab, ready)
         await ui.page.shot(ui.out / f"{tag}-{number}-{tab.lower().replace(' ', '-')}.png", full=True)
     artifacts = ui.artifacts(run["id"])
     summary = [k for k in artifacts if k.startswith("run-") and preset.replace("_", "-") in k]
@@ -313,17 +352,19 @@ async def drive(ui: UI, preset: str, timeout: float) -> Checks:
     artifacts = await screens(ui, run, "4", check, preset)
     report = next((a for k, a in artifacts.items() if k.startswith("report-")), None)
     if check(report is not None, "the run published its report"):
-        await ui.page.open(f"{ui.base}/artifacts/artifact/{report['id']}", settle=6)
-        await ui.page.shot(ui.out / "5-report.png", full=True)
-        shown = await ui.page.js(
-            "[...document.querySelectorAll('img')].filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 100).length"
+        shown = await ui.page.open(
+            f"{ui.base}/artifacts/artifact/{report['id']}",
+            "[...document.querySelectorAll('img')].filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 100).length",
         )
-        check(bool(shown), "the report shows its per-class plot", f"{shown} plot(s)")
+        await ui.page.shot(ui.out / "5-report.png", full=True)
+        check(bool(shown), "the report shows its per-class plot (an image drawn from the artifact)")
     again = await fill_and_run(ui, preset, check, timeout, "6")
     cached = await screens(ui, again, "7", check, preset)
     summary = next((a for k, a in cached.items() if k.startswith("run-")), None)
     if summary is not None:  # the cached run's summary, and its link to the report (published by the first run)
-        await ui.page.open(f"{ui.base}/artifacts/artifact/{summary['id']}", settle=6)
+        await ui.page.open(
+            f"{ui.base}/artifacts/artifact/{summary['id']}", "document.body.innerText.includes('top-1 (%)')"
+        )
         await ui.page.shot(ui.out / "8-cached-summary.png", full=True)
         text = str(await ui.page.js("document.body.innerText"))
         check(
@@ -334,9 +375,9 @@ async def drive(ui: UI, preset: str, timeout: float) -> Checks:
             " return a ? [a.href, a.target] : null; })()"
         )
         if check(bool(link) and "/artifacts/artifact/" in link[0], "its report link points at the report", link):
-            await ui.page.open(link[0], settle=6)  # the link opens a new tab (target _blank): follow it here
-            text = str(await ui.page.js("document.body.innerText"))
-            check("Classes that lost the most" in text, "the link opens the report in the UI", link[0])
+            # the link opens a new tab (target _blank): follow it here
+            opened = await ui.page.open(link[0], "document.body.innerText.includes('Classes that lost the most')")
+            check(opened, "the link opens the report in the UI", link[0])
             await ui.page.shot(ui.out / "9-report-from-the-summary-link.png")
     return check
 
@@ -373,6 +414,7 @@ def main() -> None:
         "PREFECT_UI_API_URL": api,
         "PREFECT_API_URL": api,
         "ZOOFLOW_STORE": str(home / "store"),
+        "PREFECT_LOGGING_LEVEL": "INFO",  # Prefect's default, what a person's runs log (a test suite may lower it)
     }
     server = _start(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

@@ -185,6 +185,7 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert {f"model:{MODEL}", "toolchain:onnxruntime", "preset:fp32"} <= set(ui["tags"])
     assert {"compile fp32", "compile fp32-reference", "evaluate fp32", "report fp32"} <= set(ui["tasks"])
     assert "run-shard fp32 shard 0" in ui["tasks"] and "run-shard fp32-reference shard 2" in ui["tasks"]
+    assert {"npz-shard model 0", "npz-shard dsp 2", "npz-index model", "npz-index dsp"} <= set(ui["tasks"])
     summary_key = f"run-{MODEL.replace('_', '-')}-fp32-onnxruntime"
     assert summary_key in ui["artifacts"], sorted(ui["artifacts"])
     assert (
