@@ -1,0 +1,325 @@
+"""Which layers cost int8 its accuracy: per-tensor quantisation noise and a leave-one-layer-in-float ranking.
+
+Works on the QDQ model the embedded toolchain compiles and the float graph it was quantised from
+(`prepare_for_qdq`'s output, whose tensor and node names the QDQ model keeps):
+
+- `tensor_sqnr`: for every tensor the QDQ model quantises, the SQNR of its int8 value against
+  its fp32 value, each tensor alone (its scale and zero point applied to the fp32 model's values),
+  so the number is that tensor's own rounding and clipping, not what upstream layers did to it;
+- `rank`: for every layer (a Conv/Gemm/MatMul with quantised weights), the model's output SQNR
+  and top-1 agreement against fp32 when that one layer computes in float and emits float (its
+  weights and its output tensor unquantised, all others int8), ranked by the SQNR it wins back.
+
+The surgery is on the ONNX graph itself (rewiring past the layer's DequantizeLinear nodes), so the
+model measured is the one a mixed-precision compile produces, not an estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+PASS_THROUGH = ("Relu", "Clip")  # a layer's output is quantised after its activation
+CHUNK = 8  # images per inference call: bounds memory when every tensor is an output
+
+
+def module_name(node_name: str) -> str:
+    """The mmcls module of an exported node: ``/backbone/layers.2/layers.2.3/conv2/conv/Conv`` ->
+    ``backbone.layers.2.3.conv2.conv`` (torch's exporter writes one scope per module, each spelled
+    from its parent; zooflow's export wrapper adds an ``inner`` scope, dropped)."""
+    parts = [p for p in node_name.strip("/").split("/")[:-1] if p]
+    out: list[str] = []
+    for part in parts:
+        if out and part.startswith(out[-1] + "."):
+            out[-1] = part
+        else:
+            out.append(part)
+    if out and out[0] == "inner":
+        out = out[1:]
+    return ".".join(out) or node_name
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A quantised layer: its node, mmcls module, op, the depth (graph order) and its tensors."""
+
+    node: str
+    module: str
+    op: str
+    depth: int
+    weight_dq: str  # the DequantizeLinear node feeding its weights
+    bias_dq: str | None
+    output: str | None  # the float tensor the model quantises as this layer's output (after Relu/Clip)
+
+
+class Graph:
+    """Producer and consumer maps of a QDQ model, and its layers in graph order."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.nodes = list(model.graph.node)
+        self.producer = {out: n for n in self.nodes for out in n.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in self.nodes:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def _dq(self, tensor: str) -> Any | None:
+        node = self.producer.get(tensor)
+        return node if node is not None and node.op_type == "DequantizeLinear" else None
+
+    def quantised_output(self, tensor: str) -> str | None:
+        """The tensor a QuantizeLinear reads, following `tensor` through single-consumer activations."""
+        while True:
+            users = self.consumers.get(tensor, [])
+            if any(u.op_type == "QuantizeLinear" for u in users):
+                return tensor
+            if len(users) == 1 and users[0].op_type in PASS_THROUGH:
+                tensor = users[0].output[0]
+                continue
+            return None
+
+    def layers(self) -> list[Layer]:
+        found = []
+        for depth, node in enumerate(self.nodes):
+            if node.op_type not in LAYER_OPS or len(node.input) < 2:
+                continue
+            weight = self._dq(node.input[1])
+            if weight is None:
+                continue
+            bias = self._dq(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            found.append(
+                Layer(
+                    node=node.name,
+                    module=module_name(node.name),
+                    op=node.op_type,
+                    depth=depth,
+                    weight_dq=weight.name,
+                    bias_dq=bias.name if bias is not None else None,
+                    output=self.quantised_output(node.output[0]),
+                )
+            )
+        return found
+
+
+def _initializers(model: Any) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str]) -> Any:
+    """A copy of `qdq` in which the named layers compute in float: weights and bias from `prepared`
+    (the float graph, same node names), and their output tensor read by consumers unquantised."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq)
+    graph = Graph(model)
+    floats = {n.name: n for n in prepared.graph.node}
+    weights = _initializers(prepared)
+    by_node = {layer.node: layer for layer in graph.layers()}
+    for name in nodes:
+        layer, source = by_node[name], floats[name]
+        node = next(n for n in model.graph.node if n.name == name)
+        for slot in (1, 2):
+            if slot < len(source.input) and source.input[slot] in weights and slot < len(node.input):
+                kept = f"{name}/float_input_{slot}"
+                model.graph.initializer.append(numpy_helper.from_array(weights[source.input[slot]], kept))
+                node.input[slot] = kept
+        if layer.output is None:
+            continue
+        value = _restore_activation(model, graph, prepared, layer.output, weights)
+        for q in [u for u in graph.consumers.get(layer.output, []) if u.op_type == "QuantizeLinear"]:
+            for dq in [u for u in graph.consumers.get(q.output[0], []) if u.op_type == "DequantizeLinear"]:
+                for user in graph.consumers.get(dq.output[0], []):
+                    for i, tensor in enumerate(user.input):
+                        if tensor == dq.output[0]:
+                            user.input[i] = value
+    return _prune(model)
+
+
+def _restore_activation(model: Any, graph: Graph, prepared: Any, tensor: str, weights: dict[str, np.ndarray]) -> str:
+    """The float value of `tensor` once its Q/DQ pair is bypassed.
+
+    ORT's QDQ graphs drop a Relu (or Clip) that the quantiser's clamp already does (uint8 with
+    zero point 0), so the tensor there is the layer's pre-activation; bypassing the pair must put
+    the activation back, copied from the float graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    float_producer = next((n for n in prepared.graph.node if tensor in n.output), None)
+    qdq_producer = graph.producer.get(tensor)
+    if float_producer is None or float_producer.op_type not in PASS_THROUGH:
+        return tensor
+    if qdq_producer is not None and qdq_producer.op_type == float_producer.op_type:
+        return tensor  # the activation is still there
+    restored = f"{tensor}/float_activation"
+    extra = []
+    for name in float_producer.input[1:]:
+        if name and name in weights and name not in {i.name for i in model.graph.initializer}:
+            model.graph.initializer.append(numpy_helper.from_array(weights[name], name))
+        extra.append(name)
+    node = onnx.helper.make_node(
+        float_producer.op_type, [tensor, *extra], [restored], name=f"{tensor}/float_{float_producer.op_type}"
+    )
+    node.attribute.extend(float_producer.attribute)
+    position = next(i for i, n in enumerate(model.graph.node) if tensor in n.output) + 1
+    model.graph.node.insert(position, node)
+    return restored
+
+
+def _prune(model: Any) -> Any:
+    """Drop nodes and initializers nothing reads any more (the bypassed Q/DQ pairs and weights)."""
+    needed = {o.name for o in model.graph.output}
+    kept = []
+    for node in reversed(list(model.graph.node)):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(kept))
+    unused = [i for i in model.graph.initializer if i.name not in needed]
+    for init in unused:
+        model.graph.initializer.remove(init)
+    return model
+
+
+def _session(model: Any) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _run(model: Any, batch: np.ndarray, outputs: list[str] | None = None) -> Iterator[list[np.ndarray]]:
+    sess = _session(model)
+    name = sess.get_inputs()[0].name
+    for start in range(0, len(batch), CHUNK):
+        yield list(sess.run(outputs, {name: batch[start : start + CHUNK]}))
+
+
+def outputs(model: Any, batch: np.ndarray) -> np.ndarray:
+    """The model's first output on `batch`, run in chunks."""
+    return np.concatenate([part[0] for part in _run(model, batch)])
+
+
+def _sqnr(signal: float, noise: float) -> float:
+    if noise == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def _fake_quant(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """ONNX QuantizeLinear then DequantizeLinear (round half to even, saturate to the zero point's type)."""
+    info = np.iinfo(zero.dtype)
+    if axis is not None and scale.ndim == 1 and scale.size > 1:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    q = np.clip(np.rint(x / scale) + zero.astype(np.float64), info.min, info.max)
+    restored: np.ndarray = (q - zero.astype(np.float64)) * scale
+    return restored
+
+
+def tensor_sqnr(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, float]:
+    """SQNR (dB) of every activation tensor the QDQ model quantises, each alone, on `batch`."""
+    import onnx
+
+    inits = _initializers(qdq)
+    known = {o for n in prepared.graph.node for o in n.output} | {i.name for i in prepared.graph.input}
+    quantisers = {
+        n.input[0]: (inits[n.input[1]], inits[n.input[2]])
+        for n in qdq.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] in known and n.input[1] in inits
+    }
+    names = sorted(quantisers)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(prepared)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in names if t not in present
+    )
+    wanted = [*names]
+    signal = dict.fromkeys(names, 0.0)
+    noise = dict.fromkeys(names, 0.0)
+    for values in _run(probe, batch, wanted):
+        for tensor, value in zip(names, values, strict=True):
+            scale, zero = quantisers[tensor]
+            value = value.astype(np.float64)
+            diff = value - _fake_quant(value, scale, zero)
+            signal[tensor] += float(np.sum(value * value))
+            noise[tensor] += float(np.sum(diff * diff))
+    return {t: _sqnr(signal[t], noise[t]) for t in names}
+
+
+def weight_sqnr(qdq: Any, prepared: Any, layer: Layer) -> float:
+    """SQNR (dB) of a layer's int8 weights against the float ones."""
+    floats = _initializers(prepared)
+    inits = _initializers(qdq)
+    source = next(n for n in prepared.graph.node if n.name == layer.node)
+    dq = next(n for n in qdq.graph.node if n.name == layer.weight_dq)
+    weight = floats[source.input[1]].astype(np.float64)
+    quantised, scale = inits[dq.input[0]], inits[dq.input[1]].astype(np.float64)
+    zero = inits[dq.input[2]] if len(dq.input) > 2 else np.zeros_like(quantised)
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * quantised.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    restored = (quantised.astype(np.float64) - zero.astype(np.float64)) * scale
+    diff = weight - restored
+    return _sqnr(float(np.sum(weight * weight)), float(np.sum(diff * diff)))
+
+
+def _agreement(rows: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.mean(rows.argmax(axis=1) == reference.argmax(axis=1)) * 100.0)
+
+
+def _model_sqnr(rows: np.ndarray, reference: np.ndarray) -> float:
+    a = rows.reshape(len(rows), -1).astype(np.float64)
+    b = reference.reshape(len(reference), -1).astype(np.float64)
+    return _sqnr(float(np.sum(b * b)), float(np.sum((a - b) ** 2)))
+
+
+def rank(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, Any]:
+    """Every quantised layer with its tensor SQNRs and the model's output SQNR and top-1 agreement when
+    only it is left in float; ranked by the output SQNR won back over the all-int8 model (best first)."""
+    reference = outputs(prepared, batch)
+    int8 = outputs(qdq, batch)
+    base_sqnr, base_agreement = _model_sqnr(int8, reference), _agreement(int8, reference)
+    tensors = tensor_sqnr(qdq, prepared, batch)
+    rows: list[dict[str, Any]] = []
+    for layer in Graph(qdq).layers():
+        mixed = outputs(leave_float(qdq, prepared, [layer.node]), batch)
+        sqnr = _model_sqnr(mixed, reference)
+        rows.append(
+            {
+                "module": layer.module,
+                "node": layer.node,
+                "op": layer.op,
+                "depth": layer.depth,
+                "output_tensor": layer.output,
+                "output_tensor_sqnr_db": tensors.get(layer.output) if layer.output else None,
+                "weight_sqnr_db": weight_sqnr(qdq, prepared, layer),
+                "float_sqnr_db": sqnr,
+                "float_agreement": _agreement(mixed, reference),
+                "gain_db": sqnr - base_sqnr,
+            }
+        )
+    rows.sort(key=lambda r: (-r["gain_db"], r["depth"]))
+    return {
+        "images": len(batch),
+        "int8_sqnr_db": base_sqnr,
+        "int8_agreement": base_agreement,
+        "layers": rows,
+        "tensors": tensors,
+        "method": (
+            "each layer in turn computed in float (float weights and bias, its output tensor unquantised), every "
+            "other layer int8; output SQNR and top-1 agreement against the fp32 graph on the probe images"
+        ),
+    }
