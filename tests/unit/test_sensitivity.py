@@ -128,3 +128,19 @@ def test_module_names_follow_the_mmcls_model() -> None:
     assert name("/backbone/layers.2/layers.2.3/conv2/conv/Conv") == "backbone.layers.2.3.conv2.conv"
     assert name("/inner/head/fc/Gemm") == "head.fc"  # zooflow's export wrapper scope dropped
     assert name("/backbone/conv1/conv/Conv") == "backbone.conv1.conv"
+
+
+def test_the_report_table_and_depth_plot_name_the_layer(ranked: dict[str, Any], tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    from zooflow import sensitivity_report
+
+    result = json.loads(json.dumps(ranked["result"]))  # what the stored JSON gives back (inf -> Infinity)
+    lines = sensitivity_report.table(result)
+    rows = [line for line in lines if line.startswith("| 1 |") or line.startswith("| 10 |")]
+    assert len(rows) == 2 and f"`{ILL}.conv`" in rows[0], lines
+    plot = sensitivity_report.depth_plot(result, tmp_path / "depth.png", "ShuffleNetV1 int8-max")
+    with Image.open(plot) as image:
+        assert image.size[0] > 1000 and image.size[1] > 600
