@@ -448,9 +448,10 @@ def main() -> None:
         if served is not None:
             _stop(served)
         _stop(server)
-    print(f"screenshots in {args.out}; logs in {home}")
+    print(f"screenshots in {args.out}")
     if checks.failed:
-        raise SystemExit(f"{len(checks.failed)} check(s) failed: {'; '.join(checks.failed)}")
+        raise SystemExit(f"{len(checks.failed)} check(s) failed: {'; '.join(checks.failed)}; server logs in {home}")
+    shutil.rmtree(home, ignore_errors=True)  # our own temporary server home and store; kept above for its logs
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ graph.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +65,9 @@ def _ill_conditioned(root: Path, seed: int, model_info: Any, views: np.ndarray) 
 
 
 @pytest.fixture(scope="module", params=[7, 11], ids=["seed7", "seed11"])
-def ranked(request: pytest.FixtureRequest, model_info: Any) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix=f"sensitivity-{request.param}-"))
+def ranked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_info: Any) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp(f"sensitivity-{request.param}")
     store = Store(root / "store")
-    models.init_checkpoint(model_info, root / "probe.pth", seed=request.param)
     views = _views(Transform.from_spec(models.preprocess_spec(model_info)))
     path = _ill_conditioned(root, request.param, model_info, views)
     ckpt = fetch_checkpoint(str(path), store, model=MODEL, show_progress=False)

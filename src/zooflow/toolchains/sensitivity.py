@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from zooflow.evaluate import sqnr_db
+
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PASS_THROUGH = ("Relu", "Clip")  # a layer's output is quantised after its activation
 CHUNK = 8  # images per inference call: bounds memory when every tensor is an output
@@ -112,9 +114,10 @@ def _initializers(model: Any) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str]) -> Any:
+def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str], weights: dict[str, np.ndarray] | None = None) -> Any:
     """A copy of `qdq` in which the named layers compute in float: weights and bias from `prepared`
-    (the float graph, same node names), and their output tensor read by consumers unquantised."""
+    (the float graph, same node names; `weights`: its initializers, when already read), and their
+    output tensor read by consumers unquantised."""
     import onnx
     from onnx import numpy_helper
 
@@ -122,7 +125,7 @@ def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str]) -> Any:
     model.CopyFrom(qdq)
     graph = Graph(model)
     floats = {n.name: n for n in prepared.graph.node}
-    weights = _initializers(prepared)
+    weights = weights if weights is not None else _initializers(prepared)
     by_node = {layer.node: layer for layer in graph.layers()}
     for name in nodes:
         layer, source = by_node[name], floats[name]
@@ -214,13 +217,10 @@ def _sqnr(signal: float, noise: float) -> float:
     return float(10.0 * np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
-def _fake_quant(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """ONNX QuantizeLinear then DequantizeLinear (round half to even, saturate to the zero point's type)."""
+def _fake_quant(x: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """ONNX per-tensor QuantizeLinear then DequantizeLinear (round half to even, saturate to the zero
+    point's type): what the model does to an activation."""
     info = np.iinfo(zero.dtype)
-    if axis is not None and scale.ndim == 1 and scale.size > 1:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
     q = np.clip(np.rint(x / scale) + zero.astype(np.float64), info.min, info.max)
     restored: np.ndarray = (q - zero.astype(np.float64)) * scale
     return restored
@@ -244,10 +244,9 @@ def tensor_sqnr(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, float]:
     probe.graph.output.extend(
         onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in names if t not in present
     )
-    wanted = [*names]
     signal = dict.fromkeys(names, 0.0)
     noise = dict.fromkeys(names, 0.0)
-    for values in _run(probe, batch, wanted):
+    for values in _run(probe, batch, names):
         for tensor, value in zip(names, values, strict=True):
             scale, zero = quantisers[tensor]
             value = value.astype(np.float64)
@@ -257,15 +256,17 @@ def tensor_sqnr(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, float]:
     return {t: _sqnr(signal[t], noise[t]) for t in names}
 
 
-def weight_sqnr(qdq: Any, prepared: Any, layer: Layer) -> float:
-    """SQNR (dB) of a layer's int8 weights against the float ones."""
-    floats = _initializers(prepared)
-    inits = _initializers(qdq)
+def weight_sqnr(
+    qdq: Any, prepared: Any, layer: Layer, inits: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+) -> float:
+    """SQNR (dB) of a layer's int8 weights against the float ones (`inits`: both models' initializers,
+    float first, when already read)."""
+    floats, inits_q = inits if inits is not None else (_initializers(prepared), _initializers(qdq))
     source = next(n for n in prepared.graph.node if n.name == layer.node)
     dq = next(n for n in qdq.graph.node if n.name == layer.weight_dq)
     weight = floats[source.input[1]].astype(np.float64)
-    quantised, scale = inits[dq.input[0]], inits[dq.input[1]].astype(np.float64)
-    zero = inits[dq.input[2]] if len(dq.input) > 2 else np.zeros_like(quantised)
+    quantised, scale = inits_q[dq.input[0]], inits_q[dq.input[1]].astype(np.float64)
+    zero = inits_q[dq.input[2]] if len(dq.input) > 2 else np.zeros_like(quantised)
     axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
     if scale.ndim == 1 and scale.size > 1:
         shape = [1] * quantised.ndim
@@ -280,23 +281,18 @@ def _agreement(rows: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(rows.argmax(axis=1) == reference.argmax(axis=1)) * 100.0)
 
 
-def _model_sqnr(rows: np.ndarray, reference: np.ndarray) -> float:
-    a = rows.reshape(len(rows), -1).astype(np.float64)
-    b = reference.reshape(len(reference), -1).astype(np.float64)
-    return _sqnr(float(np.sum(b * b)), float(np.sum((a - b) ** 2)))
-
-
 def rank(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, Any]:
     """Every quantised layer with its tensor SQNRs and the model's output SQNR and top-1 agreement when
     only it is left in float; ranked by the output SQNR won back over the all-int8 model (best first)."""
     reference = outputs(prepared, batch)
     int8 = outputs(qdq, batch)
-    base_sqnr, base_agreement = _model_sqnr(int8, reference), _agreement(int8, reference)
+    base_sqnr, base_agreement = sqnr_db(int8, reference), _agreement(int8, reference)
     tensors = tensor_sqnr(qdq, prepared, batch)
+    inits = (_initializers(prepared), _initializers(qdq))  # read once for every layer
     rows: list[dict[str, Any]] = []
     for layer in Graph(qdq).layers():
-        mixed = outputs(leave_float(qdq, prepared, [layer.node]), batch)
-        sqnr = _model_sqnr(mixed, reference)
+        mixed = outputs(leave_float(qdq, prepared, [layer.node], weights=inits[0]), batch)
+        sqnr = sqnr_db(mixed, reference)
         rows.append(
             {
                 "module": layer.module,
@@ -305,7 +301,7 @@ def rank(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, Any]:
                 "depth": layer.depth,
                 "output_tensor": layer.output,
                 "output_tensor_sqnr_db": tensors.get(layer.output) if layer.output else None,
-                "weight_sqnr_db": weight_sqnr(qdq, prepared, layer),
+                "weight_sqnr_db": weight_sqnr(qdq, prepared, layer, inits),
                 "float_sqnr_db": sqnr,
                 "float_agreement": _agreement(mixed, reference),
                 "gain_db": sqnr - base_sqnr,
