@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flows import _mixed
+from flows._mixed import Plan
 from flows._stages import Stages
 from tasks.data import calibration_set, npz_index, npz_shard, scan_dataset
 from tasks.evaluate import check_gates, evaluate, preprocess_parity, report, torch_probe
@@ -38,6 +40,7 @@ class Prepared:
     dataset: DatasetHandle
     checkpoint: ArtifactRef
     onnx: ArtifactRef
+    reference_onnx: ArtifactRef  # the embedded toolchain's export (the same artifact as `onnx` on it)
     calibration: ArtifactRef
     shards: list[ArtifactRef]
     npz: ArtifactRef
@@ -170,6 +173,7 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         dataset=dataset,
         checkpoint=checkpoint,
         onnx=onnx,
+        reference_onnx=ref_onnx,
         calibration=calibration,
         shards=shards,
         npz=npz,
@@ -188,18 +192,13 @@ def run_warnings(prep: Prepared) -> list[str]:
     return warnings
 
 
-def deploy_presets(
-    stages: Stages, prep: Prepared, quants: list[QuantSpec], gates: tuple[Gate, ...] | None = None
-) -> list[dict[str, Any]]:
-    """compile -> run -> benchmark -> evaluate -> report for each preset; compiles of different
-    presets go to the task runner together, and runs too where the toolchain allows it (not on one
-    Vastai card); benchmarks one at a time (they time the device).
-
-    Returns, per preset, its label and artifacts; gates are not checked here (see `check_all`).
-    """
+def _evaluated(
+    stages: Stages, prep: Prepared, plans: list[Plan], gates: tuple[Gate, ...] | None, single: bool
+) -> tuple[list[ArtifactRef], list[ArtifactRef], list[ArtifactRef]]:
+    """compile -> run -> evaluate for each plan: (compiled, outputs, evaluations). Compiles of different
+    presets go to the task runner together, and runs too where the toolchain allows it (not on one card)."""
     config, device = prep.config, prep.device
-    labels = [toolchains.quant_label(q) for q in quants]
-    single = len(quants) == 1
+    labels = [p.label for p in plans]
 
     def name(label: str, stage: str) -> str:
         return stage if single else f"{label}/{stage}"
@@ -207,7 +206,7 @@ def deploy_presets(
     compiled = stages.map(
         "compiled",
         compile_model,
-        [{"quant": q} for q in quants],
+        [{"quant": p.quant, "float_layers": p.float_layers} for p in plans],
         names=[name(lab, "compiled") for lab in labels],
         labels=labels,
         onnx=prep.onnx,
@@ -232,10 +231,6 @@ def deploy_presets(
         npz=prep.npz,
         **device,
     )
-    benches = [
-        stages.run(name(lab, "benchmark"), benchmark, label=lab, compiled=c, spec=config.benchmark, **device)
-        for lab, c in zip(labels, compiled, strict=True)
-    ]
     context = {
         "model": config.model,
         "toolchain": config.toolchain,
@@ -247,10 +242,10 @@ def deploy_presets(
         [
             {
                 "outputs": out,
-                "gates": gates if gates is not None else config.evaluation.gates_for(q),
-                "context": {**context, "preset": lab},
+                "gates": gates if gates is not None else config.evaluation.gates_for(p.quant),
+                "context": {**context, "preset": p.label},
             }
-            for q, lab, out in zip(quants, labels, outputs, strict=True)
+            for p, out in zip(plans, outputs, strict=True)
         ],
         names=[name(lab, "evaluation") for lab in labels],
         labels=labels,
@@ -261,16 +256,66 @@ def deploy_presets(
         demo_data=config.demo and config.data.path is None,
         max_flips=config.evaluation.max_flips,
     )
+    return compiled, outputs, evaluations
+
+
+def deploy_presets(
+    stages: Stages, prep: Prepared, quants: list[QuantSpec], gates: tuple[Gate, ...] | None = None
+) -> list[dict[str, Any]]:
+    """sensitivity (int8) -> compile -> run -> benchmark -> evaluate -> report for each preset;
+    benchmarks one at a time (they time the device). int8-mixed's K is resolved first (`flows._mixed`).
+
+    Returns, per preset, its label and artifacts; gates are not checked here (see `check_all`).
+    """
+    config, device = prep.config, prep.device
+    ranked = _mixed.rank_int8(stages, prep, quants)
+
+    def gates_for(quant: QuantSpec) -> tuple[Gate, ...]:
+        return gates if gates is not None else config.evaluation.gates_for(quant)
+
+    def evaluate_one(candidate: Plan) -> ArtifactRef:
+        return _evaluated(stages, prep, [candidate], gates, single=False)[2][0]
+
+    plans = _mixed.plan(prep, quants, ranked, gates_for, evaluate_one)
+    single = len(plans) == 1
+    compiled, outputs, evaluations = _evaluated(stages, prep, plans, gates, single)
+    labels = [p.label for p in plans]
+
+    def name(label: str, stage: str) -> str:
+        return stage if single else f"{label}/{stage}"
+
+    benches = [
+        stages.run(name(lab, "benchmark"), benchmark, label=lab, compiled=c, spec=config.benchmark, **device)
+        for lab, c in zip(labels, compiled, strict=True)
+    ]
+    mixed = [
+        {**p.mixed, "float_layers": c.meta.get("float_layers")} if p.mixed else None
+        for p, c in zip(plans, compiled, strict=True)
+    ]
     reports = stages.map(
         "report",
         report,
-        [{"evaluation": e, "benchmark": b} for e, b in zip(evaluations, benches, strict=True)],
+        [
+            {"evaluation": e, "benchmark": b, "sensitivity": p.sensitivity, "mixed": m}
+            for e, b, p, m in zip(evaluations, benches, plans, mixed, strict=True)
+        ],
         names=[name(lab, "report") for lab in labels],
         labels=labels,
     )
     return [
-        {"preset": lab, "compiled": c, "outputs": o, "benchmark": b, "evaluation": e, "report": r}
-        for lab, c, o, b, e, r in zip(labels, compiled, outputs, benches, evaluations, reports, strict=True)
+        {
+            "preset": lab,
+            "compiled": c,
+            "outputs": o,
+            "benchmark": b,
+            "evaluation": e,
+            "report": r,
+            "sensitivity": p.sensitivity,
+            "mixed": m,
+        }
+        for lab, c, o, b, e, r, p, m in zip(
+            labels, compiled, outputs, benches, evaluations, reports, plans, mixed, strict=True
+        )
     ]
 
 

@@ -118,10 +118,17 @@ def evaluate(
 
 @task(name="report", cache_policy=REPORT_POLICY, persist_result=True, result_serializer="json")
 @resumable
-def report(evaluation: ArtifactRef, benchmark: ArtifactRef | None, store_url: str) -> ArtifactRef:
-    """Markdown + HTML report with the per-class plot, stored; the summary also as a Prefect markdown artifact."""
+def report(
+    evaluation: ArtifactRef,
+    benchmark: ArtifactRef | None,
+    store_url: str,
+    sensitivity: ArtifactRef | None = None,
+    mixed: dict[str, Any] | None = None,
+) -> ArtifactRef:
+    """Markdown + HTML report with the per-class plot (int8: the sensitivity table and depth plot), stored;
+    also as a Prefect markdown artifact."""
     store = open_store(store_url)
-    ref = report_mod.render(store, evaluation, benchmark=benchmark)
+    ref = report_mod.render(store, evaluation, benchmark=benchmark, sensitivity=sensitivity, mixed=mixed)
     remember(ref)  # first: a kill while publishing must not lose the record
     publish_document(
         store,

@@ -21,6 +21,15 @@ from zooflow.toolchains import DEVICE_TAG
 from zooflow.toolchains import outputs as outputs_mod
 
 
+def mixed_summary(kept: Any) -> str:
+    """The layers int8-mixed keeps in float, as one line (embedded: a list; vastai: what vamc was given)."""
+    if isinstance(kept, list):
+        return ", ".join(k["module"] for k in kept)
+    passed = ", ".join(f"{k['key']}[{k['index']}]" for k in kept["passed"]) or "none"
+    refused = "; ".join(f"{k['node']}: {k['reason']}" for k in kept["refused"])
+    return f"passed to vamc: {passed}" + (f"; not passed: {refused}" if refused else "")
+
+
 def _fingerprint(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     return {"fingerprint": toolchains.get(inputs["toolchain"], inputs.get("toolchain_options")).fingerprint()}
 
@@ -92,11 +101,13 @@ def compile_model(
     toolchain: str,
     toolchain_options: ToolchainOptions,
     store_url: str,
+    float_layers: tuple[str, ...] = (),
 ) -> ArtifactRef:
-    """Compile the ONNX for the quantization spec with the selected toolchain."""
+    """Compile the ONNX for the quantization spec with the selected toolchain (int8-mixed: `float_layers`,
+    the sensitivity ranking's first K, stay in float)."""
     store = open_store(store_url)
     tc = toolchains.get(toolchain, toolchain_options)
-    ref = tc.compile(onnx, calibration, quant, store)
+    ref = tc.compile(onnx, calibration, quant, store, float_layers=float_layers)
     remember(ref)  # first: a kill while publishing must not lose the record
     rows = {"toolchain": toolchain, "preset": toolchains.quant_label(quant), "fingerprint": tc.fingerprint()}
     rows.update(
@@ -112,6 +123,9 @@ def compile_model(
             f"{check['sqnr_integer_db']} vs {check['sqnr_float_db']} SQNR (gap {check['gap_db']})"
             + (f": {check['warning']}" if check.get("warning") else "")
         )
+    kept = ref.meta.get("float_layers")
+    if kept:
+        rows["kept in float"] = mixed_summary(kept)
     if ref.meta.get("int8_scheme"):
         rows["int8 scheme"] = ref.meta["int8_scheme"]["reason"]
     publish(ref, f"Compiled {toolchains.quant_label(quant)} ({toolchain})", rows)

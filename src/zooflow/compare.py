@@ -100,6 +100,8 @@ def sweep_rows(store: Store, entries: Sequence[dict[str, Any]]) -> list[dict[str
                 "agreement": metrics.get("agreement"),
                 "sqnr_db": metrics.get("sqnr_db"),
                 "int8_weights": compiled.meta.get("int8_weights") if compiled else None,
+                "float_layers": (entry.get("mixed") or {}).get("keep_float"),
+                "mixed_search": (entry.get("mixed") or {}).get("tried"),
                 "int8_gap_db": check.get("gap_db"),
                 "int8_gap_warning": check.get("warning"),
                 "throughput_fixed": fixed["throughput"] if fixed else None,
@@ -124,9 +126,9 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None 
     out = [
         f"# {title}",
         "",
-        f"| preset | top-1 | top-5 | drop vs fp32 | agreement | SQNR dB | int8 weights | integer vs float dB "
-        f"| images/s ({fixed}) | vs fp32 | best images/s | vs fp32 | at | p99 ms | gates |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| preset | top-1 | top-5 | drop vs fp32 | agreement | SQNR dB | int8 weights | layers in float "
+        f"| integer vs float dB | images/s ({fixed}) | vs fp32 | best images/s | vs fp32 | at | p99 ms | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gap = fmt(r.get("int8_gap_db"), 1) + (" (saturates)" if r.get("int8_gap_warning") else "")
@@ -134,7 +136,7 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None 
         out.append(
             f"| {r['preset']} | {fmt(r['top1'])} | {fmt(r['top5'])} | {fmt(r['drop_top1'])} | "
             f"{fmt(r['agreement'])} | {fmt(r['sqnr_db'], 1)} | {r.get('int8_weights') or ''} | "
-            f"{gap if r.get('int8_gap_db') is not None else ''} | {fmt(r.get('throughput_fixed'), 1)}{spread} | "
+            f"{r.get('float_layers') or ''} | {gap if r.get('int8_gap_db') is not None else ''} | {fmt(r.get('throughput_fixed'), 1)}{spread} | "
             f"{_times(r.get('fixed_vs_fp32'))} | {fmt(r['throughput'], 1)} | {_times(r.get('best_vs_fp32'))} | "
             f"{r['bench_setting'] or 'n/a'} | {fmt(r['latency_p99_ms'])} | {'pass' if r['passed'] else 'FAIL'} |"
         )
@@ -144,6 +146,15 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None 
         "integer kernels against the same int8 model computed in float, at compile (over 3 dB: the kernels "
         f"saturate). Throughput: median over trials (± half the IQR) at {fixed}, and at each preset's best setting.",
     ]
+    for r in rows:
+        if r.get("mixed_search"):
+            tried = ", ".join(
+                f"K={t['keep_float']}: {fmt(t['agreement'])}% / {fmt(t['sqnr_db'], 1)} dB" for t in r["mixed_search"]
+            )
+            out += [
+                "",
+                f"{r['preset']}: K chosen by agreement with fp32 (top-1 agreement / SQNR per K tried): {tried}.",
+            ]
     if plot:
         out += ["", f"![top-1 vs throughput]({plot})"]
     return "\n".join(out) + "\n"

@@ -28,7 +28,10 @@ from zooflow.errors import ConfigError, UnknownModelError
 DType = Literal["fp32", "fp16", "int8"]
 CalibrateMode = Literal["max", "percentile", "kl_divergence", "mse"]
 CALIBRATE_MODES: tuple[str, ...] = get_args(CalibrateMode)
-PRESETS: tuple[str, ...] = ("fp32", "fp16", *(f"int8-{m}" for m in CALIBRATE_MODES))
+BASE_PRESETS: tuple[str, ...] = ("fp32", "fp16", *(f"int8-{m}" for m in CALIBRATE_MODES))
+MIXED_PRESET = "int8-mixed"  # int8-max with the most sensitive layers left in float (`QuantSpec.keep_float`)
+PRESETS: tuple[str, ...] = (*BASE_PRESETS, MIXED_PRESET)
+MIXED_AGREEMENT = 99.0  # int8-mixed's default goal: top-1 agreement with fp32 (%), what `auto` searches for
 DEMO_CHECKPOINT = "local-init"
 STORE_ENV = "ZOOFLOW_STORE"
 
@@ -58,6 +61,11 @@ class QuantSpec(Spec):
     )
     per_channel: bool = Field(default=True, description="int8 only: per-channel weight scales")
     percentile: float = Field(default=99.999, gt=50.0, le=100.0, description="for calibrate=percentile")
+    keep_float: int | Literal["auto"] | None = Field(
+        default=None,
+        description="int8-mixed: the K most sensitive layers left in float, or auto (the smallest K meeting "
+        "the agreement gate)",
+    )
 
     @model_validator(mode="after")
     def _calibrate_matches_dtype(self) -> QuantSpec:
@@ -65,12 +73,28 @@ class QuantSpec(Spec):
             raise ValueError(f"int8 needs a calibrate mode, one of: {', '.join(CALIBRATE_MODES)}")
         if self.dtype != "int8" and self.calibrate is not None:
             raise ValueError(f"calibrate={self.calibrate!r} applies to int8 only, not {self.dtype}")
+        if self.keep_float is not None and self.dtype != "int8":
+            raise ValueError(f"keep_float applies to int8 (the int8-mixed preset), not {self.dtype}")
+        if isinstance(self.keep_float, int) and self.keep_float < 1:
+            raise ValueError(f"keep_float={self.keep_float}: keep at least 1 layer in float, or use auto")
         return self
 
     @property
+    def mixed(self) -> bool:
+        """Whether some layers stay in float (the int8-mixed preset)."""
+        return self.keep_float is not None
+
+    @property
     def preset(self) -> str:
-        """The preset name: ``fp32``, ``fp16`` or ``int8-<mode>``."""
+        """The preset name: ``fp32``, ``fp16``, ``int8-<mode>`` or ``int8-mixed`` (``int8-<mode>-mixed``
+        for a mixed spec on another calibrate mode than int8-mixed's max)."""
+        if self.mixed:
+            return MIXED_PRESET if self.calibrate == "max" else f"int8-{self.calibrate}-mixed"
         return self.dtype if self.calibrate is None else f"{self.dtype}-{self.calibrate}"
+
+    def base(self) -> QuantSpec:
+        """The all-int8 spec a mixed one starts from (itself when not mixed)."""
+        return self.model_copy(update={"keep_float": None}) if self.mixed else self
 
     @classmethod
     def from_preset(cls, name: str, *, per_channel: bool = True) -> QuantSpec:
@@ -80,6 +104,8 @@ class QuantSpec(Spec):
                 f"unknown quantization preset {name!r}{_suggest(name, PRESETS)}",
                 f"use one of: {', '.join(PRESETS)}",
             )
+        if name == MIXED_PRESET:
+            return cls(dtype="int8", calibrate="max", per_channel=per_channel, keep_float="auto")
         dtype, _, mode = name.partition("-")
         return cls(dtype=dtype, calibrate=mode or None, per_channel=per_channel)
 
@@ -342,7 +368,10 @@ class Gate(Spec):
 
 
 def default_gates(quant: QuantSpec) -> tuple[Gate, ...]:
-    """int8: top-1 at most 1.5 points below fp32; fp16: at most 0.5; fp32 (the reference itself): none."""
+    """int8: top-1 at most 1.5 points below fp32; int8-mixed also >= 99% top-1 agreement with fp32 (what
+    its `auto` searches for); fp16: at most 0.5 points; fp32 (the reference itself): none."""
+    if quant.mixed:
+        return (Gate(metric="top1", max_drop_vs_reference=1.5), Gate(metric="agreement", min=MIXED_AGREEMENT))
     if quant.dtype == "int8":
         return (Gate(metric="top1", max_drop_vs_reference=1.5),)
     if quant.dtype == "fp16":
@@ -363,6 +392,13 @@ class EvaluationOptions(Spec):
         default=True, description="also run the fp32 reference on the card's DSP preprocessing and compare"
     )
     max_flips: int = Field(default=200, ge=0, description="flipped predictions listed in the report")
+    sensitivity_images: int = Field(
+        default=100,
+        ge=0,
+        le=1000,
+        description="int8: calibration images the per-layer sensitivity ranking runs on (0 = no ranking; "
+        "int8-mixed needs it)",
+    )
 
     def gates_for(self, quant: QuantSpec) -> tuple[Gate, ...]:
         """The gates in force: the given ones, else the defaults for the spec's dtype."""

@@ -23,7 +23,7 @@ from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import setting_label
 
 STAGE = "report"
-STAGE_VERSION = "2"  # 2: narrower tables (first class name, 12-digit digests)
+STAGE_VERSION = "3"  # 2: narrower tables (first class name, 12-digit digests); 3: int8 sensitivity section
 
 
 # ------------------------------------------------------------------------------------- plots
@@ -181,6 +181,7 @@ def markdown(
     title: str,
     benchmark: dict[str, Any] | None = None,
     plot: str | None = None,
+    extra: list[str] | None = None,
 ) -> str:
     """The report as markdown (for the store, the Prefect UI and the HTML file)."""
     verdict = metrics["verdict"]
@@ -252,6 +253,8 @@ def markdown(
     int8 = (roots.get("compiled") or {}).get("int8")
     if int8:
         out += ["", *int8_section(int8)]
+    if extra:
+        out += ["", *extra]
     if benchmark:
         out += ["", "## Benchmark", "", "| setting | images/s | p50 ms | p99 ms |", "|---|---|---|---|"]
         for r in benchmark.get("results", []):
@@ -345,8 +348,18 @@ def html(md_text: str, title: str, images: dict[str, Path]) -> str:
     )
 
 
-def render(store: Store, evaluation: ArtifactRef, *, benchmark: ArtifactRef | None = None) -> ArtifactRef:
-    """The ``report`` artifact of an evaluation (and optionally its benchmark)."""
+def render(
+    store: Store,
+    evaluation: ArtifactRef,
+    *,
+    benchmark: ArtifactRef | None = None,
+    sensitivity: ArtifactRef | None = None,
+    mixed: dict[str, Any] | None = None,
+) -> ArtifactRef:
+    """The ``report`` artifact of an evaluation (optionally its benchmark, the int8 sensitivity ranking
+    and, for int8-mixed, how many layers stayed in float and why)."""
+    from zooflow import sensitivity_report
+
     metrics = load_metrics(store, evaluation)
     per_class = json.loads(store.path(evaluation, "per_class.json").read_text())
     flips = json.loads(store.path(evaluation, "flips.json").read_text())
@@ -360,12 +373,23 @@ def render(store: Store, evaluation: ArtifactRef, *, benchmark: ArtifactRef | No
         bench = {"results": benchmark.meta.get("results", [])}
     with store.staging("report") as staged:
         plot = per_class_plot(per_class, staged / "per_class.png", f"{title}: per-class top-1 vs fp32")
-        md_text = markdown(metrics, per_class, flips, roots, title=title, benchmark=bench, plot=plot.name)
+        images, extra = {plot.name: plot}, None
+        if sensitivity is not None:
+            depth = staged / sensitivity_report.PLOT_FILE
+            shutil.copyfile(store.path(sensitivity, sensitivity_report.PLOT_FILE), depth)
+            images[depth.name] = depth
+            result = sensitivity_report.load(store, sensitivity)
+            extra = sensitivity_report.section(result, str(ctx.get("toolchain", "")), mixed, depth.name)
+        md_text = markdown(metrics, per_class, flips, roots, title=title, benchmark=bench, plot=plot.name, extra=extra)
         (staged / "report.md").write_text(md_text, encoding="utf-8")
-        (staged / "report.html").write_text(html(md_text, title, {plot.name: plot}), encoding="utf-8")
+        (staged / "report.html").write_text(html(md_text, title, images), encoding="utf-8")
         shutil.copyfile(store.path(evaluation, "results.txt"), staged / "results.txt")
         name = (evaluation.name or "run").rsplit("/", 1)[0]
-        inputs = {"evaluation": evaluation, **({"benchmark": benchmark} if benchmark is not None else {})}
+        inputs = {
+            "evaluation": evaluation,
+            **({"benchmark": benchmark} if benchmark is not None else {}),
+            **({"sensitivity": sensitivity} if sensitivity is not None else {}),
+        }
         return store.commit(
             staged,
             kind="report",

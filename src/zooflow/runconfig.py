@@ -22,6 +22,7 @@ from pydantic import (
 
 from zooflow import form, registry
 from zooflow.config import (
+    BASE_PRESETS,
     PRESETS,
     STORE_ENV,
     BenchmarkSpec,
@@ -40,7 +41,7 @@ from zooflow.config import (
 )
 from zooflow.errors import ConfigError
 
-PresetName = Literal["fp32", "fp16", "int8-max", "int8-percentile", "int8-kl_divergence", "int8-mse"]
+PresetName = Literal["fp32", "fp16", "int8-max", "int8-percentile", "int8-kl_divergence", "int8-mse", "int8-mixed"]
 assert get_args(PresetName) == PRESETS
 # The form shows one drop-down of named presets (an anyOf of a name and a full spec rendered as an
 # empty drop-down in Prefect's UI); a full spec (per-tensor weights, another percentile) is for the
@@ -129,6 +130,11 @@ class PipelineConfig(ModelSource):
         """Refuse a spec the toolchain cannot compile."""
         if self.toolchain == "vastai" and quant.dtype == "fp32":
             raise ValueError("the vastai toolchain compiles fp16 and int8 only: choose --quant fp16 or an int8 preset")
+        if quant.mixed and not self.evaluation.sensitivity_images:
+            raise ValueError(
+                f"{quant.preset} keeps the most sensitive layers in float, which needs the sensitivity ranking: "
+                "set evaluation.sensitivity_images above 0 (default 100)"
+            )
 
 
 class RunConfig(PipelineConfig):
@@ -172,13 +178,25 @@ class SweepConfig(PipelineConfig):
         default=None, description="presets to compare; default: fp32, fp16 and int8 with all four calibrate modes"
     )
     per_channel: bool = Field(default=True, description="int8 presets: per-channel weight scales")
+    keep_float: int | Literal["auto"] = Field(
+        default="auto",
+        description="int8-mixed: layers left in float (K >= 1), or auto (the smallest K meeting the gate)",
+    )
 
     def quants(self) -> list[QuantSpec]:
         """The specs to run, in order."""
         names: tuple[str, ...] = self.presets or tuple(
-            p for p in PRESETS if not (self.toolchain == "vastai" and p == "fp32")
+            p for p in BASE_PRESETS if not (self.toolchain == "vastai" and p == "fp32")
         )
-        return [QuantSpec.from_preset(p, per_channel=self.per_channel) for p in names]
+        specs = [QuantSpec.from_preset(p, per_channel=self.per_channel) for p in names]
+        return [q.model_copy(update={"keep_float": self.keep_float}) if q.mixed else q for q in specs]
+
+    @field_validator("keep_float")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"keep_float={value}: keep at least 1 layer in float, or use auto")
+        return value
 
     @model_validator(mode="after")
     def _presets_fit_toolchain(self) -> SweepConfig:

@@ -1,17 +1,32 @@
-"""The per-layer int8 sensitivity as people read it: the ten most sensitive layers and SQNR along depth.
+"""The per-layer int8 sensitivity stage and how people read it: the ten most sensitive layers and SQNR along depth.
 
-Renders the result of `zooflow.toolchains.sensitivity.rank` (JSON-safe dict): a markdown table for
-the run's report and the Prefect UI, and a PNG of every layer's numbers in graph order, so the
-reader sees where along the network int8 loses signal and which one layer wins most back in float.
+`measure` ranks the layers of an embedded-toolchain int8 model (`zooflow.toolchains.sensitivity.rank`)
+on the first images of the calibration set and stores a ``sensitivity`` artifact: the ranking as
+JSON, a markdown table for the run's report and the Prefect UI, and a PNG of every layer's numbers
+in graph order, so the reader sees where along the network int8 loses signal and which one layer
+wins most back in float.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
+from zooflow.errors import ZooflowError
 from zooflow.report import _pyplot, save_figure
+from zooflow.store import ArtifactRef, Store
+
+STAGE = "sensitivity"
+STAGE_VERSION = "1"
+JSON_FILE, TABLE_FILE, PLOT_FILE = "sensitivity.json", "sensitivity.md", "sensitivity_depth.png"
+# A tensor's SQNR is over all its values, so a few wide channels dominate it: a layer whose int8
+# rounding ruins its small channels can still read well here; the "won back" column is what counts.
+TENSOR_NOTE = (
+    "A tensor's own SQNR is over all its channels, so its widest channels dominate it; the SQNR won back "
+    "with the layer in float is the measure of what its quantisation costs the model"
+)
 
 
 def _db(value: Any) -> str:
@@ -39,8 +54,71 @@ def table(result: dict[str, Any], top: int = 10) -> list[str]:
             f"| {number} | `{row['module']}` | {row['op']} | {_db(row['gain_db'])} | {_db(row['float_sqnr_db'])} | "
             f"{row['float_agreement']:.1f} | {_db(row['output_tensor_sqnr_db'])} | {_db(row['weight_sqnr_db'])} |"
         )
-    lines += ["", f"Method: {result['method']}."]
+    lines += ["", f"Method: {result['method']}. {TENSOR_NOTE}."]
     return lines
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinities: an exact (noise-free) SQNR is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def measure(
+    store: Store, compiled: ArtifactRef, onnx: ArtifactRef, calibration: ArtifactRef, images: int
+) -> ArtifactRef:
+    """The ``sensitivity`` artifact of an embedded int8 model, ranked on the first `images` calibration images."""
+    import onnx as onnx_lib
+
+    from zooflow.config import ToolchainOptions
+    from zooflow.toolchains.onnxruntime import OnnxRuntimeToolchain
+    from zooflow.toolchains.sensitivity import FLOAT_FILE, rank
+
+    if compiled.meta.get("toolchain") != "onnxruntime" or FLOAT_FILE not in compiled.files:
+        raise ZooflowError(
+            f"{compiled.name or compiled.short} is not an embedded-toolchain int8 model with its float graph",
+            "rank an int8 model compiled by the onnxruntime toolchain (compile it again if it predates zooflow's "
+            "sensitivity stage)",
+        )
+    toolchain = OnnxRuntimeToolchain(ToolchainOptions())
+    batch = next(toolchain.calibration_batches(calibration, onnx, store, chunk=images))
+    qdq = onnx_lib.load(str(store.path(compiled, "model.onnx")))
+    result = rank(qdq, onnx_lib.load(str(store.path(compiled, FLOAT_FILE))), batch.astype("float32"))
+    preset = compiled.meta.get("preset", "int8")
+    result["on"] = f"the first {result['images']} calibration images, embedded toolchain ({preset})"
+    base = (compiled.name or "model/onnxruntime/int8").rsplit("/", 1)[0]
+    with store.staging(STAGE) as staged:
+        plot = depth_plot(result, staged / PLOT_FILE, f"{preset}: per-layer SQNR")
+        text = ["# Per-layer int8 sensitivity", "", *table(result), "", f"![per-layer SQNR along depth]({plot.name})"]
+        (staged / TABLE_FILE).write_text("\n".join(text) + "\n", encoding="utf-8")
+        (staged / JSON_FILE).write_text(json.dumps(_finite(result), indent=1), encoding="utf-8")
+        return store.commit(
+            staged,
+            kind="sensitivity",
+            name=f"{base}/{preset}/sensitivity",
+            stage=STAGE,
+            stage_version=STAGE_VERSION,
+            params={"images": images},
+            inputs={"compiled": compiled, "calibration": calibration},
+            meta={
+                "images": result["images"],
+                "int8_sqnr_db": _finite(result["int8_sqnr_db"]),
+                "int8_agreement": result["int8_agreement"],
+                "ranking": [row["node"] for row in result["layers"]],
+                "on": result["on"],
+            },
+        )
+
+
+def load(store: Store, ref: ArtifactRef) -> dict[str, Any]:
+    """The stored ranking (infinite SQNRs read back as null)."""
+    result: dict[str, Any] = json.loads(store.path(ref, JSON_FILE).read_text(encoding="utf-8"))
+    return result
 
 
 def depth_plot(result: dict[str, Any], out: Path, title: str) -> Path:
@@ -71,3 +149,55 @@ def depth_plot(result: dict[str, Any], out: Path, title: str) -> Path:
         lower.annotate(rows[i]["module"], (i, finite[2][i]), textcoords="offset points", xytext=(3, 3), fontsize=7)
     fig.suptitle(f"{title} (int8: {_db(result['int8_sqnr_db'])} dB vs fp32)")
     return save_figure(fig, out)
+
+
+def section(result: dict[str, Any], toolchain: str, mixed: dict[str, Any] | None, plot: str | None) -> list[str]:
+    """The report's sensitivity lines: where the ranking comes from, the top-10 table, the depth plot, and
+    for int8-mixed which layers stayed in float (and, on the card, what vamc could be told)."""
+    out = ["## Per-layer int8 sensitivity", "", f"Ranked on {result.get('on', 'the probe images')}."]
+    if toolchain != "onnxruntime":
+        out[-1] += (
+            f" The ranking is toolchain-independent: computed with the embedded toolchain on the same calibration "
+            f"set, not on the {toolchain} card, whose own int8 rounding may rank some layers differently."
+        )
+    rows = table(result)
+    out += ["", *[("#" + line) if line.startswith("## ") else line for line in rows]]
+    if plot:
+        out += ["", f"![per-layer SQNR along depth]({plot})"]
+    if mixed:
+        out += ["", *mixed_section(mixed)]
+    return out
+
+
+def mixed_section(mixed: dict[str, Any]) -> list[str]:
+    """int8-mixed: the K layers kept in float, how K was chosen, and what the compiler was given."""
+    kept = mixed.get("float_layers")
+    k = mixed["keep_float"]
+    out = [f"## int8-mixed: {k} layer(s) kept in float", ""]
+    if mixed.get("auto"):
+        out.append(
+            f"K chosen automatically: the smallest K whose model meets top-1 agreement >= {mixed['target']:g}% with "
+            f"fp32 on this run's {mixed.get('images', '')} images (doubling, then bisection: more layers in float "
+            "is assumed never to lower agreement; every K tried is listed)."
+        )
+        if not mixed.get("met", True):
+            out.append(f"No K met the goal; K = {k} (every quantised layer in float) is the closest.")
+        out += ["", "| K | top-1 agreement (%) | SQNR vs fp32 (dB) | top-1 (%) |", "|---|---|---|---|"]
+        for row in mixed.get("tried", []):
+            out.append(f"| {row['keep_float']} | {row['agreement']:.2f} | {_db(row['sqnr_db'])} | {row['top1']:.2f} |")
+        out.append("")
+    if isinstance(kept, list):
+        out.append("Kept in float (most sensitive first): " + ", ".join(f"`{r['module']}`" for r in kept) + ".")
+    elif isinstance(kept, dict):
+        passed = kept.get("passed") or []
+        if passed:
+            lists = ", ".join(f"`{key}: {value}`" for key, value in kept["lists"].items())
+            out.append(f"Passed to vamc as {lists}; index: {kept['index']}.")
+        for row in kept.get("refused") or []:
+            out.append(f"- Not passed: `{row['node']}` ({row.get('op')}): {row['reason']}.")
+        if not passed:
+            out.append(
+                "> **The card cannot take this list:** none of the layers maps to a key of the vendor's published "
+                "config schema, so the card compiles them in int8; the numbers above are the card's plain int8."
+            )
+    return out

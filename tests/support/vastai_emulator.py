@@ -41,6 +41,7 @@ VERSION = os.environ.get("VASTAI_EMULATOR_VERSION", "vastai-emulator 1.0")
 NO_VERSION = os.environ.get("VASTAI_EMULATOR_NO_VERSION") == "1"
 LAYOUT = os.environ.get("VASTAI_EMULATOR_LAYOUT", "")
 MODES = {"max", "percentile", "kl_divergence", "mse"}
+SKIPPED: dict[str, list[int]] = {}  # the config's layer skip lists, recorded in the compiled graph file
 OPS = {"DecodeImage", "Resize", "CenterCrop", "Normalize", "ToTensor"}
 # vdsp_params v2: (property, DType) in the fixed order of the shared doc's table; enum values as published
 V2_TABLE = [
@@ -99,6 +100,24 @@ def _shape(value: Any, where: str) -> list[int]:
     return value
 
 
+def _skips(section: dict[str, Any], where: str, keys: tuple[str, ...]) -> dict[str, list[int]]:
+    """Layer skip lists (``skip_conv_layers: [0, 1, 8, ...]`` in the zoo's published configs): lists of
+    distinct non-negative integers. What an index counts is not published; it is not checked here."""
+    found = {}
+    for key in keys:
+        if key not in section:
+            continue
+        value = section[key]
+        if not (
+            isinstance(value, list)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+            and len(set(value)) == len(value)
+        ):
+            raise Invalid(f"{where}.{key}: expected a list of distinct non-negative integers, got {value!r}")
+        found[key] = value
+    return found
+
+
 def _ops(ops: Any, where: str) -> None:
     _type(ops, list, where)
     for i, op in enumerate(ops):
@@ -152,7 +171,9 @@ def _validate_v2(cfg: dict[str, Any]) -> tuple[Path, Path, str]:
         extra = _keys(engine["add_extra_ops_to_graph"], "engine.add_extra_ops_to_graph", {"type"})
         if extra["type"] not in (None, "softmax"):
             raise Invalid("engine.add_extra_ops_to_graph.type: expected null or softmax")
-    calib = _keys(engine["calibration"], "engine.calibration", {"quant_mode", "per_channel"})
+    # v2: skip_conv_layers in classification/mobilenet_v3/vacc_code/build/showlo_mobilenetv3.yaml (zoo 5de8a1e)
+    calib = _keys(engine["calibration"], "engine.calibration", {"quant_mode", "per_channel"}, {"skip_conv_layers"})
+    SKIPPED.update(_skips(calib, "engine.calibration", ("skip_conv_layers",)))
     if calib["quant_mode"] not in MODES:
         raise Invalid(f"engine.calibration.quant_mode: {calib['quant_mode']!r} is not one of {sorted(MODES)}")
     _type(calib["per_channel"], bool, "engine.calibration.per_channel")
@@ -189,8 +210,11 @@ def _validate_v3(cfg: dict[str, Any]) -> tuple[Path, Path, str]:
             back.get("quantize"),
             "backend.quantize",
             {"calibrate_mode", "quantize_per_channel"},
-            {"calibrate_range", "skip_matmul_layers"},
+            # skip_conv_layers: cv/detection/yolov12/build_in/build/official_yolov12_int8.yaml; skip_matmul_layers:
+            # cv/classification/yolov11_cls/build_in/build/official_yolov11_cls_int8.yaml (zoo HEAD)
+            {"calibrate_range", "skip_matmul_layers", "skip_conv_layers"},
         )
+        SKIPPED.update(_skips(quant, "backend.quantize", ("skip_conv_layers", "skip_matmul_layers")))
         if quant["calibrate_mode"] not in MODES:
             raise Invalid(f"backend.quantize.calibrate_mode: {quant['calibrate_mode']!r} is not one of {sorted(MODES)}")
         _dataset(cfg.get("dataset"), "dataset", "process_ops", v3=True)
@@ -239,6 +263,7 @@ def vamc_main(argv: list[str]) -> int:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".so").write_bytes(b"" if FAULT == "empty" else checkpoint.read_bytes())
     graph = {"emulator": True, "version": VERSION, "layout": LAYOUT, "dtype": dtype, "source": str(checkpoint)}
+    graph.update({"skipped": SKIPPED} if SKIPPED else {})  # what a test can read back: the layers vamc was told
     prefix.with_suffix(".json").write_text(json.dumps(graph))  # a new vamc writes a new graph
     if FAULT != "missing":
         prefix.with_suffix(".params").write_bytes(b"emulated weights\n")

@@ -23,6 +23,7 @@ from tests.conftest import MODEL
 from tests.support.images import PHOTOS_11, photo, write_crops
 from zooflow import calibration, datasets, export, models, toolchains
 from zooflow.config import CalibrationOptions, DataSpec, ExportOptions, QuantSpec, ToolchainOptions
+from zooflow.errors import ZooflowError
 from zooflow.evaluate import sqnr_db
 from zooflow.fetch import fetch_checkpoint
 from zooflow.preprocess import Transform
@@ -82,7 +83,16 @@ def ranked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     )
     prepared_path, _ = prepare_for_qdq(slim_model(store.path(onnx_ref), root / "slim.onnx"), root)
     qdq, prepared = onnx.load(str(store.path(compiled, "model.onnx"))), onnx.load(str(prepared_path))
-    return {"qdq": qdq, "prepared": prepared, "views": views, "result": sensitivity.rank(qdq, prepared, views)}
+    return {
+        "qdq": qdq,
+        "prepared": prepared,
+        "views": views,
+        "result": sensitivity.rank(qdq, prepared, views),
+        "store": store,
+        "onnx": onnx_ref,
+        "calibration": calib,
+        "compiled": compiled,
+    }
 
 
 def test_the_ill_conditioned_layer_ranks_first_and_keeping_it_float_recovers_10_db(ranked: dict[str, Any]) -> None:
@@ -142,3 +152,60 @@ def test_the_report_table_and_depth_plot_name_the_layer(ranked: dict[str, Any], 
     plot = sensitivity_report.depth_plot(result, tmp_path / "depth.png", "ShuffleNetV1 int8-max")
     with Image.open(plot) as image:
         assert image.size[0] > 1000 and image.size[1] > 600
+
+
+def test_int8_mixed_k1_compiled_by_the_toolchain_recovers_10_db_on_the_photos(ranked: dict[str, Any]) -> None:
+    """The preset itself: the embedded toolchain's int8-mixed compile with K=1 (the ranking's first layer),
+    measured against the fp32 graph on the photographs, independently of the ranking's own numbers."""
+    store, top = ranked["store"], ranked["result"]["layers"][0]
+    quant = QuantSpec.from_preset("int8-mixed").model_copy(update={"keep_float": 1})
+    tc = toolchains.get("onnxruntime", ToolchainOptions())
+    mixed = tc.compile(ranked["onnx"], ranked["calibration"], quant, store, float_layers=[top["node"]])
+    assert mixed.meta["float_layers"] == [{"node": top["node"], "module": f"{ILL}.conv", "op": "Conv"}]
+    assert mixed.name.endswith("/onnxruntime/int8-mixed-k1") and mixed.digest != ranked["compiled"].digest
+    model = onnx.load(str(store.path(mixed, "model.onnx")))
+    reference = sensitivity.outputs(ranked["prepared"], ranked["views"])
+    recovered = sqnr_db(sensitivity.outputs(model, ranked["views"]), reference) - sqnr_db(
+        sensitivity.outputs(ranked["qdq"], ranked["views"]), reference
+    )
+    assert recovered >= 10.0, recovered
+    # the layer really computes in float: its weights are a float initializer, no DequantizeLinear feeds them
+    node = next(n for n in model.graph.node if n.name == top["node"])
+    floats = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert node.input[1] in floats
+    # every other layer is still int8
+    assert len(sensitivity.Graph(model).layers()) == len(ranked["result"]["layers"]) - 1
+
+
+def test_int8_mixed_refuses_layers_of_another_model(ranked: dict[str, Any]) -> None:
+    quant = QuantSpec.from_preset("int8-mixed").model_copy(update={"keep_float": 1})
+    tc = toolchains.get("onnxruntime", ToolchainOptions())
+    with pytest.raises(ZooflowError, match="layers not in the quantised model: /no/such/Conv"):
+        tc.compile(ranked["onnx"], ranked["calibration"], quant, ranked["store"], float_layers=["/no/such/Conv"])
+    names = [r["node"] for r in ranked["result"]["layers"][:2]]
+    with pytest.raises(ZooflowError, match="keeps 1 layer\\(s\\) in float, but 2 were named"):
+        tc.compile(ranked["onnx"], ranked["calibration"], quant, ranked["store"], float_layers=names)
+
+
+def test_the_sensitivity_stage_stores_the_ranking_table_and_plot(ranked: dict[str, Any]) -> None:
+    """`measure` on the stored artifacts (calibration images as probes) finds the same culprit and stores
+    JSON, markdown and the depth plot; an fp32 model is refused with the fix."""
+    from PIL import Image
+
+    from zooflow import sensitivity_report
+
+    store = ranked["store"]
+    ref = sensitivity_report.measure(store, ranked["compiled"], ranked["onnx"], ranked["calibration"], images=20)
+    assert ref.kind == "sensitivity" and ref.meta["images"] == 20
+    assert sensitivity.module_name(ref.meta["ranking"][0]) == f"{ILL}.conv"
+    assert set(ref.meta["ranking"]) == {r["node"] for r in ranked["result"]["layers"]}
+    text = store.path(ref, sensitivity_report.TABLE_FILE).read_text()
+    assert f"| 1 | `{ILL}.conv` |" in text and "![per-layer SQNR along depth](sensitivity_depth.png)" in text
+    with Image.open(store.path(ref, sensitivity_report.PLOT_FILE)) as image:
+        assert image.size[0] > 1000
+    assert sensitivity_report.load(store, ref)["layers"][0]["module"] == f"{ILL}.conv"
+    fp32 = toolchains.get("onnxruntime", ToolchainOptions()).compile(
+        ranked["onnx"], None, QuantSpec(dtype="fp32"), store
+    )
+    with pytest.raises(ZooflowError, match="not an embedded-toolchain int8 model"):
+        sensitivity_report.measure(store, fp32, ranked["onnx"], ranked["calibration"], images=4)

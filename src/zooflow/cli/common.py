@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from zooflow import durable
-from zooflow.config import STORE_ENV, QuantSpec
+from zooflow.config import MIXED_PRESET, STORE_ENV, QuantSpec
 from zooflow.errors import ConfigError, ZooflowError
 from zooflow.store import ArtifactRef, Store, open_store
 
@@ -111,7 +111,7 @@ RunQuantOpt = Annotated[
     str | None,
     typer.Option(
         "--quant",
-        help="fp32 | fp16 | int8-max | int8-percentile | int8-kl_divergence | int8-mse "
+        help="fp32 | fp16 | int8-max | int8-percentile | int8-kl_divergence | int8-mse | int8-mixed "
         "[default: fp32; with --toolchain vastai the seed's int8-percentile]",
         rich_help_panel="toolchain",
         show_default=False,
@@ -134,6 +134,22 @@ PreResizeOpt = Annotated[
         "--pre-resize",
         help="vastai: resize images on the host to HEIGHTxWIDTH before vamp [default: full resolution, as image2npz]",
         rich_help_panel="toolchain",
+    ),
+]
+KeepFloatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--keep-float",
+        help="int8-mixed: the K most sensitive layers kept in float, or auto (the smallest K meeting the "
+        "agreement gate, default >= 99% top-1 agreement with fp32) [default: auto]",
+        rich_help_panel="toolchain",
+    ),
+]
+SensitivityOpt = Annotated[
+    int,
+    typer.Option(
+        help="int8: calibration images the per-layer sensitivity ranking runs on (0 = no ranking)",
+        rich_help_panel="evaluation",
     ),
 ]
 PerTensorOpt = Annotated[
@@ -178,18 +194,39 @@ def failing(as_json: bool = False, doing: str = "zooflow") -> Iterator[None]:
         fail(durable.disk_full_error(exc, exc.filename or ".", doing), as_json)
 
 
-def quant_value(preset: str | None, per_tensor: bool, toolchain: str = "onnxruntime") -> Any:
-    """A preset name, or the preset's spec with per-tensor weights; no preset: the toolchain's default."""
+def keep_float_value(text: str | None) -> int | str | None:
+    """``--keep-float``: ``auto`` or a whole number of layers (checked further by the config)."""
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--keep-float {text!r} is neither a number of layers nor auto", "e.g. --keep-float 2 or --keep-float auto"
+        ) from None
+
+
+def quant_value(
+    preset: str | None, per_tensor: bool, toolchain: str = "onnxruntime", keep_float: str | None = None
+) -> Any:
+    """A preset name, or the preset's spec with per-tensor weights or int8-mixed's K; no preset: the
+    toolchain's default."""
     if preset is None:
         from zooflow.runconfig import VASTAI_DEFAULT_PRESET
 
         preset = VASTAI_DEFAULT_PRESET if toolchain == "vastai" else "fp32"
-    if not per_tensor:
+    kept = keep_float_value(keep_float)
+    if kept is not None and preset != MIXED_PRESET:
+        raise ConfigError(
+            f"--keep-float applies to --quant {MIXED_PRESET}, not {preset}", f"add --quant {MIXED_PRESET}"
+        )
+    if not per_tensor and kept is None:
         return preset
     try:
-        return QuantSpec.from_preset(preset, per_channel=False).model_dump()
+        spec = QuantSpec.from_preset(preset, per_channel=not per_tensor)
     except ConfigError:
         return preset  # let validation report the bad preset with the field name
+    return spec.model_dump() | ({"keep_float": kept} if kept is not None else {})
 
 
 def vastai_values(vamp_arg: list[str] | None, device: int | None, pre_resize: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from zooflow.cli.common import (
     DeviceOpt,
     Int8WeightsOpt,
     JsonOpt,
+    KeepFloatOpt,
     LabelsOpt,
     LayoutOpt,
     LimitOpt,
@@ -28,6 +29,7 @@ from zooflow.cli.common import (
     PreResizeOpt,
     RehashOpt,
     RunQuantOpt,
+    SensitivityOpt,
     ShardSizeOpt,
     SkipCorruptOpt,
     StoreOpt,
@@ -39,6 +41,7 @@ from zooflow.cli.common import (
     data_values,
     err,
     failing,
+    keep_float_value,
     load_runner,
     quant_value,
     vastai_values,
@@ -107,6 +110,7 @@ def run(
     shard_size: ShardSizeOpt = 1000,
     toolchain: ToolchainOpt = "onnxruntime",
     quant: RunQuantOpt = None,
+    keep_float: KeepFloatOpt = None,
     per_tensor: PerTensorOpt = False,
     int8_weights: Int8WeightsOpt = "auto",
     vamc_generation: VamcOpt = "v2",
@@ -132,6 +136,7 @@ def run(
         bool,
         typer.Option(help="also measure the card's DSP preprocessing vs the framework's", rich_help_panel="evaluation"),
     ] = True,
+    sensitivity_images: SensitivityOpt = 100,
     demo_classes: DemoClassesOpt = 1000,
     demo_per_class: DemoPerClassOpt = 2,
     runner: RunnerOpt = "threads",
@@ -157,7 +162,7 @@ def run(
             calibration={"per_class": per_class, "allow_short": allow_short},
             npz={"shard_size": shard_size},
             toolchain=toolchain,
-            quant=quant_value(quant, per_tensor, toolchain),
+            quant=quant_value(quant, per_tensor, toolchain, keep_float),
             toolchain_options={
                 "vamc_generation": vamc_generation,
                 "int8_weights": int8_weights,
@@ -168,6 +173,7 @@ def run(
                 "gates": () if no_gates else ([Gate.parse(g) for g in gate] if gate else None),
                 "probe_images": probe_images,
                 "preprocess_parity": parity,
+                "sensitivity_images": sensitivity_images,
             },
             store=store,
         )
@@ -177,7 +183,7 @@ def run(
 
 @app.command(
     epilog="zooflow sweep --demo\n\nzooflow sweep --data /data/imagenet/val --labels val_label.txt "
-    "--presets fp16,int8-max,int8-mse --toolchain vastai"
+    "--presets fp16,int8-max,int8-mse --toolchain vastai\n\nzooflow sweep --demo --presets int8-max,int8-mixed"
 )
 def sweep(
     presets: Annotated[
@@ -192,6 +198,8 @@ def sweep(
     labels: LabelsOpt = None,
     limit: LimitOpt = None,
     per_tensor: PerTensorOpt = False,
+    keep_float: KeepFloatOpt = None,
+    sensitivity_images: SensitivityOpt = 100,
     int8_weights: Int8WeightsOpt = "auto",
     toolchain: ToolchainOpt = "onnxruntime",
     vamc_generation: VamcOpt = "v2",
@@ -215,6 +223,7 @@ def sweep(
             SweepConfig,
             presets=tuple(p.strip() for p in presets.split(",") if p.strip()) if presets is not None else None,
             per_channel=not per_tensor,
+            **({"keep_float": keep_float_value(keep_float)} if keep_float is not None else {}),
             model=model,
             checkpoint=checkpoint,
             trust_checkpoint=trust_checkpoint,
@@ -232,6 +241,7 @@ def sweep(
                 **vastai_values(vamp_arg, device, pre_resize),
             },
             benchmark={"batch_sizes": bench_batch, "fresh": remeasure},
+            evaluation={"sensitivity_images": sensitivity_images},
             store=store,
         )
         result = _launch("sweep", config, runner, dask_address)

@@ -9,6 +9,7 @@ Flows and tasks call `get(name)` and the protocol's methods; they never test the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,9 +73,15 @@ class Toolchain(Protocol):
         """The export settings it needs, filling in what the user left to it (e.g. dynamic batch)."""
 
     def compile(
-        self, onnx: ArtifactRef, calibration: ArtifactRef | None, quant: QuantSpec, store: Store
+        self,
+        onnx: ArtifactRef,
+        calibration: ArtifactRef | None,
+        quant: QuantSpec,
+        store: Store,
+        float_layers: Sequence[str] = (),
     ) -> ArtifactRef:
-        """Compile the ONNX for `quant` (int8 uses `calibration`) into a compiled-model artifact."""
+        """Compile the ONNX for `quant` (int8 uses `calibration`) into a compiled-model artifact;
+        int8-mixed keeps `float_layers` (ONNX node names, most sensitive first) in float where it can."""
 
     def run_shard(self, compiled: ArtifactRef, shard: ArtifactRef, store: Store) -> ArtifactRef:
         """Run the compiled model over one npz shard; an ``outputs-shard`` artifact (by record index)."""
@@ -89,8 +96,10 @@ def setting_label(result: dict[str, Any]) -> str:
 
 
 def quant_label(quant: QuantSpec) -> str:
-    """The preset name, marked ``-per-tensor`` for int8 without per-channel weights."""
-    return quant.preset + ("-per-tensor" if quant.dtype == "int8" and not quant.per_channel else "")
+    """The preset name, with ``-k<K>`` for int8-mixed with K layers in float, marked ``-per-tensor`` for
+    int8 without per-channel weights."""
+    kept = f"-k{quant.keep_float}" if isinstance(quant.keep_float, int) else ""
+    return quant.preset + kept + ("-per-tensor" if quant.dtype == "int8" and not quant.per_channel else "")
 
 
 def compiled_name(onnx: ArtifactRef, toolchain: str, quant: QuantSpec) -> str:

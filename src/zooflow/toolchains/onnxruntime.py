@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,11 @@ from zooflow.toolchains import Availability, compiled_name
 from zooflow.toolchains import outputs as outputs_mod
 from zooflow.toolchains import ranges as ranges_mod
 from zooflow.toolchains.cpu import Int8Scheme, cpu_model, int8_scheme
+from zooflow.toolchains.sensitivity import FLOAT_FILE, keep_in_float
 
 COMPILE_STAGE = "compile"
-COMPILE_VERSION = "2"
+COMPILE_VERSION = "3"  # 3: int8 models carry the float graph they were quantised from (float.onnx)
+PREPARED_FILE = "prepared.onnx"  # `prepare_for_qdq`'s output
 BENCH_STAGE = "benchmark"
 BENCH_VERSION = "1"
 QDQ_OPSET = 13
@@ -148,7 +151,7 @@ def prepare_for_qdq(slim: Path, tmp: Path) -> tuple[Path, int]:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if opset < QDQ_OPSET:
         model = version_converter.convert_version(model, QDQ_OPSET)
-    upgraded, prepared = tmp / "opset.onnx", tmp / "prepared.onnx"
+    upgraded, prepared = tmp / "opset.onnx", tmp / PREPARED_FILE
     onnx_lib.save(model, str(upgraded))
     quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
     return prepared, opset
@@ -229,7 +232,12 @@ class OnnxRuntimeToolchain:
         return requested
 
     def compile(
-        self, onnx: ArtifactRef, calibration: ArtifactRef | None, quant: QuantSpec, store: Store
+        self,
+        onnx: ArtifactRef,
+        calibration: ArtifactRef | None,
+        quant: QuantSpec,
+        store: Store,
+        float_layers: Sequence[str] = (),
     ) -> ArtifactRef:
         import onnx as onnx_lib
 
@@ -252,6 +260,10 @@ class OnnxRuntimeToolchain:
                 quantized, how = self._quantize(slim, out, quant, calibration, onnx, store, Path(tmp))
                 details.update(quantized)
                 checks.update(how)
+                # the graph it was quantised from (same node names): what sensitivity and int8-mixed read
+                shutil.copyfile(Path(tmp) / PREPARED_FILE, staged / FLOAT_FILE)
+                if quant.mixed:
+                    details["float_layers"] = keep_in_float(out, staged / FLOAT_FILE, quant, float_layers)
                 scheme = self.int8_scheme()
                 checks["int8_scheme"] = scheme.as_dict() | {"onnxruntime": provenance.library_versions("onnxruntime")}
                 first = next(self.calibration_batches(calibration, onnx, store, chunk=KERNEL_CHECK_IMAGES))

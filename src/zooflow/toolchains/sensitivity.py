@@ -7,8 +7,9 @@ Works on the QDQ model the embedded toolchain compiles and the float graph it wa
   its fp32 value, each tensor alone (its scale and zero point applied to the fp32 model's values),
   so the number is that tensor's own rounding and clipping, not what upstream layers did to it;
 - `rank`: for every layer (a Conv/Gemm/MatMul with quantised weights), the model's output SQNR
-  and top-1 agreement against fp32 when that one layer computes in float and emits float (its
-  weights and its output tensor unquantised, all others int8), ranked by the SQNR it wins back.
+  and top-1 agreement against fp32 when that one layer computes in float (its weights and output
+  tensor unquantised, and its input unless another layer produced it; all others int8), ranked by
+  the SQNR it wins back.
 
 The surgery is on the ONNX graph itself (rewiring past the layer's DequantizeLinear nodes), so the
 model measured is the one a mixed-precision compile produces, not an estimate.
@@ -16,14 +17,16 @@ model measured is the one a mixed-precision compile produces, not an estimate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zooflow.evaluate import sqnr_db
 
+FLOAT_FILE = "float.onnx"  # in an int8 compiled artifact: the float graph its QDQ model was quantised from
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PASS_THROUGH = ("Relu", "Clip")  # a layer's output is quantised after its activation
 CHUNK = 8  # images per inference call: bounds memory when every tensor is an output
@@ -85,6 +88,10 @@ class Graph:
                 continue
             return None
 
+    def is_layer(self, node: Any) -> bool:
+        """A Conv/Gemm/MatMul with quantised weights."""
+        return node.op_type in LAYER_OPS and len(node.input) >= 2 and self._dq(node.input[1]) is not None
+
     def layers(self) -> list[Layer]:
         found = []
         for depth, node in enumerate(self.nodes):
@@ -135,6 +142,7 @@ def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str], weights: dict[str
                 kept = f"{name}/float_input_{slot}"
                 model.graph.initializer.append(numpy_helper.from_array(weights[source.input[slot]], kept))
                 node.input[slot] = kept
+        _float_input(model, graph, prepared, node, weights)
         if layer.output is None:
             continue
         value = _restore_activation(model, graph, prepared, layer.output, weights)
@@ -145,6 +153,54 @@ def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str], weights: dict[str
                         if tensor == dq.output[0]:
                             user.input[i] = value
     return _prune(model)
+
+
+def keep_in_float(qdq_path: Path, float_path: Path, quant: Any, nodes: Sequence[str]) -> list[dict[str, Any]]:
+    """Rewrite the QDQ model at `qdq_path` with `nodes` computing in float (int8-mixed's compile); the
+    layers kept in float, in the order given (most sensitive first), as the compile metadata records them."""
+    import onnx
+
+    from zooflow.errors import ZooflowError
+
+    if isinstance(quant.keep_float, int) and len(nodes) != quant.keep_float:
+        raise ZooflowError(
+            f"{quant.preset} keeps {quant.keep_float} layer(s) in float, but {len(nodes)} were named",
+            "pass the sensitivity ranking's first K layers (the flow does this)",
+        )
+    if not nodes:
+        raise ZooflowError(
+            f"{quant.preset} needs the layers to keep in float", "run the sensitivity stage first (the flow does)"
+        )
+    qdq, prepared = onnx.load(str(qdq_path)), onnx.load(str(float_path))
+    layers = {layer.node: layer for layer in Graph(qdq).layers()}
+    unknown = [n for n in nodes if n not in layers]
+    if unknown:
+        raise ZooflowError(
+            f"layers not in the quantised model: {', '.join(unknown)}",
+            "rank this model's layers again (a sensitivity result of another model was given)",
+        )
+    onnx.save(leave_float(qdq, prepared, nodes), str(qdq_path))
+    return [{"node": n, "module": layers[n].module, "op": layers[n].op} for n in nodes]
+
+
+def _float_input(model: Any, graph: Graph, prepared: Any, node: Any, weights: dict[str, np.ndarray]) -> None:
+    """A float layer reads its input before the Q/DQ pair in front of it when no layer owns that
+    quantisation: the tensor comes from the model's input or a non-layer op (add, concat, pool), not a
+    layer's own output (whose quantisation is that layer's, kept unless it too is left in float). Other
+    readers keep the pair. So a ranking charges each quantised tensor to the layer that produced it,
+    and with every layer in float only the tensors between two non-layer ops stay quantised."""
+    dq = graph.producer.get(node.input[0])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return
+    q = graph.producer.get(dq.input[0])
+    if q is None or q.op_type != "QuantizeLinear":
+        return
+    producer = graph.producer.get(q.input[0])
+    while producer is not None and producer.op_type in PASS_THROUGH:
+        producer = graph.producer.get(producer.input[0])
+    if producer is not None and graph.is_layer(producer):
+        return
+    node.input[0] = _restore_activation(model, graph, prepared, q.input[0], weights)
 
 
 def _restore_activation(model: Any, graph: Graph, prepared: Any, tensor: str, weights: dict[str, np.ndarray]) -> str:
@@ -163,6 +219,8 @@ def _restore_activation(model: Any, graph: Graph, prepared: Any, tensor: str, we
     if qdq_producer is not None and qdq_producer.op_type == float_producer.op_type:
         return tensor  # the activation is still there
     restored = f"{tensor}/float_activation"
+    if any(restored in n.output for n in model.graph.node):
+        return restored  # put back already (another float layer reads or writes the same tensor)
     extra = []
     for name in float_producer.input[1:]:
         if name and name in weights and name not in {i.name for i in model.graph.initializer}:
@@ -315,7 +373,8 @@ def rank(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, Any]:
         "layers": rows,
         "tensors": tensors,
         "method": (
-            "each layer in turn computed in float (float weights and bias, its output tensor unquantised), every "
-            "other layer int8; output SQNR and top-1 agreement against the fp32 graph on the probe images"
+            "each layer in turn computed in float (float weights and bias, its output tensor unquantised, its input "
+            "read unquantised unless another layer produced it), every other layer int8; output SQNR and top-1 "
+            "agreement against the fp32 graph on the probe images"
         ),
     }

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ from zooflow.npz import NpzParams
 from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import Availability, ToolError, compiled_name
 from zooflow.toolchains import outputs as outputs_mod
-from zooflow.toolchains.vastai_schema import dump, percentile_used, vamc_config, vdsp_params
+from zooflow.toolchains.vastai_schema import dump, percentile_used, skip_lists, vamc_config, vdsp_params
 
 COMPILE_STAGE = "compile"
 COMPILE_VERSION = "2"  # 2: published vdsp enums/DTypes, v2 fp16 keeps its dataset block, found by prefix
+# (int8-mixed's skip lists enter through the quant spec and the layers, both in the compile key)
 BENCH_STAGE = "benchmark"
 BENCH_VERSION = "2"  # 2: no -s/-d unless asked
 COMPILED_SUFFIXES = (".so", ".json", ".params")  # library, graph, weights
@@ -291,9 +293,15 @@ class VastaiToolchain:
         return ref.short
 
     def compile(
-        self, onnx: ArtifactRef, calibration: ArtifactRef | None, quant: QuantSpec, store: Store
+        self,
+        onnx: ArtifactRef,
+        calibration: ArtifactRef | None,
+        quant: QuantSpec,
+        store: Store,
+        float_layers: Sequence[str] = (),
     ) -> ArtifactRef:
         generation = self.options.vamc_generation
+        skip = skip_lists(generation, store.path(onnx), list(float_layers)) if quant.mixed else None
         preprocess = onnx.meta["preprocess"]
         reads_calibration = quant.dtype == "int8" or generation == "v2"  # v2 fp16 keeps the dataset block
         calib_doc = (
@@ -313,6 +321,7 @@ class VastaiToolchain:
             calibration_count=calib_doc["count"] if calib_doc else 0,
             suffix=(calib_doc["suffixes"][0] if calib_doc and calib_doc["suffixes"] else "JPEG"),
             workspace=Path("deploy_weights"),  # relative to vamc's working folder: the config stays reproducible
+            skip=skip["lists"] if skip else None,
         )
         with store.staging("compile") as staged, tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -357,6 +366,7 @@ class VastaiToolchain:
                     "generation": generation,
                     "calibration_images": calib_doc["count"] if calib_doc and quant.dtype == "int8" else 0,
                     "percentile": percentile_used(generation, quant),
+                    **({"float_layers": skip} if skip else {}),
                     "output": onnx.meta.get("output", {}),
                     "preprocess": preprocess,
                 },

@@ -38,6 +38,8 @@ class V2Model(_Strict):
 class V2Calibration(_Strict):
     quant_mode: Literal["max", "percentile", "kl_divergence", "mse"]
     per_channel: bool
+    # convs left unquantised, by index (the zoo's classification/mobilenet_v3/.../showlo_mobilenetv3.yaml)
+    skip_conv_layers: list[int] | None = None
 
 
 class V2Engine(_Strict):
@@ -83,6 +85,10 @@ class V3Quantize(_Strict):
     calibrate_mode: Literal["max", "percentile", "kl_divergence", "mse"]
     quantize_per_channel: bool
     calibrate_range: float | None = None  # percentile mode: the kept fraction (inferred from the zoo's configs)
+    # layers left unquantised, by index (the zoo's cv/detection/yolov12/.../official_yolov12_int8.yaml and
+    # cv/classification/yolov11_cls/.../official_yolov11_cls_int8.yaml)
+    skip_conv_layers: list[int] | None = None
+    skip_matmul_layers: list[int] | None = None
 
 
 class V3Backend(_Strict):
@@ -130,6 +136,44 @@ def as_written(value: float) -> float:
     return float(Decimal(repr(value)) / 100)
 
 
+SKIP_INDEX = (
+    "0-based position among the ONNX file's nodes of that op type, in graph order (inferred: the public configs "
+    "list 0-based indices and do not define them)"
+)
+
+
+def skip_lists(generation: Generation, onnx_path: Path, float_layers: list[str]) -> dict[str, Any]:
+    """The vamc skip lists for the layers int8-mixed keeps in float, and each layer vamc cannot take, with why.
+
+    The public configs have ``skip_conv_layers`` (v2: engine.calibration; v3: backend.quantize) and
+    ``skip_matmul_layers`` (v3 only); nothing published skips a Gemm (a fully connected layer)."""
+    import onnx
+
+    nodes = list(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+    index = {op: {n.name: i for i, n in enumerate(m for m in nodes if m.op_type == op)} for op in ("Conv", "MatMul")}
+    keys = {"Conv": "skip_conv_layers", **({"MatMul": "skip_matmul_layers"} if generation == "v3" else {})}
+    lists: dict[str, list[int]] = {}
+    passed, refused = [], []
+    for layer in float_layers:
+        op = next((n.op_type for n in nodes if n.name == layer), None)
+        if op in keys and layer in index[op]:
+            lists.setdefault(keys[op], []).append(index[op][layer])
+            passed.append({"node": layer, "key": keys[op], "index": index[op][layer]})
+        else:
+            why = (
+                f"vamc {generation} configs have no key to skip a {op}"
+                if op is not None
+                else "no node of that name in the ONNX file vamc compiles"
+            )
+            refused.append({"node": layer, "op": op, "reason": why})
+    return {
+        "lists": {k: sorted(v) for k, v in lists.items()},
+        "passed": passed,
+        "refused": refused,
+        "index": SKIP_INDEX,
+    }
+
+
 def vamc_config(
     generation: Generation,
     *,
@@ -142,8 +186,10 @@ def vamc_config(
     calibration_count: int,
     suffix: str,
     workspace: Path,
+    skip: dict[str, list[int]] | None = None,
 ) -> BaseModel:
-    """The compile config for one model and quantisation spec."""
+    """The compile config for one model and quantisation spec (`skip`: `skip_lists`' lists, int8-mixed)."""
+    skip = skip or {}
     int8 = quant.dtype == "int8"
     if quant.dtype not in ("int8", "fp16"):
         raise ToolError(
@@ -167,7 +213,11 @@ def vamc_config(
             engine=V2Engine(
                 common={"do_quantization": int8},
                 # fp16: vamc ignores the block; "max" is the mode of the vendor's own mmcls ShuffleNetV1 config
-                calibration=V2Calibration(quant_mode=quant.calibrate or "max", per_channel=quant.per_channel),
+                calibration=V2Calibration(
+                    quant_mode=quant.calibrate or "max",
+                    per_channel=quant.per_channel,
+                    skip_conv_layers=skip.get("skip_conv_layers") if int8 else None,
+                ),
             ),
             dataset=V2Dataset(path=str(calibration_dir), sampler=sampler, transform_ops=ops),
             workspace=V2Workspace(work_dir=str(workspace)),
@@ -181,6 +231,8 @@ def vamc_config(
                 calibrate_mode=quant.calibrate,
                 quantize_per_channel=quant.per_channel,
                 calibrate_range=as_written(quant.percentile) if quant.calibrate == "percentile" else None,
+                skip_conv_layers=skip.get("skip_conv_layers"),
+                skip_matmul_layers=skip.get("skip_matmul_layers"),
             )
             if int8 and quant.calibrate
             else None,
