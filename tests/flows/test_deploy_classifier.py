@@ -424,9 +424,40 @@ def test_vastai_flow_full_resolution_every_layout_and_a_pip_vamc_upgrade(
     monkeypatch.delenv("VASTAI_EMULATOR_LAYOUT")
     v3, tasks = _run(config.model_copy(update={"toolchain_options": ToolchainOptions(vamc_generation="v3")}))
     assert v3.is_completed(), v3.message
-    assert tasks[("compile", "Completed")] == 1 and tasks[("compile", "Cached")] == 1  # the fp32 reference kept
+    # kept: the fp32 reference and the embedded int8 model the sensitivity ranking runs on
+    assert tasks[("compile", "Completed")] == 1 and tasks[("compile", "Cached")] == 2
     assert compiled_of(v3).meta["layout"] == "deploy_weights/shufflenet_v1_1x_16xb64_in1k_int8_percentile/mod"
     assert compiled_of(v3).meta["percentile"] == 99.999
+
+
+def test_int8_mixed_on_vastai_ranks_on_the_embedded_toolchain_and_tells_vamc_the_convs(
+    tmp_path: Path, emulators: Path
+) -> None:
+    """int8-mixed K=2 on the card: the ranking comes from the embedded toolchain's int8-max of the same
+    calibration set (labelled so in the report), its first two layers reach vamc as skip_conv_layers
+    (the emulated vamc reads them back), and the report says what was passed."""
+    import onnx
+
+    root = tmp_path / "store"
+    quant = {"dtype": "int8", "calibrate": "max", "keep_float": 2}
+    # no gates: the emulator computes in fp32 after its DSP preprocessing, so agreement is the DSP's, not int8's
+    evaluation = {"probe_images": 0, "gates": []}
+    state, tasks = _run(demo_config(root, toolchain="vastai", quant=quant, evaluation=evaluation))
+    assert state.is_completed(), state.message
+    assert tasks[("sensitivity", "Completed")] == 1
+    result, store = state.result(), Store(root)
+    ranking = store.ref(result["artifacts"]["sensitivity"]["digest"]).meta["ranking"]
+    compiled = store.ref(result["artifacts"]["compiled"]["digest"])
+    assert store.resolve(f"{MODEL}/vastai/int8-mixed-k2").digest == compiled.digest
+    onnx_ref = store.ref(result["artifacts"]["onnx"]["digest"])
+    convs = [n.name for n in onnx.load(str(store.path(onnx_ref))).graph.node if n.op_type == "Conv"]
+    expected = sorted(convs.index(n) for n in ranking[:2] if n in convs)
+    assert expected, "the ranking's first two layers include a conv"
+    graph = json.loads(store.path(compiled, compiled.meta["prefix"] + ".json").read_text())
+    assert graph["skipped"] == {"skip_conv_layers": expected}
+    text = store.path(store.ref(result["artifacts"]["report"]["digest"]), "report.md").read_text()
+    assert "toolchain-independent: computed with the embedded toolchain on the same calibration set" in text
+    assert f"Passed to vamc as `skip_conv_layers: {expected}`" in text
 
 
 def test_a_failing_compiler_fails_the_run_and_the_fixed_rerun_resumes(
@@ -466,7 +497,8 @@ def test_a_failing_gate_fails_the_run_with_a_readable_reason_and_keeps_the_repor
     # the same run with a goal it meets completes, and the verdict is recorded in the evaluation
     state, tasks = _run(demo_config(root, quant="int8-max", evaluation={"probe_images": 0, "preprocess_parity": False}))
     assert state.is_completed(), state.message
-    assert tasks[("compile", "Cached")] == 2 and tasks[("evaluate", "Completed")] == 1  # other gates: re-evaluated
+    # the preset's compile (shared with the sensitivity ranking's) and the reference's are cached; other gates: re-evaluated
+    assert tasks[("compile", "Cached")] == 3 and tasks[("evaluate", "Completed")] == 1
     evaluation = store.resolve(f"{MODEL}/onnxruntime/int8-max/evaluation")
     verdict = json.loads(store.path(evaluation, "metrics.json").read_text())["verdict"]
     assert verdict["passed"] and verdict["checks"][0]["reason"].endswith("the limit is 1.50 points below")

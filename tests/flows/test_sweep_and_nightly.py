@@ -42,8 +42,9 @@ def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path:
     assert state.is_completed(), state.message
     for upstream in ("fetch-checkpoint", "calibration-set", "npz-index"):
         assert tasks[(upstream, "Completed")] == 1, upstream  # shared by every preset
-    # fp32 is the reference itself: its compile and run are the reference's, Cached within the run
-    assert tasks[("compile", "Completed")] == 3 and tasks[("compile", "Cached")] == 1
+    # fp32 is the reference itself: its compile and run are the reference's, Cached within the run; int8-max's
+    # compile is the one its sensitivity ranking made first, Cached too
+    assert tasks[("compile", "Completed")] == 3 and tasks[("compile", "Cached")] == 2
     assert tasks[("benchmark", "Completed")] == 3 and tasks[("evaluate", "Completed")] == 3
     result = state.result()
     assert [row["preset"] for row in result["table"]] == ["fp32", "fp16", "int8-max"]
@@ -70,6 +71,51 @@ def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path:
     again, tasks = _run_flow(quant_sweep, config)
     assert again.is_completed()
     assert tasks[("compile", "Completed")] == 0 and tasks[("evaluate", "Completed")] == 0  # all cached
+
+
+def test_sweep_of_int8_max_and_int8_mixed_shows_both_rows_k_and_the_sensitivity(tmp_path: Path) -> None:
+    """`zooflow sweep --demo --presets int8-max,int8-mixed` as a flow: both rows; int8-mixed's K is the
+    smallest the search found meeting its agreement goal (the K below it was tried and fell short); its
+    float layers are the ranking's first K; the int8-max report shows the sensitivity table and plot."""
+    from PIL import Image
+
+    from flows.quant_sweep import quant_sweep
+    from zooflow import sensitivity_report
+
+    root = tmp_path / "store"
+    config = SweepConfig(
+        demo=True, store=str(root), presets=("int8-max", "int8-mixed"), data={"demo": {"classes": 10}}, **SMALL
+    )
+    state, tasks = _run_flow(quant_sweep, config)
+    assert state.is_completed(), state.message
+    result = state.result()
+    int8, mixed = result["table"]
+    k = mixed["float_layers"]
+    assert int8["preset"] == "int8-max" and mixed["preset"] == f"int8-mixed-k{k}" and int8["float_layers"] is None
+    tried = {t["keep_float"]: t for t in mixed["mixed_search"]}
+    assert tried[k]["agreement"] >= 99.0 and mixed["agreement"] == tried[k]["agreement"]
+    assert k == 1 or tried[k - 1]["agreement"] < 99.0  # the smallest K: the one below it fails
+    assert tasks[("sensitivity", "Completed")] == 1  # int8-max and int8-mixed share one ranking
+    store = Store(root)
+    ranking = store.ref(result["artifacts"]["sensitivity"]["digest"]).meta["ranking"]
+    compiled = store.ref(result["artifacts"][f"int8-mixed-k{k}/compiled"]["digest"])
+    assert [layer["node"] for layer in compiled.meta["float_layers"]] == ranking[:k]
+    sweep = store.ref(result["artifacts"]["sweep"]["digest"])
+    table_md = store.path(sweep, "sweep.md").read_text()
+    assert f"| int8-mixed-k{k} |" in table_md and "| int8-max |" in table_md and "K chosen by agreement" in table_md
+    # the int8-max report: the ten most sensitive layers and the depth plot, in the markdown and the HTML
+    report = store.ref(result["artifacts"]["int8-max/report"]["digest"])
+    text = store.path(report, "report.md").read_text()
+    assert "## Per-layer int8 sensitivity" in text and "| 10 | `backbone." in text
+    assert f"![per-layer SQNR along depth]({sensitivity_report.PLOT_FILE})" in text
+    with Image.open(store.path(report, sensitivity_report.PLOT_FILE)) as image:
+        assert image.size[0] > 1000
+    assert store.path(report, "report.html").read_text().count("data:image/png;base64,") == 2
+    mixed_report = store.path(store.ref(result["artifacts"][f"int8-mixed-k{k}/report"]["digest"]), "report.md")
+    assert f"## int8-mixed: {k} layer(s) kept in float" in mixed_report.read_text()
+    # the UI: the sensitivity table with its plot inlined
+    shown = next(v for key, v in _ui(state)["artifacts"].items() if key.startswith("sensitivity-"))
+    assert "most sensitive layers" in shown and "data:image/png;base64," in shown
 
 
 def _labelled_by_the_model(tmp_path: Path, checkpoint: Path, info: Any) -> Path:

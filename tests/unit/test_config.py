@@ -144,3 +144,43 @@ def test_the_one_off_form_opens_on_a_preset_drop_down_at_the_top() -> None:
     custom = RunConfig(demo=True, quant=QuantSpec.from_preset("int8-max", per_channel=False))
     assert custom.model_dump(mode="json")["quant"]["per_channel"] is False
     assert RunConfig(**custom.model_dump(mode="json")).quant == custom.quant
+
+
+def test_int8_mixed_is_int8_max_with_layers_in_float_and_an_agreement_goal() -> None:
+    from zooflow.config import MIXED_AGREEMENT, default_gates
+    from zooflow.runconfig import SweepConfig
+    from zooflow.toolchains import quant_label
+
+    spec = RunConfig(demo=True, quant="int8-mixed").quant
+    assert (spec.dtype, spec.calibrate, spec.keep_float, spec.mixed) == ("int8", "max", "auto", True)
+    assert spec.base() == QuantSpec.from_preset("int8-max")
+    fixed = spec.model_copy(update={"keep_float": 3})
+    assert quant_label(fixed) == "int8-mixed-k3" and quant_label(spec) == "int8-mixed"
+    assert [(g.metric, g.min) for g in default_gates(spec)] == [("top1", None), ("agreement", MIXED_AGREEMENT)]
+    sweep = SweepConfig(demo=True, presets=("int8-max", "int8-mixed"), keep_float=2)
+    assert [q.keep_float for q in sweep.quants()] == [None, 2]
+    assert "int8-mixed" not in [q.preset for q in SweepConfig(demo=True).quants()]  # the default sweep: six presets
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"quant": {"dtype": "int8", "calibrate": "max", "keep_float": 0}}, "keep at least 1 layer in float"),
+        ({"quant": {"dtype": "fp16", "keep_float": 2}}, "keep_float applies to int8"),
+        ({"quant": "int8-mixed", "evaluation": {"sensitivity_images": 0}}, "set evaluation.sensitivity_images"),
+    ],
+)
+def test_int8_mixed_refusals_name_the_field_and_the_fix(values: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        build(RunConfig, demo=True, **values)
+
+
+def test_the_cli_keep_float_option() -> None:
+    from zooflow.cli.common import quant_value
+
+    assert quant_value("int8-mixed", False, keep_float="2")["keep_float"] == 2
+    assert quant_value("int8-mixed", False, keep_float="auto")["keep_float"] == "auto"
+    with pytest.raises(ConfigError, match="--keep-float applies to --quant int8-mixed, not int8-max"):
+        quant_value("int8-max", False, keep_float="2")
+    with pytest.raises(ConfigError, match="neither a number of layers nor auto"):
+        quant_value("int8-mixed", False, keep_float="two")

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from zooflow import toolchains
 from zooflow.cli import app
-from zooflow.config import PRESETS, BenchmarkSpec, QuantSpec, ToolchainOptions
+from zooflow.config import BASE_PRESETS as PRESETS
+from zooflow.config import BenchmarkSpec, QuantSpec, ToolchainOptions
 from zooflow.errors import ConfigError
 from zooflow.toolchains import outputs
 

@@ -342,3 +342,51 @@ def test_a_pip_installed_vamc_is_identified_by_its_distribution(emulators, tmp_p
     assert tool_fingerprint("vamp") == ("vastai-emulator 1.0", "--version")
     fp = toolchains.get("vastai").fingerprint()
     assert fp["vamc_source"] == "installed distribution (importlib.metadata)" and fp["vamp_source"] == "--version"
+
+
+@pytest.mark.parametrize("generation", ["v2", "v3"])
+def test_int8_mixed_passes_its_float_convs_as_skip_conv_layers(emulators, toolchain_store, generation) -> None:  # type: ignore[no-untyped-def]
+    """The layers int8-mixed keeps in float reach vamc as the published key of each generation (v2:
+    engine.calibration.skip_conv_layers, v3: backend.quantize.skip_conv_layers), by the Conv's position
+    among the ONNX file's Conv nodes (counted here from the file itself); the Gemm (fc) has no published
+    key and is reported as not passed, with the reason."""
+    import onnx
+
+    store, onnx_ref = toolchain_store["store"], toolchain_store["onnx"]
+    nodes = list(onnx.load(str(store.path(onnx_ref))).graph.node)
+    convs = [n.name for n in nodes if n.op_type == "Conv"]
+    gemm = next(n.name for n in nodes if n.op_type == "Gemm")
+    kept = [convs[7], gemm, convs[0]]
+    quant = QuantSpec.from_preset("int8-mixed").model_copy(update={"keep_float": 3})
+    tc = toolchains.get("vastai", ToolchainOptions(vamc_generation=generation))
+    compiled = tc.compile(onnx_ref, toolchain_store["calibration"], quant, store, float_layers=kept)
+    config = yaml.safe_load(store.path(compiled, "vamc_config.yaml").read_text())
+    block = config["engine"]["calibration"] if generation == "v2" else config["backend"]["quantize"]
+    assert block["skip_conv_layers"] == [0, 7] and "skip_matmul_layers" not in block
+    graph = json.loads(store.path(compiled, compiled.meta["prefix"] + ".json").read_text())
+    assert graph["skipped"] == {"skip_conv_layers": [0, 7]}  # what the emulated vamc read
+    meta = compiled.meta["float_layers"]
+    assert [(p["node"], p["index"]) for p in meta["passed"]] == [(convs[7], 7), (convs[0], 0)]
+    assert meta["refused"] == [
+        {"node": gemm, "op": "Gemm", "reason": f"vamc {generation} configs have no key to skip a Gemm"}
+    ]
+    assert compiled.name.endswith("/vastai/int8-mixed-k3")
+    # the all-int8 compile of the same spec writes no skip list
+    plain = tc.compile(onnx_ref, toolchain_store["calibration"], quant.base(), store)
+    plain_config = yaml.safe_load(store.path(plain, "vamc_config.yaml").read_text())
+    plain_block = plain_config["engine"]["calibration"] if generation == "v2" else plain_config["backend"]["quantize"]
+    assert "skip_conv_layers" not in plain_block and "float_layers" not in plain.meta
+
+
+def test_the_emulator_rejects_a_skip_list_that_is_not_indices(emulators, toolchain_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    store = toolchain_store["store"]
+    compiled = toolchains.get("vastai").compile(
+        toolchain_store["onnx"], toolchain_store["calibration"], QuantSpec.from_preset("int8-max"), store
+    )
+    config = yaml.safe_load(store.path(compiled, "vamc_config.yaml").read_text())
+    config["engine"]["calibration"]["skip_conv_layers"] = ["backbone.conv1"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(["vamc", "build", "bad.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and "skip_conv_layers: expected a list of distinct non-negative integers" in done.stderr
