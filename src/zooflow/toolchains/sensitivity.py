@@ -259,9 +259,10 @@ def _session(model: Any) -> Any:
 
 def _run(model: Any, batch: np.ndarray, outputs: list[str] | None = None) -> Iterator[list[np.ndarray]]:
     sess = _session(model)
-    name = sess.get_inputs()[0].name
-    for start in range(0, len(batch), CHUNK):
-        yield list(sess.run(outputs, {name: batch[start : start + CHUNK]}))
+    name, size = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[0]
+    chunk = size if isinstance(size, int) and size > 0 else CHUNK  # a static-batch export takes its own batch
+    for start in range(0, len(batch), chunk):
+        yield list(sess.run(outputs, {name: batch[start : start + chunk]}))
 
 
 def outputs(model: Any, batch: np.ndarray) -> np.ndarray:
