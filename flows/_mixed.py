@@ -52,7 +52,6 @@ def rank_int8(stages: Stages, prep: Prepared, quants: list[QuantSpec]) -> dict[s
     bases = {toolchains.quant_label(q.base()): q.base() for q in quants if q.dtype == "int8"}
     if not images or not bases:
         return {}
-    embedded = {"toolchain": toolchains.REFERENCE_TOOLCHAIN, "toolchain_options": prep.config.toolchain_options}
     labels = list(bases)
     compiled = stages.map(
         "sensitivity-compiled",
@@ -61,7 +60,7 @@ def rank_int8(stages: Stages, prep: Prepared, quants: list[QuantSpec]) -> dict[s
         labels=[f"{lab} (embedded, for sensitivity)" for lab in labels],
         onnx=prep.reference_onnx,
         calibration=prep.calibration,
-        **embedded,
+        **prep.reference_device,
     )
     ranked = stages.map(
         "sensitivity",

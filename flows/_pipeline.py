@@ -10,6 +10,7 @@ model and dataset shares it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ class Prepared:
     checkpoint: ArtifactRef
     onnx: ArtifactRef
     reference_onnx: ArtifactRef  # the embedded toolchain's export (the same artifact as `onnx` on it)
+    reference_device: dict[str, Any]  # the embedded toolchain's task arguments (the fp32 reference, sensitivity)
     calibration: ArtifactRef
     shards: list[ArtifactRef]
     npz: ArtifactRef
@@ -174,6 +176,7 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         checkpoint=checkpoint,
         onnx=onnx,
         reference_onnx=ref_onnx,
+        reference_device=reference_device,
         calibration=calibration,
         shards=shards,
         npz=npz,
@@ -192,8 +195,17 @@ def run_warnings(prep: Prepared) -> list[str]:
     return warnings
 
 
+def _stage_name(label: str, stage: str, single: bool) -> str:
+    """The stage's name in the run summary: plain for a one-preset run, ``<preset>/<stage>`` otherwise."""
+    return stage if single else f"{label}/{stage}"
+
+
 def _evaluated(
-    stages: Stages, prep: Prepared, plans: list[Plan], gates: tuple[Gate, ...] | None, single: bool
+    stages: Stages,
+    prep: Prepared,
+    plans: list[Plan],
+    gates_for: Callable[[QuantSpec], tuple[Gate, ...]],
+    single: bool,
 ) -> tuple[list[ArtifactRef], list[ArtifactRef], list[ArtifactRef]]:
     """compile -> run -> evaluate for each plan: (compiled, outputs, evaluations). Compiles of different
     presets go to the task runner together, and runs too where the toolchain allows it (not on one card)."""
@@ -201,7 +213,7 @@ def _evaluated(
     labels = [p.label for p in plans]
 
     def name(label: str, stage: str) -> str:
-        return stage if single else f"{label}/{stage}"
+        return _stage_name(label, stage, single)
 
     compiled = stages.map(
         "compiled",
@@ -242,7 +254,7 @@ def _evaluated(
         [
             {
                 "outputs": out,
-                "gates": gates if gates is not None else config.evaluation.gates_for(p.quant),
+                "gates": gates_for(p.quant),
                 "context": {**context, "preset": p.label},
             }
             for p, out in zip(plans, outputs, strict=True)
@@ -274,15 +286,15 @@ def deploy_presets(
         return gates if gates is not None else config.evaluation.gates_for(quant)
 
     def evaluate_one(candidate: Plan) -> ArtifactRef:
-        return _evaluated(stages, prep, [candidate], gates, single=False)[2][0]
+        return _evaluated(stages, prep, [candidate], gates_for, single=False)[2][0]
 
     plans = _mixed.plan(prep, quants, ranked, gates_for, evaluate_one)
     single = len(plans) == 1
-    compiled, outputs, evaluations = _evaluated(stages, prep, plans, gates, single)
+    compiled, outputs, evaluations = _evaluated(stages, prep, plans, gates_for, single)
     labels = [p.label for p in plans]
 
     def name(label: str, stage: str) -> str:
-        return stage if single else f"{label}/{stage}"
+        return _stage_name(label, stage, single)
 
     benches = [
         stages.run(name(lab, "benchmark"), benchmark, label=lab, compiled=c, spec=config.benchmark, **device)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from zooflow.errors import ZooflowError
 from zooflow.evaluate import sqnr_db
 
 FLOAT_FILE = "float.onnx"  # in an int8 compiled artifact: the float graph its QDQ model was quantised from
@@ -159,8 +160,6 @@ def keep_in_float(qdq_path: Path, float_path: Path, quant: Any, nodes: Sequence[
     """Rewrite the QDQ model at `qdq_path` with `nodes` computing in float (int8-mixed's compile); the
     layers kept in float, in the order given (most sensitive first), as the compile metadata records them."""
     import onnx
-
-    from zooflow.errors import ZooflowError
 
     if isinstance(quant.keep_float, int) and len(nodes) != quant.keep_float:
         raise ZooflowError(
