@@ -180,6 +180,11 @@ def mixed_section(mixed: dict[str, Any]) -> list[str]:
             f"fp32 on this run's {mixed.get('images', '')} images (doubling, then bisection: more layers in float "
             "is assumed never to lower agreement; every K tried is listed)."
         )
+        if mixed.get("layers") and k >= mixed["layers"]:
+            out.append(
+                f"K = {k} is every quantised layer: the model is the float graph it was quantised from "
+                "(below that, tensors between two non-layer ops, e.g. a residual add's input, stay quantised)."
+            )
         if not mixed.get("met", True):
             out.append(f"No K met the goal; K = {k} (every quantised layer in float) is the closest.")
         out += ["", "| K | top-1 agreement (%) | SQNR vs fp32 (dB) | top-1 (%) |", "|---|---|---|---|"]

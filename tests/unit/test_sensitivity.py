@@ -177,6 +177,28 @@ def test_int8_mixed_k1_compiled_by_the_toolchain_recovers_10_db_on_the_photos(ra
     assert len(sensitivity.Graph(model).layers()) == len(ranked["result"]["layers"]) - 1
 
 
+def test_int8_mixed_with_every_layer_in_float_is_the_float_graph(ranked: dict[str, Any]) -> None:
+    """K = all layers leaves nothing int8: the compiled model computes what the float graph does (checked
+    against that graph's own outputs on the photos), so `auto` always ends at a model meeting its goal."""
+    store, names = ranked["store"], [r["node"] for r in ranked["result"]["layers"]]
+    quant = QuantSpec.from_preset("int8-mixed").model_copy(update={"keep_float": len(names)})
+    tc = toolchains.get("onnxruntime", ToolchainOptions())
+    every = tc.compile(ranked["onnx"], ranked["calibration"], quant, store, float_layers=names)
+    model = onnx.load(str(store.path(every, "model.onnx")))
+    assert not [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    np.testing.assert_allclose(
+        sensitivity.outputs(model, ranked["views"]),
+        sensitivity.outputs(ranked["prepared"], ranked["views"]),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # one layer short of all: int8 is still computed somewhere
+    short = quant.model_copy(update={"keep_float": len(names) - 1})
+    almost = tc.compile(ranked["onnx"], ranked["calibration"], short, store, float_layers=names[:-1])
+    kept = onnx.load(str(store.path(almost, "model.onnx")))
+    assert [n for n in kept.graph.node if n.op_type == "QuantizeLinear"]
+
+
 def test_int8_mixed_refuses_layers_of_another_model(ranked: dict[str, Any]) -> None:
     quant = QuantSpec.from_preset("int8-mixed").model_copy(update={"keep_float": 1})
     tc = toolchains.get("onnxruntime", ToolchainOptions())

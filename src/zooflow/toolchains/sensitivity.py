@@ -178,7 +178,11 @@ def keep_in_float(qdq_path: Path, float_path: Path, quant: Any, nodes: Sequence[
             f"layers not in the quantised model: {', '.join(unknown)}",
             "rank this model's layers again (a sensitivity result of another model was given)",
         )
-    onnx.save(leave_float(qdq, prepared, nodes), str(qdq_path))
+    # Every quantised layer in float leaves nothing for int8 to compute: the model is the float graph it
+    # was quantised from. (Below that, tensors between two non-layer ops, such as a residual add's other
+    # input or a pool's output, keep their Q/DQ pairs: no layer owns them.)
+    mixed = prepared if set(nodes) >= set(layers) else leave_float(qdq, prepared, nodes)
+    onnx.save(mixed, str(qdq_path))
     return [{"node": n, "module": layers[n].module, "op": layers[n].op} for n in nodes]
 
 
