@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zooflow.errors import ZooflowError
+from zooflow.evaluate import fmt
 from zooflow.report import _pyplot, save_figure
 from zooflow.store import ArtifactRef, Store
 
@@ -30,11 +31,8 @@ TENSOR_NOTE = (
 
 
 def _db(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.1f}"
+    """A dB value with one decimal: ``inf`` for an exact match (stored as text by the evaluation), blank if unknown."""
+    return "" if value is None else fmt(value, 1)
 
 
 def table(result: dict[str, Any], top: int = 10) -> list[str]:

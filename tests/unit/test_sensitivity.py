@@ -231,3 +231,26 @@ def test_the_sensitivity_stage_stores_the_ranking_table_and_plot(ranked: dict[st
     )
     with pytest.raises(ZooflowError, match="not an embedded-toolchain int8 model"):
         sensitivity_report.measure(store, fp32, ranked["onnx"], ranked["calibration"], images=4)
+
+
+def test_the_mixed_section_reads_an_exact_match_as_the_evaluation_stores_it() -> None:
+    """K = every layer is the float graph: its SQNR vs fp32 can be exact, which the evaluation stores as
+    the text ``inf``; the report's search table prints it and says what that K is."""
+    from zooflow import sensitivity_report
+
+    mixed = {
+        "keep_float": 50,
+        "auto": True,
+        "target": 99.0,
+        "met": True,
+        "images": 2000,
+        "layers": 50,
+        "tried": [
+            {"keep_float": 32, "agreement": 97.5, "sqnr_db": 23.61, "top1": 0.1},
+            {"keep_float": 50, "agreement": 100.0, "sqnr_db": "inf", "top1": 0.1},
+        ],
+        "float_layers": [{"node": "/fc/Gemm", "module": "fc", "op": "Gemm"}],
+    }
+    lines = sensitivity_report.mixed_section(mixed)
+    assert "| 32 | 97.50 | 23.6 | 0.10 |" in lines and "| 50 | 100.00 | inf | 0.10 |" in lines
+    assert any(line.startswith("K = 50 is every quantised layer: the model is the float graph") for line in lines)
