@@ -143,8 +143,9 @@ def depth_plot(result: dict[str, Any], out: Path, title: str) -> Path:
     gains = [g if math.isfinite(g) else -1e9 for g in finite[2]]
     floor = max(0.5, 0.1 * max(gains, default=0.0))  # only gains worth a label (small ones overprint)
     best = [i for i in sorted(range(len(rows)), key=lambda i: -gains[i])[:5] if gains[i] >= floor]
-    for i in best:
-        lower.annotate(rows[i]["module"], (i, finite[2][i]), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    for n, i in enumerate(sorted(best)):  # left to right, stepped up and down so neighbours' labels do not overprint
+        offset = (3, 3 + 10 * (n % 3))
+        lower.annotate(rows[i]["module"], (i, finite[2][i]), textcoords="offset points", xytext=offset, fontsize=7)
     fig.suptitle(f"{title} (int8: {_db(result['int8_sqnr_db'])} dB vs fp32)")
     return save_figure(fig, out)
 

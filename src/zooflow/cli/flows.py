@@ -328,7 +328,10 @@ def _print_sweep(result: dict[str, Any]) -> None:
     )
     for row in result["table"]:
         cells = {
-            k: f"{v:.2f}" if isinstance(v, float | int) and not isinstance(v, bool) else "" for k, v in row.items()
+            k: f"{v:.2f}"
+            if isinstance(v, float | int) and not isinstance(v, bool)
+            else (v if isinstance(v, str) else "")
+            for k, v in row.items()
         }
         table.add_row(
             row["preset"],
