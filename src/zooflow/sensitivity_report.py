@@ -20,7 +20,7 @@ from zooflow.report import _pyplot, save_figure
 from zooflow.store import ArtifactRef, Store
 
 STAGE = "sensitivity"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: every source of int8 noise is a layer (adds, pools, concat, softmax, input)
 JSON_FILE, TABLE_FILE, PLOT_FILE = "sensitivity.json", "sensitivity.md", "sensitivity_depth.png"
 # A tensor's SQNR is over all its values, so a few wide channels dominate it: a layer whose int8
 # rounding ruins its small channels can still read well here; the "won back" column is what counts.
@@ -28,6 +28,8 @@ TENSOR_NOTE = (
     "A tensor's own SQNR is over all its channels, so its widest channels dominate it; the SQNR won back "
     "with the layer in float is the measure of what its quantisation costs the model"
 )
+# Below this best gain no layer owns the loss: keeping a few in float cannot recover it.
+SPREAD_DB = 1.0
 
 
 def _db(value: Any) -> str:
@@ -52,8 +54,31 @@ def table(result: dict[str, Any], top: int = 10) -> list[str]:
             f"| {number} | `{row['module']}` | {row['op']} | {_db(row['gain_db'])} | {_db(row['float_sqnr_db'])} | "
             f"{row['float_agreement']:.1f} | {_db(row['output_tensor_sqnr_db'])} | {_db(row['weight_sqnr_db'])} |"
         )
-    lines += ["", f"Method: {result['method']}. {TENSOR_NOTE}."]
+    lines += ["", *diagnosis(result), "", f"Method: {result['method']}. {TENSOR_NOTE}."]
     return lines
+
+
+def diagnosis(result: dict[str, Any]) -> list[str]:
+    """Where the loss comes from: int8 weights alone against int8 activations alone, and whether a few
+    layers own it (the best single layer wins back SPREAD_DB or more) or it is spread over the model."""
+    out = []
+    split = result.get("split")
+    if split:
+        w, a = split["weights_only"], split["activations_only"]
+        out.append(
+            f"Only the weights int8 (every activation in float): {_db(w['sqnr_db'])} dB, {w['agreement']:.1f}% "
+            f"agreement; only the activations int8 (every weight in float): {_db(a['sqnr_db'])} dB, "
+            f"{a['agreement']:.1f}%."
+        )
+    rows = result["layers"]
+    best = max((r["gain_db"] for r in rows if r["gain_db"] is not None), default=0.0)
+    if rows and best < SPREAD_DB:
+        out.append(
+            f"> **The loss is spread over the model:** no layer alone wins back {SPREAD_DB:g} dB (the best, "
+            f"`{rows[0]['module']}`, {_db(best)} dB), so keeping a few layers in float recovers little; "
+            "int8-mixed's auto will need most of them."
+        )
+    return out
 
 
 def _finite(value: Any) -> Any:
@@ -131,7 +156,7 @@ def depth_plot(result: dict[str, Any], out: Path, title: str) -> Path:
     ]
     fig, (upper, lower) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True)
     upper.plot(xs, finite[0], marker="o", markersize=3, label="its output tensor, int8 alone")
-    upper.plot(xs, finite[1], marker="s", markersize=3, label="its weights, int8")
+    upper.plot(xs, finite[1], marker="s", markersize=3, linestyle="none", label="its weights, int8")
     upper.set_ylabel("SQNR (dB)")
     upper.legend(loc="lower left", fontsize=8)
     upper.grid(True, alpha=0.3)
@@ -145,7 +170,8 @@ def depth_plot(result: dict[str, Any], out: Path, title: str) -> Path:
     best = [i for i in sorted(range(len(rows)), key=lambda i: -gains[i])[:5] if gains[i] >= floor]
     for n, i in enumerate(sorted(best)):  # left to right, stepped up and down so neighbours' labels do not overprint
         offset = (3, 3 + 10 * (n % 3))
-        lower.annotate(rows[i]["module"], (i, finite[2][i]), textcoords="offset points", xytext=offset, fontsize=7)
+        label = rows[i]["module"] if rows[i]["weight_sqnr_db"] is not None else f"{rows[i]['module']} ({rows[i]['op']})"
+        lower.annotate(label, (i, finite[2][i]), textcoords="offset points", xytext=offset, fontsize=7)
     fig.suptitle(f"{title} (int8: {_db(result['int8_sqnr_db'])} dB vs fp32)")
     return save_figure(fig, out)
 
@@ -180,10 +206,7 @@ def mixed_section(mixed: dict[str, Any]) -> list[str]:
             "is assumed never to lower agreement; every K tried is listed)."
         )
         if mixed.get("layers") and k >= mixed["layers"]:
-            out.append(
-                f"K = {k} is every quantised layer: the model is the float graph it was quantised from "
-                "(below that, tensors between two non-layer ops, e.g. a residual add's input, stay quantised)."
-            )
+            out.append(f"K = {k} is every quantised layer: the model is the float graph it was quantised from.")
         if not mixed.get("met", True):
             out.append(f"No K met the goal; K = {k} (every quantised layer in float) is the closest.")
         out += ["", "| K | top-1 agreement (%) | SQNR vs fp32 (dB) | top-1 (%) |", "|---|---|---|---|"]

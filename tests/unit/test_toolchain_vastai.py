@@ -349,15 +349,18 @@ def test_int8_mixed_passes_its_float_convs_as_skip_conv_layers(emulators, toolch
     """The layers int8-mixed keeps in float reach vamc as the published key of each generation (v2:
     engine.calibration.skip_conv_layers, v3: backend.quantize.skip_conv_layers), by the Conv's position
     among the ONNX file's Conv nodes (counted here from the file itself); the Gemm (fc) has no published
-    key and is reported as not passed, with the reason."""
+    key, nor do a residual Add or the model's input (layers of the ranking too): each is reported as not
+    passed, with the reason."""
     import onnx
 
     store, onnx_ref = toolchain_store["store"], toolchain_store["onnx"]
-    nodes = list(onnx.load(str(store.path(onnx_ref))).graph.node)
+    exported = onnx.load(str(store.path(onnx_ref))).graph
+    nodes, image = list(exported.node), exported.input[0].name
     convs = [n.name for n in nodes if n.op_type == "Conv"]
     gemm = next(n.name for n in nodes if n.op_type == "Gemm")
-    kept = [convs[7], gemm, convs[0]]
-    quant = QuantSpec.from_preset("int8-mixed").model_copy(update={"keep_float": 3})
+    add = next(n.name for n in nodes if n.op_type == "Add")
+    kept = [convs[7], gemm, convs[0], add, image]
+    quant = QuantSpec.from_preset("int8-mixed").model_copy(update={"keep_float": 5})
     tc = toolchains.get("vastai", ToolchainOptions(vamc_generation=generation))
     compiled = tc.compile(onnx_ref, toolchain_store["calibration"], quant, store, float_layers=kept)
     config = yaml.safe_load(store.path(compiled, "vamc_config.yaml").read_text())
@@ -367,10 +370,18 @@ def test_int8_mixed_passes_its_float_convs_as_skip_conv_layers(emulators, toolch
     assert graph["skipped"] == {"skip_conv_layers": [0, 7]}  # what the emulated vamc read
     meta = compiled.meta["float_layers"]
     assert [(p["node"], p["index"]) for p in meta["passed"]] == [(convs[7], 7), (convs[0], 0)]
+    listed = "Conv" if generation == "v2" else "Conv and MatMul"
+    why = f"vamc {generation} configs have no key to keep a {{}} node in float (their skip lists take {listed} nodes only)"
     assert meta["refused"] == [
-        {"node": gemm, "op": "Gemm", "reason": f"vamc {generation} configs have no key to skip a Gemm"}
+        {"node": gemm, "op": "Gemm", "reason": why.format("Gemm")},
+        {"node": add, "op": "Add", "reason": why.format("Add")},
+        {
+            "node": image,
+            "op": None,
+            "reason": f"vamc {generation} configs have no key to leave the model's input in float",
+        },
     ]
-    assert compiled.name.endswith("/vastai/int8-mixed-k3")
+    assert compiled.name.endswith("/vastai/int8-mixed-k5")
     # the all-int8 compile of the same spec writes no skip list
     plain = tc.compile(onnx_ref, toolchain_store["calibration"], quant.base(), store)
     plain_config = yaml.safe_load(store.path(plain, "vamc_config.yaml").read_text())

@@ -49,7 +49,9 @@ from zooflow.toolchains.cpu import Int8Scheme, cpu_model, int8_scheme
 from zooflow.toolchains.sensitivity import FLOAT_FILE, keep_in_float
 
 COMPILE_STAGE = "compile"
-COMPILE_VERSION = "3"  # 3: int8 models carry the float graph they were quantised from (float.onnx)
+COMPILE_VERSION = (
+    "4"  # 3: int8 models carry their float graph (float.onnx); 4: int8-mixed keeps adds/pools/input in float too
+)
 PREPARED_FILE = "prepared.onnx"  # `prepare_for_qdq`'s output
 BENCH_STAGE = "benchmark"
 BENCH_VERSION = "1"

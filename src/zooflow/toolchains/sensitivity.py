@@ -6,13 +6,14 @@ Works on the QDQ model the embedded toolchain compiles and the float graph it wa
 - `tensor_sqnr`: for every tensor the QDQ model quantises, the SQNR of its int8 value against
   its fp32 value, each tensor alone (its scale and zero point applied to the fp32 model's values),
   so the number is that tensor's own rounding and clipping, not what upstream layers did to it;
-- `rank`: for every layer (a Conv/Gemm/MatMul with quantised weights), the model's output SQNR
-  and top-1 agreement against fp32 when that one layer computes in float (its weights and output
-  tensor unquantised, and its input unless another layer produced it; all others int8), ranked by
-  the SQNR it wins back.
+- `rank`: for every layer, the model's output SQNR and top-1 agreement against fp32 when that one
+  layer computes in float (all others int8), ranked by the SQNR it wins back. A layer is every source
+  of int8 noise: a Conv/Gemm/MatMul (its weights and output tensor), and every other op whose output
+  the model quantises with a scale of its own (a residual Add, a Concat, a pool, the Softmax), and the
+  model's input. So every quantised tensor has one owner, and every layer in float is the float graph.
 
-The surgery is on the ONNX graph itself (rewiring past the layer's DequantizeLinear nodes), so the
-model measured is the one a mixed-precision compile produces, not an estimate.
+The surgery is on the ONNX graph itself (rewiring past Q/DQ nodes), so the model measured is the one
+a mixed-precision compile produces, not an estimate.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from zooflow.evaluate import sqnr_db
 FLOAT_FILE = "float.onnx"  # in an int8 compiled artifact: the float graph its QDQ model was quantised from
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PASS_THROUGH = ("Relu", "Clip")  # a layer's output is quantised after its activation
+# ORT's QDQ quantiser gives these ops' outputs their input's scale and zero point (its Direct8Bit ops:
+# they move or select values), so re-quantising there is exact: they are not a source of noise, and a
+# layer left in float must carry its float value through them (their Q/DQ pairs bypassed with its own).
+SAME_SCALE = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "MaxPool", "Identity")
+INPUT_OP = "Input"  # the layer that owns the quantisation of the model's input
 CHUNK = 8  # images per inference call: bounds memory when every tensor is an output
 
 
@@ -46,20 +52,27 @@ def module_name(node_name: str) -> str:
             out.append(part)
     if out and out[0] == "inner":
         out = out[1:]
-    return ".".join(out) or node_name
+    return ".".join(out) or node_name.strip("/")
 
 
 @dataclass(frozen=True)
 class Layer:
-    """A quantised layer: its node, mmcls module, op, the depth (graph order) and its tensors."""
+    """A source of int8 noise: its node (the input's name for the model input), mmcls module, op, depth
+    (graph order), its quantised weights if any, and the tensors whose Q/DQ pairs it owns."""
 
     node: str
     module: str
     op: str
     depth: int
-    weight_dq: str  # the DequantizeLinear node feeding its weights
+    weight_dq: str | None  # the DequantizeLinear node feeding its weights (None: an op without weights)
     bias_dq: str | None
     output: str | None  # the float tensor the model quantises as this layer's output (after Relu/Clip)
+    followers: tuple[str, ...] = ()  # same-scale ops' outputs downstream, re-quantised with its output's scale
+
+    @property
+    def tensors(self) -> tuple[str, ...]:
+        """Every tensor whose quantisation this layer owns."""
+        return ((self.output,) if self.output else ()) + self.followers
 
 
 class Graph:
@@ -89,28 +102,56 @@ class Graph:
                 continue
             return None
 
+    def readers(self, tensor: str) -> list[Any]:
+        """The nodes that read `tensor`'s value: directly, or through its Q/DQ pair."""
+        found = [u for u in self.consumers.get(tensor, []) if u.op_type != "QuantizeLinear"]
+        for q in (u for u in self.consumers.get(tensor, []) if u.op_type == "QuantizeLinear"):
+            for dq in (u for u in self.consumers.get(q.output[0], []) if u.op_type == "DequantizeLinear"):
+                found += self.consumers.get(dq.output[0], [])
+        return found
+
+    def followers(self, tensor: str) -> tuple[str, ...]:
+        """The quantised outputs of same-scale ops reading `tensor` (and theirs, transitively)."""
+        found: list[str] = []
+        todo = [tensor]
+        while todo:
+            for user in self.readers(todo.pop()):
+                out = self.quantised_output(user.output[0]) if user.op_type in SAME_SCALE else None
+                if out is not None and out not in found:
+                    found.append(out)
+                    todo.append(out)
+        return tuple(found)
+
     def is_layer(self, node: Any) -> bool:
         """A Conv/Gemm/MatMul with quantised weights."""
         return node.op_type in LAYER_OPS and len(node.input) >= 2 and self._dq(node.input[1]) is not None
 
     def layers(self) -> list[Layer]:
+        """Every source of int8 noise in graph order: the model's input, then each weighted layer and each
+        op that quantises its output with a scale of its own."""
         found = []
+        for tensor in (i.name for i in self.model.graph.input):
+            if self.quantised_output(tensor) == tensor:
+                found.append(Layer(tensor, "input", INPUT_OP, -1, None, None, tensor, self.followers(tensor)))
+        skipped = ("QuantizeLinear", "DequantizeLinear", *PASS_THROUGH, *SAME_SCALE)
         for depth, node in enumerate(self.nodes):
-            if node.op_type not in LAYER_OPS or len(node.input) < 2:
+            if node.op_type in skipped or not node.output:
                 continue
-            weight = self._dq(node.input[1])
-            if weight is None:
+            weight = self._dq(node.input[1]) if self.is_layer(node) else None
+            output = self.quantised_output(node.output[0])
+            if weight is None and output is None:
                 continue
-            bias = self._dq(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            bias = self._dq(node.input[2]) if weight is not None and len(node.input) > 2 and node.input[2] else None
             found.append(
                 Layer(
                     node=node.name,
                     module=module_name(node.name),
                     op=node.op_type,
                     depth=depth,
-                    weight_dq=weight.name,
+                    weight_dq=weight.name if weight is not None else None,
                     bias_dq=bias.name if bias is not None else None,
-                    output=self.quantised_output(node.output[0]),
+                    output=output,
+                    followers=self.followers(output) if output else (),
                 )
             )
         return found
@@ -122,10 +163,17 @@ def _initializers(model: Any) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str], weights: dict[str, np.ndarray] | None = None) -> Any:
+def leave_float(
+    qdq: Any,
+    prepared: Any,
+    nodes: Iterable[str],
+    weights: dict[str, np.ndarray] | None = None,
+    *,
+    parts: tuple[str, ...] = ("weights", "tensors"),
+) -> Any:
     """A copy of `qdq` in which the named layers compute in float: weights and bias from `prepared`
-    (the float graph, same node names; `weights`: its initializers, when already read), and their
-    output tensor read by consumers unquantised."""
+    (the float graph, same node names; `weights`: its initializers, when already read), and the
+    tensors they own read by every consumer unquantised (`parts` picks one of the two)."""
     import onnx
     from onnx import numpy_helper
 
@@ -135,30 +183,38 @@ def leave_float(qdq: Any, prepared: Any, nodes: Iterable[str], weights: dict[str
     floats = {n.name: n for n in prepared.graph.node}
     weights = weights if weights is not None else _initializers(prepared)
     by_node = {layer.node: layer for layer in graph.layers()}
+    outputs = {o.name for o in model.graph.output}
     for name in nodes:
-        layer, source = by_node[name], floats[name]
-        node = next(n for n in model.graph.node if n.name == name)
-        for slot in (1, 2):
-            if slot < len(source.input) and source.input[slot] in weights and slot < len(node.input):
-                kept = f"{name}/float_input_{slot}"
-                model.graph.initializer.append(numpy_helper.from_array(weights[source.input[slot]], kept))
-                node.input[slot] = kept
-        _float_input(model, graph, prepared, node, weights)
-        if layer.output is None:
+        layer = by_node[name]
+        if layer.weight_dq is not None and "weights" in parts:
+            source = floats[name]
+            node = next(n for n in model.graph.node if n.name == name)
+            for slot in (1, 2):
+                if slot < len(source.input) and source.input[slot] in weights and slot < len(node.input):
+                    kept = f"{name}/float_input_{slot}"
+                    model.graph.initializer.append(numpy_helper.from_array(weights[source.input[slot]], kept))
+                    node.input[slot] = kept
+        if "tensors" not in parts:
             continue
-        value = _restore_activation(model, graph, prepared, layer.output, weights)
-        for q in [u for u in graph.consumers.get(layer.output, []) if u.op_type == "QuantizeLinear"]:
-            for dq in [u for u in graph.consumers.get(q.output[0], []) if u.op_type == "DequantizeLinear"]:
-                for user in graph.consumers.get(dq.output[0], []):
-                    for i, tensor in enumerate(user.input):
-                        if tensor == dq.output[0]:
-                            user.input[i] = value
+        for tensor in layer.tensors:
+            value = _restore_activation(model, graph, prepared, tensor, weights)
+            for q in [u for u in graph.consumers.get(tensor, []) if u.op_type == "QuantizeLinear"]:
+                for dq in [u for u in graph.consumers.get(q.output[0], []) if u.op_type == "DequantizeLinear"]:
+                    for user in graph.consumers.get(dq.output[0], []):
+                        for i, read in enumerate(user.input):
+                            if read == dq.output[0]:
+                                user.input[i] = value
+                    if dq.output[0] in outputs:  # the model's output itself: keep its name, drop the rounding
+                        dq.op_type, dq.domain = "Identity", ""
+                        del dq.input[:], dq.attribute[:]
+                        dq.input.append(value)
     return _prune(model)
 
 
 def keep_in_float(qdq_path: Path, float_path: Path, quant: Any, nodes: Sequence[str]) -> list[dict[str, Any]]:
     """Rewrite the QDQ model at `qdq_path` with `nodes` computing in float (int8-mixed's compile); the
-    layers kept in float, in the order given (most sensitive first), as the compile metadata records them."""
+    layers kept in float, in the order given (most sensitive first), as the compile metadata records them.
+    With every layer in float nothing is left quantised: the model is the float graph."""
     import onnx
 
     if isinstance(quant.keep_float, int) and len(nodes) != quant.keep_float:
@@ -178,32 +234,8 @@ def keep_in_float(qdq_path: Path, float_path: Path, quant: Any, nodes: Sequence[
             f"layers not in the quantised model: {', '.join(unknown)}",
             "rank this model's layers again (a sensitivity result of another model was given)",
         )
-    # Every quantised layer in float leaves nothing for int8 to compute: the model is the float graph it
-    # was quantised from. (Below that, tensors between two non-layer ops, such as a residual add's other
-    # input or a pool's output, keep their Q/DQ pairs: no layer owns them.)
-    mixed = prepared if set(nodes) >= set(layers) else leave_float(qdq, prepared, nodes)
-    onnx.save(mixed, str(qdq_path))
+    onnx.save(leave_float(qdq, prepared, nodes), str(qdq_path))
     return [{"node": n, "module": layers[n].module, "op": layers[n].op} for n in nodes]
-
-
-def _float_input(model: Any, graph: Graph, prepared: Any, node: Any, weights: dict[str, np.ndarray]) -> None:
-    """A float layer reads its input before the Q/DQ pair in front of it when no layer owns that
-    quantisation: the tensor comes from the model's input or a non-layer op (add, concat, pool), not a
-    layer's own output (whose quantisation is that layer's, kept unless it too is left in float). Other
-    readers keep the pair. So a ranking charges each quantised tensor to the layer that produced it,
-    and with every layer in float only the tensors between two non-layer ops stay quantised."""
-    dq = graph.producer.get(node.input[0])
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return
-    q = graph.producer.get(dq.input[0])
-    if q is None or q.op_type != "QuantizeLinear":
-        return
-    producer = graph.producer.get(q.input[0])
-    while producer is not None and producer.op_type in PASS_THROUGH:
-        producer = graph.producer.get(producer.input[0])
-    if producer is not None and graph.is_layer(producer):
-        return
-    node.input[0] = _restore_activation(model, graph, prepared, q.input[0], weights)
 
 
 def _restore_activation(model: Any, graph: Graph, prepared: Any, tensor: str, weights: dict[str, np.ndarray]) -> str:
@@ -343,18 +375,28 @@ def _agreement(rows: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(rows.argmax(axis=1) == reference.argmax(axis=1)) * 100.0)
 
 
+def _score(model: Any, batch: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    out = outputs(model, batch)
+    return {"sqnr_db": sqnr_db(out, reference), "agreement": _agreement(out, reference)}
+
+
 def rank(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, Any]:
-    """Every quantised layer with its tensor SQNRs and the model's output SQNR and top-1 agreement when
-    only it is left in float; ranked by the output SQNR won back over the all-int8 model (best first)."""
+    """Every layer with its tensor SQNRs and the model's output SQNR and top-1 agreement when only it is
+    left in float; ranked by the output SQNR won back over the all-int8 model (best first). Also the
+    model with only its weights int8 and with only its activations int8: which of the two costs more."""
     reference = outputs(prepared, batch)
-    int8 = outputs(qdq, batch)
-    base_sqnr, base_agreement = sqnr_db(int8, reference), _agreement(int8, reference)
+    base = _score(qdq, batch, reference)
     tensors = tensor_sqnr(qdq, prepared, batch)
     inits = (_initializers(prepared), _initializers(qdq))  # read once for every layer
+    layers = Graph(qdq).layers()
+    every = [layer.node for layer in layers]
+    split = {
+        "weights_only": _score(leave_float(qdq, prepared, every, inits[0], parts=("tensors",)), batch, reference),
+        "activations_only": _score(leave_float(qdq, prepared, every, inits[0], parts=("weights",)), batch, reference),
+    }
     rows: list[dict[str, Any]] = []
-    for layer in Graph(qdq).layers():
-        mixed = outputs(leave_float(qdq, prepared, [layer.node], weights=inits[0]), batch)
-        sqnr = sqnr_db(mixed, reference)
+    for layer in layers:
+        mixed = _score(leave_float(qdq, prepared, [layer.node], weights=inits[0]), batch, reference)
         rows.append(
             {
                 "module": layer.module,
@@ -363,22 +405,24 @@ def rank(qdq: Any, prepared: Any, batch: np.ndarray) -> dict[str, Any]:
                 "depth": layer.depth,
                 "output_tensor": layer.output,
                 "output_tensor_sqnr_db": tensors.get(layer.output) if layer.output else None,
-                "weight_sqnr_db": weight_sqnr(qdq, prepared, layer, inits),
-                "float_sqnr_db": sqnr,
-                "float_agreement": _agreement(mixed, reference),
-                "gain_db": sqnr - base_sqnr,
+                "weight_sqnr_db": weight_sqnr(qdq, prepared, layer, inits) if layer.weight_dq else None,
+                "float_sqnr_db": mixed["sqnr_db"],
+                "float_agreement": mixed["agreement"],
+                "gain_db": mixed["sqnr_db"] - base["sqnr_db"],
             }
         )
     rows.sort(key=lambda r: (-r["gain_db"], r["depth"]))
     return {
         "images": len(batch),
-        "int8_sqnr_db": base_sqnr,
-        "int8_agreement": base_agreement,
+        "int8_sqnr_db": base["sqnr_db"],
+        "int8_agreement": base["agreement"],
+        "split": split,
         "layers": rows,
         "tensors": tensors,
         "method": (
-            "each layer in turn computed in float (float weights and bias, its output tensor unquantised, its input "
-            "read unquantised unless another layer produced it), every other layer int8; output SQNR and top-1 "
-            "agreement against the fp32 graph on the probe images"
+            "each layer in turn computed in float (float weights and bias, the tensors it quantises read "
+            "unquantised), every other layer int8; output SQNR and top-1 agreement against the fp32 graph on the "
+            "probe images. A layer is every source of int8 noise: each Conv/Gemm/MatMul, each other op that "
+            "quantises its output with a scale of its own (add, concat, pool, softmax) and the model's input"
         ),
     }

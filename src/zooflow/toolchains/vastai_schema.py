@@ -149,7 +149,8 @@ def skip_lists(generation: Generation, onnx_path: Path, float_layers: list[str])
     ``skip_matmul_layers`` (v3 only); nothing published skips a Gemm (a fully connected layer)."""
     import onnx
 
-    nodes = list(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    nodes, inputs = list(graph.node), {i.name for i in graph.input}
     index = {op: {n.name: i for i, n in enumerate(m for m in nodes if m.op_type == op)} for op in ("Conv", "MatMul")}
     keys = {"Conv": "skip_conv_layers", **({"MatMul": "skip_matmul_layers"} if generation == "v3" else {})}
     lists: dict[str, list[int]] = {}
@@ -160,11 +161,12 @@ def skip_lists(generation: Generation, onnx_path: Path, float_layers: list[str])
             lists.setdefault(keys[op], []).append(index[op][layer])
             passed.append({"node": layer, "key": keys[op], "index": index[op][layer]})
         else:
-            why = (
-                f"vamc {generation} configs have no key to skip a {op}"
-                if op is not None
-                else "no node of that name in the ONNX file vamc compiles"
-            )
+            if layer in inputs:
+                why = f"vamc {generation} configs have no key to leave the model's input in float"
+            elif op is not None:
+                why = f"vamc {generation} configs have no key to keep a {op} node in float (their skip lists take {' and '.join(keys)} nodes only)"
+            else:
+                why = "no node of that name in the ONNX file vamc compiles"
             refused.append({"node": layer, "op": op, "reason": why})
     return {
         "lists": {k: sorted(v) for k, v in lists.items()},
