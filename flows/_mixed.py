@@ -2,8 +2,9 @@
 
 For every int8 preset the embedded toolchain's int8 model of the same spec is ranked (on a Vastai run
 too: the ranking is toolchain-independent and labelled so). A fixed K takes the ranking's first K
-layers; ``auto`` compiles, runs and evaluates K = 1, 2, 4, ... until the run's agreement gate holds,
-then bisects down to the smallest K that holds: each K is its own cached compile, run and evaluation.
+layers; ``auto`` compiles, runs, benchmarks and evaluates K = 1, 2, 4, ... until the run's agreement
+gate holds, then bisects down to the smallest K that holds: each K is its own cached compile, run,
+benchmark and evaluation, so the sweep can draw K against accuracy and throughput.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.sensitivity import sensitivity
 from tasks.toolchain import compile_model
 from zooflow import toolchains
+from zooflow.compare import best_benchmark, fixed_benchmark
 from zooflow.config import MIXED_AGREEMENT, Gate, QuantSpec
 from zooflow.evaluate import load_metrics
 from zooflow.store import ArtifactRef, open_store
@@ -80,9 +82,10 @@ def plan(
     quants: list[QuantSpec],
     ranked: dict[str, ArtifactRef],
     gates: Callable[[QuantSpec], tuple[Gate, ...]],
-    evaluate_one: Callable[[Plan], ArtifactRef],
+    evaluate_one: Callable[[Plan], tuple[ArtifactRef, ArtifactRef]],
 ) -> list[Plan]:
-    """Each spec as compiled: int8-mixed resolved to its K and layers (`evaluate_one` runs a candidate)."""
+    """Each spec as compiled: int8-mixed resolved to its K and layers (`evaluate_one` runs a candidate:
+    its evaluation and benchmark)."""
     plans = []
     for quant in quants:
         ref = ranked.get(toolchains.quant_label(quant.base())) if quant.dtype == "int8" else None
@@ -109,7 +112,7 @@ def _search(
     ranking: tuple[str, ...],
     ref: ArtifactRef,
     target: float,
-    evaluate_one: Callable[[Plan], ArtifactRef],
+    evaluate_one: Callable[[Plan], tuple[ArtifactRef, ArtifactRef]],
 ) -> Plan:
     """The smallest K whose model meets `target` agreement on the run's images: K = 1, 2, 4, ... until it
     holds, then bisection (more layers in float is assumed never to lower agreement; every K tried is kept)."""
@@ -118,13 +121,17 @@ def _search(
 
     def meets(k: int) -> bool:
         if k not in tried:
-            evaluation = evaluate_one(_candidate(quant, ranking, k, ref, {"keep_float": k, "auto": True}))
+            evaluation, bench = evaluate_one(_candidate(quant, ranking, k, ref, {"keep_float": k, "auto": True}))
             metrics = load_metrics(store, evaluation)
+            results = bench.meta.get("results", [])
+            best, fixed = best_benchmark(results), fixed_benchmark(results)
             tried[k] = {
                 "keep_float": k,
                 "agreement": metrics["agreement"],
                 "sqnr_db": metrics.get("sqnr_db"),
                 "top1": metrics["top1"],
+                "throughput": best["throughput"] if best else None,
+                "throughput_fixed": fixed["throughput"] if fixed else None,
             }
         return bool(tried[k]["agreement"] >= target)
 

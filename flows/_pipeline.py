@@ -285,8 +285,17 @@ def deploy_presets(
     def gates_for(quant: QuantSpec) -> tuple[Gate, ...]:
         return gates if gates is not None else config.evaluation.gates_for(quant)
 
-    def evaluate_one(candidate: Plan) -> ArtifactRef:
-        return _evaluated(stages, prep, [candidate], gates_for, single=False)[2][0]
+    def evaluate_one(candidate: Plan) -> tuple[ArtifactRef, ArtifactRef]:
+        compiled, _, evaluations = _evaluated(stages, prep, [candidate], gates_for, single=False)
+        bench = stages.run(
+            _stage_name(candidate.label, "benchmark", False),
+            benchmark,
+            label=candidate.label,
+            compiled=compiled[0],
+            spec=config.benchmark,
+            **device,
+        )
+        return evaluations[0], bench
 
     plans = _mixed.plan(prep, quants, ranked, gates_for, evaluate_one)
     single = len(plans) == 1

@@ -49,7 +49,7 @@ def _rebuild_regression_error(problem: str, fix: str | None) -> ZooflowError:
 
 
 STAGE = "compare"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: agreement panel and int8-mixed K curve on the plot, throughput per K
 
 
 def best_benchmark(results: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -149,14 +149,17 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None 
     for r in rows:
         if r.get("mixed_search"):
             tried = ", ".join(
-                f"K={t['keep_float']}: {fmt(t['agreement'])}% / {fmt(t['sqnr_db'], 1)} dB" for t in r["mixed_search"]
+                f"K={t['keep_float']}: {fmt(t['agreement'])}% / {fmt(t['sqnr_db'], 1)} dB / "
+                f"{fmt(t.get('throughput'), 1)} images/s"
+                for t in r["mixed_search"]
             )
             out += [
                 "",
-                f"{r['preset']}: K chosen by agreement with fp32 (top-1 agreement / SQNR per K tried): {tried}.",
+                f"{r['preset']}: K chosen by agreement with fp32 (top-1 agreement / SQNR / best images/s per K "
+                f"tried): {tried}.",
             ]
     if plot:
-        out += ["", f"![top-1 vs throughput]({plot})"]
+        out += ["", f"![accuracy vs throughput]({plot})"]
     return "\n".join(out) + "\n"
 
 
@@ -165,8 +168,12 @@ def write_sweep(
 ) -> ArtifactRef:
     """The ``sweep`` artifact: table (md + json), Pareto plot, self-contained HTML."""
     with store.staging("sweep") as staged:
-        points = [{"label": r["preset"], "top1": r["top1"], "throughput": r["throughput"]} for r in rows]
-        plot = pareto_plot(points, staged / "pareto.png", f"{title}: top-1 vs throughput")
+        points = [
+            {"label": r["preset"], "top1": r["top1"], "agreement": r.get("agreement"), "throughput": r["throughput"]}
+            for r in rows
+        ]
+        curves = [(r["preset"], r["mixed_search"]) for r in rows if r.get("mixed_search")]
+        plot = pareto_plot(points, staged / "pareto.png", f"{title}: accuracy vs throughput", curves)
         md_text = sweep_markdown(rows, title, plot.name)
         (staged / "sweep.md").write_text(md_text, encoding="utf-8")
         (staged / "sweep.json").write_text(json.dumps(rows, indent=1))

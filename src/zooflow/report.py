@@ -23,7 +23,7 @@ from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import setting_label
 
 STAGE = "report"
-STAGE_VERSION = "3"  # 2: narrower tables (first class name, 12-digit digests); 3: int8 sensitivity section
+STAGE_VERSION = "4"  # 2: narrower tables; 3: int8 sensitivity section; 4: split, spread diagnosis, images/s per K
 
 
 # ------------------------------------------------------------------------------------- plots
@@ -93,29 +93,53 @@ def pareto_front(points: Sequence[dict[str, Any]], x: str = "throughput", y: str
     return sorted(front, key=lambda i: points[i][x])
 
 
-def pareto_plot(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path:
-    """Top-1 vs throughput, one labelled point per preset, the Pareto front as a line."""
+def pareto_plot(
+    points: Sequence[dict[str, Any]],
+    out: Path,
+    title: str,
+    curves: Sequence[tuple[str, Sequence[dict[str, Any]]]] = (),
+) -> Path:
+    """Top-1 (and, when known, top-1 agreement with fp32) vs throughput: one labelled point per preset,
+    the Pareto front as a line, and each `curves` entry (int8-mixed's K search: points with
+    ``keep_float``) as a dashed line through every K tried, so K is read against accuracy and speed."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    usable = [p for p in points if p.get("throughput") is not None and p.get("top1") is not None]
-    front = pareto_front(usable)
-    xs, ys = [p["throughput"] for p in usable], [p["top1"] for p in usable]
+    metrics = [("top1", "top-1 (%)")]
+    if any(p.get("agreement") is not None for p in points):
+        metrics.append(("agreement", "top-1 agreement with fp32 (%)"))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(8 * len(metrics), 5.5), squeeze=False)
+    for ax, (metric, ylabel) in zip(axes[0], metrics, strict=True):
+        _pareto_panel(ax, points, metric)
+        for name, tried in curves:
+            _k_curve(ax, name, tried, metric)
+        ax.set_xlabel("throughput (images/s)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, out)
+
+
+def _pareto_panel(ax: Any, points: Sequence[dict[str, Any]], y: str) -> None:
+    usable = [p for p in points if p.get("throughput") is not None and p.get(y) is not None]
+    front = pareto_front(usable, y=y)
+    xs, ys = [p["throughput"] for p in usable], [p[y] for p in usable]
     x_span = (max(xs) - min(xs)) if xs else 0.0
     y_span = (max(ys) - min(ys)) if ys else 0.0
     placed: list[tuple[float, float]] = []
     for i, p in enumerate(usable):
         on = i in front
-        ax.scatter(p["throughput"], p["top1"], s=60, color="#c0392b" if on else "#7f8c8d", zorder=3)
+        ax.scatter(p["throughput"], p[y], s=60, color="#c0392b" if on else "#7f8c8d", zorder=3)
         # presets that land close together (int8 modes often do) get their labels stacked, not overprinted
         crowd = sum(
             1
-            for x, y in placed
-            if abs(x - p["throughput"]) <= 0.08 * (x_span or 1.0) and abs(y - p["top1"]) <= 0.08 * (y_span or 1.0)
+            for x, v in placed
+            if abs(x - p["throughput"]) <= 0.08 * (x_span or 1.0) and abs(v - p[y]) <= 0.08 * (y_span or 1.0)
         )
-        placed.append((p["throughput"], p["top1"]))
+        placed.append((p["throughput"], p[y]))
         ax.annotate(
             p["label"],
-            (p["throughput"], p["top1"]),
+            (p["throughput"], p[y]),
             textcoords="offset points",
             xytext=(6, 4 + 12 * crowd),
             fontsize=8,
@@ -124,17 +148,35 @@ def pareto_plot(points: Sequence[dict[str, Any]], out: Path, title: str) -> Path
     if front:
         ax.plot(
             [usable[i]["throughput"] for i in front],
-            [usable[i]["top1"] for i in front],
+            [usable[i][y] for i in front],
             color="#c0392b",
             linewidth=1.2,
             label="Pareto front",
         )
-        ax.legend(loc="lower left")
-    ax.set_xlabel("throughput (images/s)")
-    ax.set_ylabel("top-1 (%)")
-    ax.grid(True, alpha=0.3)
-    ax.set_title(title)
-    return save_figure(fig, out)
+
+
+def _k_curve(ax: Any, name: str, tried: Sequence[dict[str, Any]], y: str) -> None:
+    """Every K the search tried, in K order; at most six labelled (the first, the last, spread between)."""
+    rows = sorted(
+        (t for t in tried if t.get("throughput") is not None and t.get(y) is not None), key=lambda t: t["keep_float"]
+    )
+    if not rows:
+        return
+    ax.plot(
+        [t["throughput"] for t in rows],
+        [t[y] for t in rows],
+        linestyle="--",
+        marker=".",
+        color="#2980b9",
+        linewidth=0.9,
+        label=f"{name}: every K tried",
+    )
+    step = max(1, (len(rows) + 4) // 5)
+    for i, t in enumerate(rows):
+        if i % step == 0 or i == len(rows) - 1:
+            ax.annotate(
+                f"K={t['keep_float']}", (t["throughput"], t[y]), textcoords="offset points", xytext=(4, -10), fontsize=7
+            )
 
 
 # ----------------------------------------------------------------------------------- documents

@@ -168,6 +168,9 @@ def depth_plot(result: dict[str, Any], out: Path, title: str) -> Path:
     gains = [g if math.isfinite(g) else -1e9 for g in finite[2]]
     floor = max(0.5, 0.1 * max(gains, default=0.0))  # only gains worth a label (small ones overprint)
     best = [i for i in sorted(range(len(rows)), key=lambda i: -gains[i])[:5] if gains[i] >= floor]
+    top = max((g for g in gains if g > -1e9), default=0.0)
+    if top > 0:
+        lower.set_ylim(top=top * 1.35)  # headroom for the stepped labels above the tallest bar
     for n, i in enumerate(sorted(best)):  # left to right, stepped up and down so neighbours' labels do not overprint
         offset = (3, 3 + 10 * (n % 3))
         label = rows[i]["module"] if rows[i]["weight_sqnr_db"] is not None else f"{rows[i]['module']} ({rows[i]['op']})"
@@ -209,9 +212,16 @@ def mixed_section(mixed: dict[str, Any]) -> list[str]:
             out.append(f"K = {k} is every quantised layer: the model is the float graph it was quantised from.")
         if not mixed.get("met", True):
             out.append(f"No K met the goal; K = {k} (every quantised layer in float) is the closest.")
-        out += ["", "| K | top-1 agreement (%) | SQNR vs fp32 (dB) | top-1 (%) |", "|---|---|---|---|"]
+        out += [
+            "",
+            "| K | top-1 agreement (%) | SQNR vs fp32 (dB) | top-1 (%) | best images/s |",
+            "|---|---|---|---|---|",
+        ]
         for row in mixed.get("tried", []):
-            out.append(f"| {row['keep_float']} | {row['agreement']:.2f} | {_db(row['sqnr_db'])} | {row['top1']:.2f} |")
+            out.append(
+                f"| {row['keep_float']} | {row['agreement']:.2f} | {_db(row['sqnr_db'])} | {row['top1']:.2f} | "
+                f"{fmt(row.get('throughput'), 1)} |"
+            )
         out.append("")
     if isinstance(kept, list):
         out.append("Kept in float (most sensitive first): " + ", ".join(f"`{r['module']}`" for r in kept) + ".")

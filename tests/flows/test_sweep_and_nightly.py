@@ -95,6 +95,7 @@ def test_sweep_of_int8_max_and_int8_mixed_shows_both_rows_k_and_the_sensitivity(
     tried = {t["keep_float"]: t for t in mixed["mixed_search"]}
     assert tried[k]["agreement"] >= 99.0 and mixed["agreement"] == tried[k]["agreement"]
     assert k == 1 or tried[k - 1]["agreement"] < 99.0  # the smallest K: the one below it fails
+    assert all(t["throughput"] > 0 for t in tried.values())  # every K tried was benchmarked: K vs speed
     assert tasks[("sensitivity", "Completed")] == 1  # int8-max and int8-mixed share one ranking
     store = Store(root)
     ranking = store.ref(result["artifacts"]["sensitivity"]["digest"]).meta["ranking"]

@@ -268,3 +268,9 @@ def test_report_files_and_plots_are_readable(quantised, tmp_path: Path) -> None:
     plot = report.pareto_plot(points, tmp_path / "pareto.png", "sweep")
     with Image.open(plot) as png:
         assert png.size == (880, 605)
+    # with agreement known, a second panel (agreement vs throughput) and int8-mixed's K search drawn in both
+    tried = [{"keep_float": k, "top1": 69.5, "agreement": 90.0 + k, "throughput": 300.0 - 10 * k} for k in (1, 2, 4, 8)]
+    both = [{**p, "agreement": 100.0 if p["label"] == "fp32" else 95.0} for p in points]
+    plot = report.pareto_plot(both, tmp_path / "pareto2.png", "sweep", [("int8-mixed-k8", tried)])
+    with Image.open(plot) as png:
+        assert png.size == (1760, 605)

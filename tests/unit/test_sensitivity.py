@@ -301,10 +301,10 @@ def test_the_mixed_section_reads_an_exact_match_as_the_evaluation_stores_it() ->
         "layers": 50,
         "tried": [
             {"keep_float": 32, "agreement": 97.5, "sqnr_db": 23.61, "top1": 0.1},
-            {"keep_float": 50, "agreement": 100.0, "sqnr_db": "inf", "top1": 0.1},
+            {"keep_float": 50, "agreement": 100.0, "sqnr_db": "inf", "top1": 0.1, "throughput": 185.66},
         ],
         "float_layers": [{"node": "/fc/Gemm", "module": "fc", "op": "Gemm"}],
     }
     lines = sensitivity_report.mixed_section(mixed)
-    assert "| 32 | 97.50 | 23.6 | 0.10 |" in lines and "| 50 | 100.00 | inf | 0.10 |" in lines
+    assert "| 32 | 97.50 | 23.6 | 0.10 | n/a |" in lines and "| 50 | 100.00 | inf | 0.10 | 185.7 |" in lines
     assert any(line.startswith("K = 50 is every quantised layer: the model is the float graph") for line in lines)
