@@ -115,7 +115,7 @@ def pareto_plot(
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower left", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
     fig.suptitle(title)
     return save_figure(fig, out)
 
