@@ -401,3 +401,25 @@ def test_the_emulator_rejects_a_skip_list_that_is_not_indices(emulators, toolcha
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     done = subprocess.run(["vamc", "build", "bad.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and "skip_conv_layers: expected a list of distinct non-negative integers" in done.stderr
+
+
+def test_a_tools_fingerprint_is_asked_once_until_the_tool_or_environment_changes(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each task asks for the fingerprint; the tool is started again only when its file or the environment changes."""
+    calls = tmp_path / "calls"
+    tool = tmp_path / "bin" / "vamp"
+    tool.parent.mkdir()
+
+    def write(version: str) -> None:
+        tool.write_text(f'#!/bin/sh\necho started >> "{calls}"\necho "vamp {version} $ZF_FLAVOUR"\n')
+        tool.chmod(0o755)
+
+    write("1.0")
+    monkeypatch.setenv("PATH", f"{tool.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("ZF_FLAVOUR", "a")
+    assert [tool_fingerprint("vamp") for _ in range(3)] == [("vamp 1.0 a", "--version")] * 3
+    assert calls.read_text().count("started") == 1
+    write("2.0")  # an upgrade on disk
+    assert tool_fingerprint("vamp") == ("vamp 2.0 a", "--version")
+    monkeypatch.setenv("ZF_FLAVOUR", "b")  # an answer that depends on the environment
+    assert tool_fingerprint("vamp") == ("vamp 2.0 b", "--version")
+    assert calls.read_text().count("started") == 3

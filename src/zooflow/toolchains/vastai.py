@@ -95,8 +95,27 @@ if found:
     d = found[0][1]
     record = d.read_text("RECORD") or ""
     print(json.dumps({"name": d.metadata["Name"], "version": d.version,
-                      "record_sha256": hashlib.sha256(record.encode()).hexdigest()[:16]}))
+                      "record_sha256": hashlib.sha256(record.encode()).hexdigest()[:16],
+                      "record_path": next((os.path.realpath(str(d.locate_file(f))) for f in d.files or ()
+                                           if f.name == "RECORD" and f.parent.name.endswith(".dist-info")), "")}))
 """
+
+# Identity of a tool file as the filesystem sees it: replacing or rewriting it (a new binary, a
+# pip install that rewrites its console script or RECORD) changes the inode, size or ctime.
+_FileStat = tuple[str, int, int, int, int, int]
+# tool_fingerprint's answers in this process, keyed by the files they were read from and the
+# environment (a tool's answer can depend on it, e.g. LD_LIBRARY_PATH): a flow asks for the
+# fingerprint in every task, and each `--version` is a process start (about 0.3 s here, more on a
+# real host); the key makes an upgrade on disk, or a changed environment, recompute it.
+_FINGERPRINTS: dict[tuple[str, _FileStat, int], tuple[tuple[str, str], _FileStat | None]] = {}
+
+
+def _file_stat(path: str) -> _FileStat | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def model_name(onnx: ArtifactRef) -> str:
@@ -122,11 +141,25 @@ def tool_fingerprint(tool: str) -> tuple[str, str]:
     path = shutil.which(tool)
     if path is None:
         return "missing", "not on PATH"
+    stat = _file_stat(path)
+    key = None if stat is None else (tool, stat, hash(frozenset(os.environ.items())))
+    if key is not None:
+        known = _FINGERPRINTS.get(key)
+        if known is not None and (known[1] is None or _file_stat(known[1][0]) == known[1]):
+            return known[0]
+    found, record = _identify(tool, path)
+    if key is not None:
+        _FINGERPRINTS[key] = (found, _file_stat(record) if record else None)
+    return found
+
+
+def _identify(tool: str, path: str) -> tuple[tuple[str, str], str]:
+    """tool_fingerprint's work, uncached: (identity, how found) and the RECORD file it came from ('' if none)."""
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
         first = (done.stdout or done.stderr).strip().splitlines()
         if done.returncode == 0 and first:
-            return first[0].strip(), "--version"
+            return (first[0].strip(), "--version"), ""
     except (OSError, subprocess.SubprocessError):
         pass
     python = _interpreter(Path(path))
@@ -140,11 +173,11 @@ def tool_fingerprint(tool: str) -> tuple[str, str]:
                 return (
                     f"{info['name']} {info['version']} (RECORD sha256:{info['record_sha256']})",
                     "installed distribution (importlib.metadata)",
-                )
+                ), str(info.get("record_path") or "")
         except (OSError, subprocess.SubprocessError, ValueError, KeyError):
             pass
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return f"sha256:{digest}", "executable hash (no --version, no Python distribution)"
+    return (f"sha256:{digest}", "executable hash (no --version, no Python distribution)"), ""
 
 
 def find_compiled(root: Path) -> Path:
