@@ -6,6 +6,7 @@ import functools
 import importlib.metadata
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from zooflow import __version__
@@ -35,14 +36,26 @@ def code_version() -> str:
     return f"zooflow {__version__} ({commit}{'+dirty' if dirty else ''})"
 
 
+# Versions of distributions whose module this process has imported: the code in memory is what
+# computes, so its version cannot change under us, and importlib.metadata.version scans sys.path
+# on every call (~10 ms here; a flow asks for several per task, so it was a tenth of a demo run).
+_LOADED_VERSIONS: dict[str, str] = {}
+
+
 def library_versions(*names: str) -> dict[str, str]:
     """Installed versions of the named distributions (``missing`` when absent)."""
     versions = {}
     for name in names:
+        if name in _LOADED_VERSIONS:
+            versions[name] = _LOADED_VERSIONS[name]
+            continue
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "missing"
+            continue
+        if name.replace("-", "_") in sys.modules:  # loaded: this is the version that runs
+            _LOADED_VERSIONS[name] = versions[name]
     return versions
 
 
