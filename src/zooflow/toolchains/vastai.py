@@ -31,6 +31,7 @@ import yaml
 
 from zooflow import provenance
 from zooflow.config import BenchmarkSpec, ExportOptions, QuantSpec, ToolchainOptions
+from zooflow.filehash import stamp
 from zooflow.npz import NpzParams
 from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import Availability, ToolError, compiled_name
@@ -100,9 +101,9 @@ if found:
                                            if f.name == "RECORD" and f.parent.name.endswith(".dist-info")), "")}))
 """
 
-# Identity of a tool file as the filesystem sees it: replacing or rewriting it (a new binary, a
-# pip install that rewrites its console script or RECORD) changes the inode, size or ctime.
-_FileStat = tuple[str, int, int, int, int, int]
+# Identity of a tool file as the filesystem sees it (path, device, then `filehash.stamp`): replacing
+# or rewriting it (a new binary, a pip install that rewrites its console script or RECORD) changes it.
+_FileStat = tuple[str, int, tuple[int, int, int, int]]
 # tool_fingerprint's answers in this process, keyed by the files they were read from and the
 # environment (a tool's answer can depend on it, e.g. LD_LIBRARY_PATH): a flow asks for the
 # fingerprint in every task, and each `--version` is a process start (about 0.3 s here, more on a
@@ -115,7 +116,7 @@ def _file_stat(path: str) -> _FileStat | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (os.path.realpath(path), st.st_dev, stamp(st))
 
 
 def model_name(onnx: ArtifactRef) -> str:
