@@ -10,7 +10,7 @@ model and dataset shares it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,12 +186,18 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
     )
 
 
-def run_warnings(prep: Prepared) -> list[str]:
-    """What a person must know about the run's inputs (shown in the summary and the CLI)."""
+def run_warnings(prep: Prepared, results: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """What a person must know about the run's inputs and its compiled models (shown in the summary and the CLI)."""
     meta = prep.checkpoint.meta
     warnings = [meta[k] for k in ("warning", "unverified") if meta.get(k)]
     if meta.get("load", {}).get("trusted_by_user"):
         warnings.append("the checkpoint was loaded by full unpickling (--trust-checkpoint): it could run code")
+    for result in results:  # int8 kernels that saturate, ranges that clip too much
+        compiled = result.get("compiled")
+        for key in ("kernel_check", "range_check"):
+            said = ((compiled.meta.get(key) if compiled else None) or {}).get("warning")
+            if said:
+                warnings.append(f"{result['preset']}: {said}")
     return warnings
 
 

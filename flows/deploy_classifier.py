@@ -40,6 +40,6 @@ def deploy_classifier(config: RunParameter = RunConfig(demo=True)) -> dict[str, 
         quant=toolchains.quant_label(config.quant),
         metrics={k: evaluation.meta.get(k) for k in ("top1", "top5", "agreement", "drop_top1", "sqnr_db")},
         verdict=verdict,
-        warnings=run_warnings(prepared),
+        warnings=run_warnings(prepared, [result]),
         summary=said,
     )

@@ -47,7 +47,7 @@ def quant_sweep(config: SweepParameter = SweepConfig(demo=True)) -> dict[str, An
         presets=[r["preset"] for r in results],
         table=[{k: v for k, v in row.items() if k != "evaluation"} for row in _rows(table, store_url)],
         verdicts=verdicts,
-        warnings=run_warnings(prepared),
+        warnings=run_warnings(prepared, results),
     )
 
 

@@ -104,6 +104,7 @@ def sweep_rows(store: Store, entries: Sequence[dict[str, Any]]) -> list[dict[str
                 "mixed_search": (entry.get("mixed") or {}).get("tried"),
                 "int8_gap_db": check.get("gap_db"),
                 "int8_gap_warning": check.get("warning"),
+                "range_warning": ((compiled.meta.get("range_check") if compiled else None) or {}).get("warning"),
                 "throughput_fixed": fixed["throughput"] if fixed else None,
                 "throughput_fixed_iqr": fixed.get("throughput_iqr") if fixed else None,
                 "throughput": bench["throughput"] if bench else None,
@@ -135,7 +136,7 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], title: str, plot: str | None 
         spread = f" ± {fmt(r['throughput_fixed_iqr'] / 2, 1)}" if r.get("throughput_fixed_iqr") is not None else ""
         out.append(
             f"| {r['preset']} | {fmt(r['top1'])} | {fmt(r['top5'])} | {fmt(r['drop_top1'])} | "
-            f"{fmt(r['agreement'])} | {fmt(r['sqnr_db'], 1)} | {r.get('int8_weights') or ''} | "
+            f"{fmt(r['agreement'])} | {fmt(r['sqnr_db'], 1)}{' (ranges clip)' if r.get('range_warning') else ''} | {r.get('int8_weights') or ''} | "
             f"{r.get('float_layers') or ''} | {gap if r.get('int8_gap_db') is not None else ''} | {fmt(r.get('throughput_fixed'), 1)}{spread} | "
             f"{_times(r.get('fixed_vs_fp32'))} | {fmt(r['throughput'], 1)} | {_times(r.get('best_vs_fp32'))} | "
             f"{r['bench_setting'] or 'n/a'} | {fmt(r['latency_p99_ms'])} | {'pass' if r['passed'] else 'FAIL'} |"

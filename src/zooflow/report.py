@@ -180,7 +180,15 @@ def _k_curve(ax: Any, name: str, tried: Sequence[dict[str, Any]], y: str) -> Non
 
 
 # ----------------------------------------------------------------------------------- documents
-INT8_KEYS = ("int8_scheme", "kernel_check", "calibration_method", "calibration_images", "format", "per_channel")
+INT8_KEYS = (
+    "int8_scheme",
+    "kernel_check",
+    "range_check",
+    "calibration_method",
+    "calibration_images",
+    "format",
+    "per_channel",
+)
 _LEAVES = ("reference", "probe", "parity", "benchmark")  # listed, not followed: their inputs repeat the run's
 
 
@@ -368,6 +376,16 @@ def int8_section(int8: dict[str, Any]) -> list[str]:
         )
         if check.get("warning"):
             out += ["", f"> **Warning:** {check['warning']}"]
+    clipped = int8.get("range_check") or {}
+    if clipped:
+        worst = (clipped.get("worst") or [{}])[0]
+        out.append(
+            f"- Range check over the calibration set: {clipped.get('clip_over_1pct')} of {clipped.get('tensors')} "
+            f"tensors clip over 1% of their values; least clipping SQNR {fmt(clipped.get('min_clip_sqnr_db'), 1)} dB"
+            + (f" ({worst['tensor']}, {worst['clipped_pct']}% clipped)." if worst.get("tensor") else ".")
+        )
+        if clipped.get("warning"):
+            out += ["", f"> **Warning:** {clipped['warning']}"]
     return out
 
 

@@ -24,7 +24,7 @@ from zooflow.evaluate import sqnr_db
 from zooflow.fetch import fetch_checkpoint
 from zooflow.preprocess import Transform
 from zooflow.store import ArtifactRef, Store
-from zooflow.toolchains import ranges
+from zooflow.toolchains import rangecheck, ranges
 from zooflow.toolchains.onnxruntime import STATISTICS, prepare_for_qdq, session, slim_model
 
 SEEDS = (7, 11)
@@ -84,22 +84,31 @@ def test_integer_kernels_compute_what_the_model_says(cases: dict[int, dict[str, 
     print("SQNR vs fp32 (integer kernels, float):", table)
 
 
-def test_every_calibrate_mode_stays_close_to_fp32(cases: dict[int, dict[str, Any]]) -> None:
-    """max, percentile and mse within 22 dB of fp32 at both seeds; kl_divergence is reported, not held to it.
+def test_every_calibrate_mode_stays_close_to_fp32_or_its_compile_says_why(cases: dict[int, dict[str, Any]]) -> None:
+    """max, percentile and mse within 22 dB of fp32 at both seeds, with no warning; kl_divergence is held to
+    the same floor or to a compile warning naming the tensor its ranges clip.
 
     TensorRT's KL search ignores where the clipped mass goes (it all lands in P's and Q's last bin),
     and the flat regions of these photos (black sky, borders) put spikes in the depthwise
     convolutions' histograms: over seeds 1-13 it scored 4.7-27.6 dB here while max scored 26-31
     (README, "int8 calibrate modes"). Its correctness is tested against the plain loop instead.
     """
-    table = {
-        (seed, preset): round(sqnr_db(case["integer"][preset], case["reference"]), 1)
-        for seed, case in cases.items()
-        for preset in INT8
-    }
-    print("SQNR vs fp32 on 11 photos:", table)
-    assert all(v >= 22.0 for (_, preset), v in table.items() if preset != "int8-kl_divergence"), table
-    assert all(np.isfinite(v) for v in table.values()), table
+    table = {}
+    for seed, case in cases.items():
+        for preset in INT8:
+            sqnr = round(sqnr_db(case["integer"][preset], case["reference"]), 1)
+            check = case["compiled"][preset].meta["range_check"]
+            table[(seed, preset)] = (sqnr, check["min_clip_sqnr_db"], check.get("warning"))
+            assert np.isfinite(sqnr)
+            if preset != "int8-kl_divergence":
+                assert sqnr >= 22.0 and "warning" not in check, (seed, preset, sqnr, check)
+                continue
+            assert sqnr >= 22.0 or "warning" in check, (seed, preset, sqnr, check)
+            if "warning" in check:
+                worst = check["worst"][0]
+                assert worst["tensor"] in check["warning"] and "int8-mse" in check["warning"], check
+                assert worst["clip_sqnr_db"] < rangecheck.CLIP_FLOOR_DB or check["floor_db"] > sqnr
+    print("SQNR vs fp32 on 11 photos (SQNR, least clipping SQNR, warning):", table)
 
 
 def _activation_scales(store: Store, ref: ArtifactRef) -> dict[str, float]:

@@ -154,3 +154,34 @@ def test_an_all_zero_tensor_keeps_a_zero_range_and_nan_is_refused() -> None:
         assert ranges.ranges(zeros, mode)["z"] == (0.0, 0.0)
     with pytest.raises(ZooflowError, match=r"'y' is not finite on calibration images 0\.\.0"):
         ranges.collect(lambda b: [b], lambda: iter([np.array([np.nan], np.float32)]), ["y"], histograms=False)
+
+
+def test_clipping_counts_the_values_each_range_saturates_and_their_error() -> None:
+    """Share of values outside every mode's range and their squared error, from the histograms, against the values."""
+    rng = np.random.default_rng(11)
+    spikes = rng.choice([0.3, 2.4, 4.6, 7.0], 60_000)  # flat image regions: a few constants, much repeated
+    tensors = [
+        np.concatenate([rng.normal(0.0, 1.0, 100_000), spikes, [15.8, -11.2]]).astype(np.float32),
+        np.maximum(rng.laplace(0.5, 1.0, 150_000), 0.0).astype(np.float32),  # one-sided, many exact zeros
+        rng.normal(-2.0, 0.7, 90_000).astype(np.float32),  # never positive
+    ]
+    stats = ranges.collect(lambda _: tensors, lambda: iter([np.zeros(1)]), ["a", "b", "c"], histograms=True)
+    for mode in ranges.MODES:
+        found = ranges.ranges(stats, mode, percentile=99.0)
+        low, high = (np.array([found[n][k] for n in stats.names]) for k in (0, 1))
+        shares, errors = ranges.clipping(stats, low, high)
+        for x, share, error, a, b in zip(tensors, shares, errors, low, high, strict=True):
+            x64 = x.astype(np.float64)
+            exact = np.count_nonzero((x < a) | (x > b))
+            edge = np.count_nonzero(np.isclose(x, a, rtol=0, atol=1e-5) | np.isclose(x, b, rtol=0, atol=1e-5))
+            assert abs(share * x.size - exact) <= edge, (mode, share * x.size, exact, edge)
+            exact_error = np.sum((x64 - np.clip(x64, a, b)) ** 2) / np.sum(x64**2)
+            assert error == pytest.approx(exact_error, rel=0.03, abs=1e-7), (mode, error, exact_error)
+        if mode == "max":
+            assert not shares.any() and not errors.any()
+        if mode == "percentile":  # at most 1 % of |x| beyond the threshold (less where it falls in a spike)
+            assert all(s <= 0.0101 for s in shares) and all(shares[1:] > 0.0099), shares
+        if mode == "kl_divergence":  # the spikes pull TensorRT's threshold in: a fifth of the values clipped
+            assert shares[0] > 0.1 and errors[0] > 0.01, (shares, errors)
+    max_stats = ranges.collect(lambda _: tensors, lambda: iter([np.zeros(1)]), ["a", "b", "c"], histograms=False)
+    assert not np.any(ranges.clipping(max_stats, *ranges.max_ranges(max_stats)))

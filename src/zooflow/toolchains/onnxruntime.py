@@ -46,12 +46,11 @@ from zooflow.toolchains import Availability, compiled_name
 from zooflow.toolchains import outputs as outputs_mod
 from zooflow.toolchains import ranges as ranges_mod
 from zooflow.toolchains.cpu import Int8Scheme, cpu_model, int8_scheme
+from zooflow.toolchains.rangecheck import range_check, range_warning
 from zooflow.toolchains.sensitivity import FLOAT_FILE, keep_in_float
 
 COMPILE_STAGE = "compile"
-COMPILE_VERSION = (
-    "4"  # 3: int8 models carry their float graph (float.onnx); 4: int8-mixed keeps adds/pools/input in float too
-)
+COMPILE_VERSION = "5"  # 3: int8 models carry their float graph (float.onnx); 4: int8-mixed keeps adds/pools/input in float too;  # 5: int8 metadata has the range check (values clipped, SQNR floor)
 PREPARED_FILE = "prepared.onnx"  # `prepare_for_qdq`'s output
 BENCH_STAGE = "benchmark"
 BENCH_VERSION = "1"
@@ -273,6 +272,9 @@ class OnnxRuntimeToolchain:
                 checks["kernel_check"] = kernel_check(out, slim, first, per_image=per_image) | {
                     "on": "the first calibration images"
                 }
+                warning = range_warning(quant.calibrate or "", checks["kernel_check"], checks["range_check"])
+                if warning:
+                    checks["range_check"]["warning"] = warning
                 checks["calibration_chunk"] = self.options.calibration_chunk  # memory only: results do not depend on it
             # content holds only what determines the model; the time taken goes to the manifest's metadata,
             # so recompiling the same inputs gives the same digest (and no new version, benchmark or report)
@@ -482,6 +484,7 @@ class OnnxRuntimeToolchain:
             "int8_weights": scheme.weights,
         }, {
             "calibrate_seconds": round(calibrate_seconds, 2),
+            "range_check": range_check(stats, found),
             "calibration_statistics": "reused from an earlier compile of the same ONNX and calibration set"
             if reused
             else "computed",

@@ -258,6 +258,31 @@ def mse_ranges(stats: Statistics, levels: int = LEVELS) -> tuple[np.ndarray, np.
     return np.where(live, low, stats.lo), np.where(live, high, stats.hi)
 
 
+def clipping(stats: Statistics, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per tensor, what [low, high] saturates: (share of its values outside, their squared clipping error over
+    the tensor's energy sum x^2), at bin resolution (values at their bin's centre).
+
+    Every mode's thresholds lie on bin edges (or at the tensor's own min/max, clipping nothing),
+    so the bins beyond them are the values the quantiser saturates.
+    """
+    rows = len(stats.names)
+    if stats.counts is None:  # max-mode statistics: [min, max] clips nothing by construction
+        if np.any(low > stats.lo) or np.any(high < stats.hi):
+            raise ValueError("clipping inside [min, max] needs statistics collected with histograms=True")
+        return np.zeros(rows), np.zeros(rows)
+    width = np.where(stats.width > 0, stats.width, 1.0)
+    every = np.arange(rows)
+    beyond, error = np.zeros(rows), np.zeros(rows)
+    for side, end, threshold in ((0, stats.hi, high), (1, -stats.lo, -low)):
+        first = np.where(threshold < end, np.rint(np.maximum(threshold, 0.0) / width), BINS).astype(np.intp)
+        clip_error, count = _tail_error(stats.counts[:, side], width)
+        beyond += count[every, first]
+        error += clip_error[every, first]
+    centres = (np.arange(BINS) + 0.5)[None, :] * width[:, None]
+    energy = (stats.counts.sum(axis=1) * centres**2).sum(axis=1)
+    return beyond / np.maximum(stats.values, 1), error / np.where(energy > 0, energy, 1.0)
+
+
 def ranges(stats: Statistics, mode: str, *, percentile: float = 99.999) -> dict[str, tuple[float, float]]:
     """Per tensor name, its (low, high) activation range for calibrate `mode`."""
     if mode == "max":
