@@ -50,7 +50,9 @@ from zooflow.toolchains.rangecheck import range_check, range_warning
 from zooflow.toolchains.sensitivity import FLOAT_FILE, keep_in_float
 
 COMPILE_STAGE = "compile"
-COMPILE_VERSION = "5"  # 3: int8 models carry their float graph (float.onnx); 4: int8-mixed keeps adds/pools/input in float too;  # 5: int8 metadata has the range check (values clipped, SQNR floor)
+# 3: int8 models carry their float graph (float.onnx); 4: int8-mixed keeps adds/pools/input in float too;
+# 5: int8 metadata has the range check (values clipped, clipping SQNR, warning)
+COMPILE_VERSION = "5"
 PREPARED_FILE = "prepared.onnx"  # `prepare_for_qdq`'s output
 BENCH_STAGE = "benchmark"
 BENCH_VERSION = "1"

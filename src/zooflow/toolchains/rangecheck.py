@@ -60,20 +60,19 @@ def range_warning(calibrate: str, kernel: Mapping[str, Any], check: Mapping[str,
     (computed in float, so the kernels are not to blame), or one tensor's clipping alone caps it under
     CLIP_FLOOR_DB; it names the tensor and the fix. None when neither."""
     sqnr = kernel.get("sqnr_float_db")
-    worst = check["worst"][0] if check["worst"] else None
-    clips = worst is not None and worst["clip_sqnr_db"] is not None and worst["clip_sqnr_db"] < CLIP_FLOOR_DB
+    worst = check["worst"][0] if check["worst"] else None  # listed only when it clips: its SQNR is a number
+    clips = worst is not None and worst["clip_sqnr_db"] < CLIP_FLOOR_DB
     if not clips and (sqnr is None or sqnr >= check["floor_db"]):
         return None
     said = (
         f"int8-{calibrate} keeps {sqnr:.1f} dB SQNR vs fp32 on the first {kernel.get('images')} calibration "
         f"images (computed in float; floor {check['floor_db']:.0f} dB)"
     )
-    if not clips:
+    if worst is None or not clips:
         return (
             f"{said}, and no range clips much (the loss is rounding): keep the most sensitive layers in float "
             "with int8-mixed, or compile fp16"
         )
-    assert worst is not None
     fix = {
         "kl_divergence": "compile with int8-mse or int8-max (TensorRT's KL search misjudges spiky histograms)",
         "percentile": "raise --percentile, or compile with int8-mse or int8-max",
