@@ -196,8 +196,9 @@ def run_warnings(prep: Prepared, results: Sequence[dict[str, Any]] = ()) -> list
         compiled = result.get("compiled")
         for key in ("kernel_check", "range_check"):
             said = ((compiled.meta.get(key) if compiled else None) or {}).get("warning")
-            if said:
-                warnings.append(f"{result['preset']}: {said}")
+            if said:  # named once: a range warning already opens with the preset's name
+                label = result["preset"]
+                warnings.append(said if said.startswith(f"{label} ") else f"{label}: {said}")
     return warnings
 
 

@@ -533,3 +533,39 @@ def test_a_stage_whose_result_was_lost_returns_its_committed_artifact(
     assert tasks[("run-shard", "Cached")] == 6  # same compiled digests: everything downstream hits the cache
     result, again = first.result()["artifacts"], second.result()["artifacts"]
     assert again["compiled"] == {**result["compiled"], "state": "Completed"}
+
+
+def test_int8_ranges_that_clip_are_warned_in_the_summary_report_ui_and_cli(
+    tmp_path: Path, checkpoint_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kl_divergence on real photographs: its ranges clip a depthwise convolution's output (measured at
+    weight seeds 1-13, test_int8 and README); the compile's range check names the tensor, and the run's
+    summary, report, Prefect UI and CLI all pass that warning on, unchanged."""
+    from tests.support.images import PHOTOS_11, write_crops
+    from zooflow.cli.flows import finish_flow
+
+    val = write_crops(tmp_path / "crops", PHOTOS_11, 99, seed=7)
+    config = demo_config(
+        tmp_path / "store",
+        demo=False,
+        checkpoint=str(checkpoint_file),
+        data={"path": str(val), "num_classes": len(PHOTOS_11)},
+        calibration={"per_class": 9},
+        npz={"shard_size": 50},
+        quant="int8-kl_divergence",
+        evaluation={"probe_images": 0, "preprocess_parity": False},
+    )
+    state, _ = _run(config)
+    assert state.is_completed(), state.message
+    result = state.result()
+    store = Store(tmp_path / "store")
+    check = store.manifest(result["artifacts"]["compiled"]["digest"]).meta["range_check"]
+    said = check["warning"]
+    assert check["worst"][0]["tensor"] in said and "int8-mse" in said, check
+    assert said.startswith("int8-kl_divergence keeps ") and said in result["warnings"]  # the preset named once
+    report = store.path(store.ref(result["artifacts"]["report"]["digest"]), "report.md").read_text()
+    assert f"> **Warning:** {said}" in report
+    (compile_row,) = [v for k, v in _ui(state)["artifacts"].items() if k.endswith("onnxruntime-int8-kl-divergence")]
+    assert "int8 ranges" in compile_row and check["worst"][0]["tensor"] in compile_row
+    finish_flow(result, False, lambda _: None)
+    assert f"warning: {' '.join(said.split())}" in " ".join(capsys.readouterr().err.split())
