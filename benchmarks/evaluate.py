@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from zooflow import evaluate as ev
+from zooflow import truth as tr
 
 TARGET_SECONDS = 5.0
 
@@ -35,9 +36,9 @@ def data(images: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 def zooflow_path(reference: np.ndarray, run: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
     """Everything the evaluate stage computes on the matrices (storage excluded)."""
-    truth = ev.Truth(names=names, labels=labels)
+    truth = tr.Truth(names=names, labels=labels)
     order = np.random.default_rng(1).permutation(len(names))  # outputs arrive in shard order, not record order
-    paired = ev.pair(order, [names[i] for i in order], run[order], truth)
+    paired = tr.pair(order, [names[i] for i in order], run[order], truth)
     scores = ev.score(paired, truth)
     ref_scores = ev.score(reference, truth)
     scores.per_class()
@@ -74,7 +75,7 @@ def main() -> None:
     score_times = []
     for _ in range(3):
         start = time.perf_counter()
-        ev.score(run, ev.Truth(names=names, labels=labels))
+        ev.score(run, tr.Truth(names=names, labels=labels))
         score_times.append(time.perf_counter() - start)
     score_only = min(score_times)
 
@@ -82,7 +83,7 @@ def main() -> None:
     start = time.perf_counter()
     b_top1, _ = baseline(run[:n], labels[:n])
     base = (time.perf_counter() - start) * args.images / n
-    sub = ev.score(run[:n], ev.Truth(names=names[:n], labels=labels[:n]))
+    sub = ev.score(run[:n], tr.Truth(names=names[:n], labels=labels[:n]))
     assert abs(sub.top1 - b_top1) < 1e-9, "both paths must agree on top-1 (no ties in random data)"
 
     print(f"images x classes          : {args.images} x {args.classes}")

@@ -26,7 +26,7 @@ def _finish(state: Any) -> dict[str, Any]:
     A failed gate exits 1 (the run worked; the model misses its goal); a `ZooflowError` (bad input,
     a full disk, a failing tool) exits 2 with its fix; anything else exits 1.
     """
-    from zooflow.evaluate import GateFailedError
+    from zooflow.gates import GateFailedError
 
     flow_run_id = str(state.state_details.flow_run_id)
     if state.is_completed():

@@ -21,6 +21,7 @@ from zooflow import registry
 from zooflow import report as report_mod
 from zooflow.config import Gate
 from zooflow.datasets import DatasetHandle
+from zooflow.gates import Baselines, raise_on_failure
 from zooflow.store import ArtifactRef, open_store
 
 
@@ -82,7 +83,7 @@ def evaluate(
     """Top-1/top-5, per-class accuracy, fidelity vs fp32 and PyTorch, and the verdict against the gates."""
     store = open_store(store_url)
     info = registry.resolve(context["model"])
-    against = evaluate_mod.Baselines(
+    against = Baselines(
         published={"top1": info.top1, "top5": info.top5},
         published_note="demo data is not ImageNet, so the published numbers do not apply" if demo_data else None,
         baseline=evaluate_mod.baseline_lookup(store),
@@ -147,5 +148,5 @@ def check_gates(evaluation: ArtifactRef, report: ArtifactRef | None, store_url: 
     store = open_store(store_url)
     verdict: dict[str, Any] = evaluate_mod.load_metrics(store, evaluation)["verdict"]
     what = (evaluation.name or "the run").removesuffix("/evaluation")
-    evaluate_mod.raise_on_failure(verdict, what, report.name if report is not None else None)
+    raise_on_failure(verdict, what, report.name if report is not None else None)
     return verdict

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from zooflow.errors import ZooflowError
-from zooflow.evaluate import fmt, load_metrics
+from zooflow.evaluate import load_metrics
+from zooflow.gates import fmt
 from zooflow.report import _pyplot, html, pareto_plot, save_figure
 from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import setting_label

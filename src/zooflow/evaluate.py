@@ -1,9 +1,9 @@
-"""Evaluation: top-1/top-5, per-class accuracy, fidelity vs the fp32 reference, and gates.
+"""Evaluation: top-1/top-5, per-class accuracy, fidelity vs the fp32 reference, and the stage that gates them.
 
 What the zoo's scripts get wrong and this module does not (vastai-toolchain.md section 6):
 
-- Outputs are paired with their inputs by record index *and* name; any count, index or name
-  mismatch is an error (`pair`), never a silent shift or a truncating ``zip``.
+- Outputs are paired with their inputs by record index *and* name (`zooflow.truth.pair`); any count,
+  index or name mismatch is an error, never a silent shift or a truncating ``zip``.
 - Predictions are compared as integer class ids, so the two ImageNet "crane" classes (134, 517)
   and truncated names cannot be confused.
 - Ranking is deterministic: by score, ties broken by the lower class id (``np.argmax``'s rule),
@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,63 +28,13 @@ import numpy as np
 
 from zooflow.config import Gate
 from zooflow.errors import ZooflowError
+from zooflow.gates import Baselines, check_gates
 from zooflow.store import ArtifactRef, Store
+from zooflow.truth import EvaluationError, Truth, image_stem, pair, truth_from_npz
 
 STAGE = "evaluate"
 STAGE_VERSION = "1"
 TOPK = 5
-
-
-class EvaluationError(ZooflowError):
-    """Outputs cannot be scored: they do not pair with the inputs, or hold NaN."""
-
-
-class GateFailedError(ZooflowError):
-    """A metric missed its goal; the message names metric, value, limit and baseline."""
-
-
-# ------------------------------------------------------------------------------------ pairing
-@dataclass(frozen=True)
-class Truth:
-    """The labelled inputs, in record order: what outputs are paired against."""
-
-    names: list[str]
-    labels: np.ndarray  # int64, one per record
-
-    def __post_init__(self) -> None:
-        if len(self.names) != len(self.labels):
-            raise EvaluationError(f"{len(self.names)} names but {len(self.labels)} labels", "rebuild the datalist")
-
-
-def pair(index: np.ndarray, names: Sequence[str], rows: np.ndarray, truth: Truth) -> np.ndarray:
-    """`rows` reordered to the truth's record order, after checking count, indices and names agree."""
-    if len(index) != len(truth.names) or len(names) != len(truth.names) or len(rows) != len(truth.names):
-        raise EvaluationError(
-            f"{len(rows)} outputs ({len(names)} names) for {len(truth.names)} labelled inputs",
-            "outputs and inputs are paired one to one; rerun the run stage over the same npz/datalist",
-        )
-    index = np.asarray(index, dtype=np.int64)
-    order = np.argsort(index, kind="stable")
-    if not np.array_equal(index[order], np.arange(len(index))):
-        dup = np.flatnonzero(np.diff(index[order]) == 0)
-        problem = f"record index {int(index[order][dup[0]])} appears twice" if len(dup) else "indices have gaps"
-        raise EvaluationError(
-            f"output indices are not 0..{len(index) - 1}: {problem}", "the outputs belong to another input list"
-        )
-    for position in order:
-        got, want = names[position], truth.names[int(index[position])]
-        if image_stem(got) != image_stem(want):
-            raise EvaluationError(
-                f"output for record {int(index[position])} is named {got!r} but that input is {want!r}",
-                "outputs and inputs come from different lists; pair them by rerunning over the same datalist",
-            )
-    return np.asarray(rows)[order]
-
-
-def image_stem(name: str) -> str:
-    """Image identity across formats: ``n01440764/ILSVRC2012_val_00000293.JPEG`` -> ``ILSVRC2012_val_00000293``."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return base.rsplit(".", 1)[0] if "." in base else base
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -240,105 +190,6 @@ def sqnr_db(rows: np.ndarray, reference: np.ndarray) -> float:
     return _sqnr(b, float(np.einsum("ij,ij->", diff, diff, dtype=np.float64)))
 
 
-# -------------------------------------------------------------------------------------- gates
-@dataclass
-class Baselines:
-    """What gates compare against: the fp32 reference, the published numbers, named baseline runs."""
-
-    reference: dict[str, float] = field(default_factory=dict)
-    published: dict[str, float | None] = field(default_factory=dict)
-    published_note: str | None = None  # set when published numbers do not apply (e.g. demo data)
-    baseline: Callable[[str], tuple[str, dict[str, float]]] | None = None  # ref -> (label, metrics)
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    """A number for verdicts and report tables: fixed digits; None or NaN as n/a; text as it is."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float | int) else str(value)
-
-
-def check_gates(gates: Sequence[Gate], metrics: dict[str, float], against: Baselines) -> dict[str, Any]:
-    """The verdict: one check per limit of every gate, with a sentence saying why it passed or failed."""
-    checks: list[dict[str, Any]] = []
-
-    def add(gate: Gate, kind: str, limit: float, value: float | None, base: float | None, base_label: str) -> None:
-        check: dict[str, Any] = {"metric": gate.metric, "kind": kind, "limit": limit, "value": value}
-        if value is None or math.isnan(value):
-            check.update(passed=False, reason=f"{gate.metric} was not measured in this run, so {kind} cannot hold")
-        elif kind == "min":
-            check.update(
-                passed=value >= limit,
-                reason=f"{gate.metric} = {fmt(value)}, {'at least' if value >= limit else 'below'} the minimum "
-                f"{fmt(limit)}",
-            )
-        elif base is None or math.isnan(base):
-            check.update(passed=False, reason=f"{gate.metric}: no {base_label} value to compare with")
-        else:
-            drop = base - value
-            ok = drop <= limit + 1e-9
-            check.update(
-                baseline=base_label,
-                baseline_value=base,
-                drop=drop,
-                passed=ok,
-                reason=f"{gate.metric} = {fmt(value)} is {fmt(abs(drop))} points "
-                f"{'below' if drop >= 0 else 'above'} {base_label} ({fmt(base)}); "
-                f"the limit is {fmt(limit)} points below",
-            )
-        checks.append(check)
-
-    for gate in gates:
-        value = metrics.get(gate.metric)
-        if gate.min is not None:
-            add(gate, "min", gate.min, value, None, "")
-        if gate.max_drop_vs_reference is not None:
-            ref = against.reference.get(gate.metric)
-            add(gate, "max_drop_vs_reference", gate.max_drop_vs_reference, value, ref, "the fp32 reference")
-        if gate.max_drop_vs_published is not None:
-            if against.published_note:
-                checks.append(
-                    {
-                        "metric": gate.metric,
-                        "kind": "max_drop_vs_published",
-                        "limit": gate.max_drop_vs_published,
-                        "value": value,
-                        "passed": True,
-                        "skipped": True,
-                        "reason": f"skipped: {against.published_note}",
-                    }
-                )
-            else:
-                pub = against.published.get(gate.metric)
-                add(gate, "max_drop_vs_published", gate.max_drop_vs_published, value, pub, "the published number")
-        if gate.max_drop_vs_baseline is not None and gate.baseline is not None:
-            if against.baseline is None:
-                add(gate, "max_drop_vs_baseline", gate.max_drop_vs_baseline, value, None, f"baseline {gate.baseline}")
-            else:
-                label, base_metrics = against.baseline(gate.baseline)
-                add(
-                    gate,
-                    "max_drop_vs_baseline",
-                    gate.max_drop_vs_baseline,
-                    value,
-                    base_metrics.get(gate.metric),
-                    f"baseline {label}",
-                )
-    failures = [c["reason"] for c in checks if not c["passed"]]
-    return {"passed": not failures, "checks": checks, "failures": failures}
-
-
-def raise_on_failure(verdict: dict[str, Any], what: str, report: str | None = None) -> None:
-    """Turn a failed verdict into `GateFailedError` naming every failed check."""
-    if not verdict["passed"]:
-        where = f"`zooflow report {report}`" if report else "`zooflow report`"
-        raise GateFailedError(
-            f"{what} failed {len(verdict['failures'])} gate check(s):\n  " + "\n  ".join(verdict["failures"]),
-            f"the evaluation and its report are stored: {where} shows what changed vs the fp32 reference; "
-            "change the gates if the goal itself is wrong",
-        )
-
-
 # ---------------------------------------------------------------------------------- text export
 def write_text(
     path: Path,
@@ -369,112 +220,6 @@ def write_text(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-# -------------------------------------------------------------------------- reading inputs/outputs
-def truth_from_npz(store: Store, npz: ArtifactRef) -> Truth:
-    """Names and labels of an npz artifact's records, in record order."""
-    from zooflow import npz as npz_mod
-
-    names, labels = [], []
-    for position, (index, name, label, _, _) in enumerate(npz_mod.records(store, npz)):
-        if index != position:
-            raise EvaluationError(f"npz records.tsv is out of order at line {position + 1}", "rebuild the npz stage")
-        names.append(name)
-        labels.append(label)
-    return Truth(names=names, labels=np.asarray(labels, dtype=np.int64))
-
-
-def _lines(path: Path, what: str) -> list[str]:
-    """A text file's lines (UTF-8, BOM ignored); a bad byte is an `EvaluationError` naming its line."""
-    from zooflow.datasets import read_lines
-    from zooflow.errors import DatasetError
-
-    try:
-        return read_lines(path, what)
-    except DatasetError as exc:
-        raise EvaluationError(exc.problem, exc.fix) from None
-
-
-def read_labels(path: Path) -> dict[str, int]:
-    """``val_label.txt``: ``<file name> <class id>`` per line, keyed by image stem."""
-    if not path.is_file():
-        raise EvaluationError(f"labels file not found: {path}", "pass --labels with val_label.txt (`NAME CLASS_ID`)")
-    labels: dict[str, int] = {}
-    for number, line in enumerate(_lines(path, "labels file"), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise EvaluationError(
-                f"{path}:{number}: expected `FILE CLASS_ID`, got {line.strip()!r}", "fix or regenerate the labels file"
-            )
-        labels[image_stem(parts[0])] = int(parts[1])
-    return labels
-
-
-def truth_from_datalist(datalist: Path, labels_file: Path | None) -> Truth:
-    """Names (npz stems, in line order) and labels from a labels file or zooflow's datalist index."""
-    from zooflow import npz as npz_mod
-
-    if not datalist.is_file():
-        raise EvaluationError(f"datalist not found: {datalist}", "pass the datalist the outputs were produced from")
-    lines = [line.strip() for line in _lines(datalist, "datalist") if line.strip()]
-    sidecar = npz_mod.sidecar_path(datalist)
-    if labels_file is None:
-        if not sidecar.is_file():
-            raise EvaluationError(
-                f"no labels for {datalist}", "pass --labels val_label.txt (the datalist has no zooflow index beside it)"
-            )
-        records = json.loads(sidecar.read_text())["records"]
-        if len(records) != len(lines):
-            raise EvaluationError(f"{datalist} and its index {sidecar.name} differ in length", "regenerate both")
-        return Truth(names=[r[0] for r in records], labels=np.asarray([r[1] for r in records], dtype=np.int64))
-    table = read_labels(labels_file)
-    names = lines  # paths as listed: pairing uses their stems, the text export prints them whole
-    missing = [n for n in names if image_stem(n) not in table]
-    if missing:
-        raise EvaluationError(
-            f"{len(missing)} datalist entries have no label in {labels_file} (first: {missing[0]})",
-            "use the labels file of the same image set",
-        )
-    return Truth(names=names, labels=np.asarray([table[image_stem(n)] for n in names], dtype=np.int64))
-
-
-def read_vamp_folder(folder: Path, count: int) -> np.ndarray:
-    """vamp's ``output_%06d.npz`` files as (count, classes), paired by line index; a stale or missing file is an error."""
-    from zooflow.toolchains import ToolError
-    from zooflow.toolchains.vastai import pair_outputs
-
-    if not folder.is_dir():
-        raise EvaluationError(f"outputs folder not found: {folder}", "pass --outputs with vamp's --path_output folder")
-    try:
-        files = pair_outputs(folder, count)
-    except ToolError as exc:
-        raise EvaluationError(exc.problem, exc.fix) from None
-    from zooflow.toolchains.outputs import OutputsError, load_npz
-
-    rows = []
-    for path in files:
-        try:
-            rows.append(load_npz(path, ("output_0",))["output_0"].reshape(-1))
-        except OutputsError as exc:
-            raise EvaluationError(exc.problem, exc.fix) from None
-    if len({r.shape for r in rows}) > 1:
-        raise EvaluationError("output files differ in size", "they come from different models; rerun vamp")
-    return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
-
-
-def read_class_names(path: Path | None, expected: int | None = None) -> list[str] | None:
-    """``imagenet.txt``: one name per line (line = class id)."""
-    if path is None:
-        return None
-    if not path.is_file():
-        raise EvaluationError(f"class-names file not found: {path}", "pass --names imagenet.txt or leave it out")
-    names = [line.strip() for line in _lines(path, "class-names file") if line.strip()]
-    if expected is not None and len(names) != expected:
-        raise EvaluationError(f"{path} has {len(names)} names for {expected} classes", "use the model's class list")
-    return names
 
 
 # ------------------------------------------------------------------------------- stage functions

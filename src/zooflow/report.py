@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zooflow.evaluate import fmt, load_metrics
+from zooflow.evaluate import load_metrics
+from zooflow.gates import fmt
 from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import setting_label
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zooflow.errors import ZooflowError
-from zooflow.evaluate import fmt
+from zooflow.gates import fmt
 from zooflow.report import _pyplot, save_figure
 from zooflow.store import ArtifactRef, Store
 

@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from tests.support.outputs import labelled_npz, stored_outputs
 from zooflow import evaluate as ev
 from zooflow import report
+from zooflow import truth as tr
 from zooflow.cli import app
 from zooflow.config import EvaluationOptions, Gate, QuantSpec
 from zooflow.errors import ConfigError
+from zooflow.gates import Baselines, GateFailedError, check_gates, raise_on_failure
 from zooflow.store import Store
 
 C = 1000
@@ -42,7 +44,7 @@ def known_answers() -> tuple[list[str], list[int], np.ndarray, float, float]:
 
 def test_top1_top5_are_exact_with_ties_and_both_cranes() -> None:
     names, labels, rows, top1, top5 = known_answers()
-    scores = ev.score(rows, ev.Truth(names=names, labels=np.array(labels)))
+    scores = ev.score(rows, tr.Truth(names=names, labels=np.array(labels)))
     assert scores.top1 == top1 and scores.top5 == top5
     assert scores.ids[4].tolist() == [10, 11, 12, 13, 14]
     assert scores.ids[1, :2].tolist() == [CRANE_BIRD, CRANE_MACHINE]
@@ -55,8 +57,8 @@ def test_top1_top5_are_exact_with_ties_and_both_cranes() -> None:
 def test_nan_outputs_are_an_error_not_a_class() -> None:
     names, labels, rows, _, _ = known_answers()
     rows[5, 3] = np.nan
-    with pytest.raises(ev.EvaluationError, match=r"1 output rows contain NaN \(first: ILSVRC2012_val_00000006"):
-        ev.score(rows, ev.Truth(names=names, labels=np.array(labels)))
+    with pytest.raises(tr.EvaluationError, match=r"1 output rows contain NaN \(first: ILSVRC2012_val_00000006"):
+        ev.score(rows, tr.Truth(names=names, labels=np.array(labels)))
 
 
 def _vamp_folder(tmp_path: Path, rows: np.ndarray, names: list[str], labels: list[int]) -> tuple[Path, Path, Path]:
@@ -122,13 +124,13 @@ def test_outputs_pair_by_index_and_name_whatever_their_order(tmp_path: Path) -> 
     # outputs of other images, or of a truncated list, are refused rather than shifted
     other = labelled_npz(store, [n.replace("val", "test") for n in names], labels, dataset="other")
     index, got_names, got_rows = np.arange(8), [n.replace("val", "test") for n in names], rows
-    with pytest.raises(ev.EvaluationError, match=r"is named 'ILSVRC2012_test_00000001\.JPEG' but that input is"):
-        ev.pair(index, got_names, got_rows, truth)
-    with pytest.raises(ev.EvaluationError, match=r"7 outputs .* for 8 labelled inputs"):
-        ev.pair(index[:7], names[:7], rows[:7], truth)
-    with pytest.raises(ev.EvaluationError, match="appears twice"):
-        ev.pair(np.array([0, 1, 2, 3, 4, 5, 6, 6]), names, rows, truth)
-    assert ev.truth_from_npz(store, other).names[0] == "ILSVRC2012_test_00000001.JPEG"
+    with pytest.raises(tr.EvaluationError, match=r"is named 'ILSVRC2012_test_00000001\.JPEG' but that input is"):
+        tr.pair(index, got_names, got_rows, truth)
+    with pytest.raises(tr.EvaluationError, match=r"7 outputs .* for 8 labelled inputs"):
+        tr.pair(index[:7], names[:7], rows[:7], truth)
+    with pytest.raises(tr.EvaluationError, match="appears twice"):
+        tr.pair(np.array([0, 1, 2, 3, 4, 5, 6, 6]), names, rows, truth)
+    assert tr.truth_from_npz(store, other).names[0] == "ILSVRC2012_test_00000001.JPEG"
 
 
 def test_gates_say_metric_value_limit_and_baseline() -> None:
@@ -139,12 +141,12 @@ def test_gates_say_metric_value_limit_and_baseline() -> None:
         Gate(metric="agreement", min=99),
         Gate(metric="top1", max_drop_vs_baseline=0.2, baseline="m/evaluation@3"),
     ]
-    against = ev.Baselines(
+    against = Baselines(
         reference={"top1": 68.0, "top5": 88.0},
         published={"top1": 68.13, "top5": 87.81},
         baseline=lambda spec: (f"{spec} (abc)", {"top1": 66.4}),
     )
-    verdict = ev.check_gates(gates, {"top1": 66.2, "top5": 87.3, "agreement": 97.1}, against)
+    verdict = check_gates(gates, {"top1": 66.2, "top5": 87.3, "agreement": 97.1}, against)
     assert not verdict["passed"]
     reasons = [c["reason"] for c in verdict["checks"]]
     assert reasons[0] == (
@@ -157,12 +159,12 @@ def test_gates_say_metric_value_limit_and_baseline() -> None:
     assert reasons[3] == "agreement = 97.10, below the minimum 99.00"
     assert reasons[4].startswith("top1 = 66.20 is 0.20 points below baseline m/evaluation@3 (abc) (66.40)")
     assert [c["passed"] for c in verdict["checks"]] == [False, True, True, False, True]
-    with pytest.raises(ev.GateFailedError, match="failed 2 gate check") as info:
-        ev.raise_on_failure(verdict, "m/int8-max", "m/int8-max/report")
+    with pytest.raises(GateFailedError, match="failed 2 gate check") as info:
+        raise_on_failure(verdict, "m/int8-max", "m/int8-max/report")
     assert "agreement = 97.10" in info.value.problem and "zooflow report m/int8-max/report" in str(info.value.fix)
     # a metric that was not measured cannot pass; published numbers are skipped (and said so) on demo data
-    demo = ev.Baselines(published={"top1": 68.13}, published_note="demo data is not ImageNet")
-    verdict = ev.check_gates(
+    demo = Baselines(published={"top1": 68.13}, published_note="demo data is not ImageNet")
+    verdict = check_gates(
         [Gate(metric="sqnr_db", min=20), Gate(metric="top1", max_drop_vs_published=1)], {"top1": 0.1}, demo
     )
     assert verdict["checks"][0]["passed"] is False and "not measured" in verdict["checks"][0]["reason"]
@@ -207,7 +209,7 @@ def quantised(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
 
 def test_evaluation_artifact_fidelity_flips_and_verdict(quantised) -> None:  # type: ignore[no-untyped-def]
     store, ref_out, run_out, reference, noisy, labels = quantised
-    against = ev.Baselines(published={"top1": 68.13, "top5": 87.81})
+    against = Baselines(published={"top1": 68.13, "top5": 87.81})
     gates = [Gate(metric="top1", max_drop_vs_reference=1.5), Gate(metric="top1", max_drop_vs_reference=0.01)]
     ref = ev.evaluate_run(store, run_out, reference=ref_out, gates=gates, against=against, max_flips=50)
     metrics = ev.load_metrics(store, ref)
@@ -239,7 +241,7 @@ def test_report_files_and_plots_are_readable(quantised, tmp_path: Path) -> None:
         run_out,
         reference=ref_out,
         gates=[Gate(metric="top1", max_drop_vs_reference=1.5)],
-        against=ev.Baselines(published={"top1": 68.13, "top5": 87.81}),
+        against=Baselines(published={"top1": 68.13, "top5": 87.81}),
         context={"model": "shufflenet-v1-1x_16xb64_in1k", "toolchain": "onnxruntime", "preset": "int8-max"},
     )
     rendered = report.render(store, evaluation)

@@ -44,6 +44,7 @@ def eval_command(
 ) -> None:
     """Top-1/top-5 of outputs paired with their inputs by index and name (never by directory order)."""
     from zooflow import evaluate as ev
+    from zooflow import truth as tr
 
     with failing(as_json, "eval"):
         if semantics not in (None, "logits", "probs"):
@@ -61,8 +62,8 @@ def eval_command(
                 raise ConfigError(
                     "a folder of output files needs --datalist", "pass the datalist vamp ran (line i -> output_i)"
                 )
-            truth = ev.truth_from_datalist(datalist.expanduser(), labels)
-            rows = ev.read_vamp_folder(folder, len(truth.names))
+            truth = tr.truth_from_datalist(datalist.expanduser(), labels)
+            rows = tr.read_vamp_folder(folder, len(truth.names))
             source = str(folder)
         else:
             st = open_existing(store)
@@ -81,21 +82,21 @@ def eval_command(
                 )
             semantics = recorded
             if datalist is not None:  # the user's list must be the one these outputs were made from
-                given = ev.truth_from_datalist(datalist.expanduser(), labels)
-                ev.pair(np.arange(len(given.names)), given.names, rows, truth)
-                truth = ev.Truth(names=truth.names, labels=given.labels)
+                given = tr.truth_from_datalist(datalist.expanduser(), labels)
+                tr.pair(np.arange(len(given.names)), given.names, rows, truth)
+                truth = tr.Truth(names=truth.names, labels=given.labels)
             elif labels is not None:
-                table = ev.read_labels(labels)
-                missing = [n for n in truth.names if ev.image_stem(n) not in table]
+                table = tr.read_labels(labels)
+                missing = [n for n in truth.names if tr.image_stem(n) not in table]
                 if missing:
-                    raise ev.EvaluationError(
+                    raise tr.EvaluationError(
                         f"{len(missing)} images have no label in {labels} (first: {missing[0]})",
                         "use the labels file of the same image set",
                     )
-                truth = ev.Truth(names=truth.names, labels=np.array([table[ev.image_stem(n)] for n in truth.names]))
+                truth = tr.Truth(names=truth.names, labels=np.array([table[tr.image_stem(n)] for n in truth.names]))
             source = ref.label()
         scores = ev.score(rows, truth)
-        class_names = ev.read_class_names(names.expanduser() if names else None, rows.shape[1])
+        class_names = tr.read_class_names(names.expanduser() if names else None, rows.shape[1])
         if text is not None:
             probs = np.take_along_axis(ev.probabilities(rows, semantics), scores.ids, axis=1)
             ev.write_text(text.expanduser(), truth.names, scores.ids, probs, class_names)
