@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -43,144 +42,35 @@ from typing import Any
 import fsspec
 import platformdirs
 from fsspec.implementations.local import LocalFileSystem
-from pydantic import BaseModel, ConfigDict, Field
 
 from zooflow import durable, provenance
 from zooflow.errors import ArtifactNotFoundError, DamagedRecordError, StoreError
 from zooflow.filehash import sha256_file
+from zooflow.records import (
+    ALIAS_RE,
+    DIGEST_RE,
+    HEX_RE,
+    KEY_RE,
+    NAME_RE,
+    VERSION_FILE_RE,
+    ArtifactRef,
+    CacheRecord,
+    FileEntry,
+    InputRef,
+    Manifest,
+    Producer,
+    VersionRecord,
+    check_digest,
+    check_name,
+    scan_dir,
+    tree_digest,
+)
 
+# the records a store hands out, importable from here as before (defined in zooflow.records)
 __all__ = ["ArtifactRef", "CacheRecord", "FileEntry", "Manifest", "Store", "open_store", "sha256_file"]
 
-SCHEMA_VERSION = 1
 _CHUNK = 1 << 20
-_HEX_RE = re.compile(r"^(sha256:)?[0-9a-f]{6,64}$")
-_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,200}$")
-_VERSION_FILE_RE = re.compile(r"^(\d{6,})\.json$")
 REPAIR_HINT = "`zooflow artifacts gc --apply` repairs or moves aside damaged records; then run again"
-
-
-def check_name(name: str) -> str:
-    """A logical artifact name: segments of letters, digits, '.', '_', '-' separated by '/', no '..'."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > 400:
-        raise StoreError(
-            f"invalid artifact name {name!r}",
-            "use segments of letters, digits, '.', '_' and '-' separated by '/' (each starting with a letter or digit)",
-        )
-    return name
-
-
-def check_digest(digest: str) -> str:
-    """A full SHA-256 hex digest (64 lowercase hex digits)."""
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
-        raise StoreError(f"invalid artifact digest {digest!r}", "a digest is 64 lowercase hex digits")
-    return digest
-
-
-class FileEntry(BaseModel):
-    """One file of an artifact."""
-
-    path: str
-    size: int
-    sha256: str
-
-
-class InputRef(BaseModel):
-    """An input an artifact was made from (its lineage)."""
-
-    role: str
-    digest: str
-    kind: str
-    name: str | None = None
-
-
-class Producer(BaseModel):
-    """The stage run that produced an artifact."""
-
-    stage: str
-    stage_version: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    code_version: str = ""
-    libraries: dict[str, str] = Field(default_factory=dict)
-    toolchain: dict[str, Any] | None = None
-    host: dict[str, str] = Field(default_factory=dict)
-
-
-class Manifest(BaseModel):
-    """Everything known about one stored artifact."""
-
-    schema_version: int = SCHEMA_VERSION
-    kind: str
-    digest: str
-    size: int
-    files: list[FileEntry]
-    producer: Producer
-    inputs: list[InputRef] = Field(default_factory=list)
-    created: str
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-
-class ArtifactRef(BaseModel):
-    """What a stage returns: a small, serialisable handle on a stored artifact."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: str
-    digest: str
-    store: str
-    files: tuple[str, ...]
-    name: str | None = None
-    version: int | None = None
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def short(self) -> str:
-        """The first 12 hex digits of the digest."""
-        return self.digest[:12]
-
-    def label(self) -> str:
-        """``name@version (digest)`` for messages."""
-        head = f"{self.name}@{self.version}" if self.name else self.kind
-        return f"{head} ({self.short})"
-
-
-class VersionRecord(BaseModel):
-    """One version of a logical artifact name."""
-
-    name: str
-    version: int
-    digest: str
-    kind: str
-    created: str
-    aliases: list[str] = Field(default_factory=list)
-
-
-class CacheRecord(BaseModel):
-    """Maps a stage cache key to the artifact it produced and a cache epoch (see ``tasks/``)."""
-
-    key: str
-    epoch: str
-    digest: str | None = None
-    name: str | None = None  # the produced artifact's name@version, so a resumed stage returns the same ref
-    version: int | None = None
-
-
-def tree_digest(files: list[FileEntry]) -> str:
-    """The artifact digest: SHA-256 of the sorted ``<sha256> <size> <path>`` listing."""
-    listing = "".join(f"{f.sha256} {f.size} {f.path}\n" for f in sorted(files, key=lambda f: f.path))
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def scan_dir(root: Path) -> list[FileEntry]:
-    """Hash every file below `root` (relative POSIX paths, sorted)."""
-    entries = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        entries.append(
-            FileEntry(path=path.relative_to(root).as_posix(), size=path.stat().st_size, sha256=sha256_file(path))
-        )
-    return entries
 
 
 def _now() -> str:
@@ -444,7 +334,7 @@ class Store:
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point `alias` of logical name `name` at `version`."""
         check_name(name)
-        if not _ALIAS_RE.match(alias) or alias == "latest" or alias.isdigit():
+        if not ALIAS_RE.match(alias) or alias == "latest" or alias.isdigit():
             raise StoreError(
                 f"invalid alias {alias!r}", "use letters, digits, '.', '_' and '-' (not 'latest' or a number)"
             )
@@ -630,7 +520,7 @@ class Store:
             return [], []
         records, damaged = [], []
         for path in paths:
-            match = _VERSION_FILE_RE.match(path.rsplit("/", 1)[-1])
+            match = VERSION_FILE_RE.match(path.rsplit("/", 1)[-1])
             if match is None:
                 continue  # a temp file of an interrupted write, or a stranger: see storecheck
             number = int(match.group(1))
@@ -683,17 +573,17 @@ class Store:
         base = self._p("names")
         found = self.fs.glob(base + "/**/versions/*.json")
         names = {str(p)[len(base) + 1 :].rsplit("/versions/", 1)[0] for p in found}
-        return sorted(n for n in names if _NAME_RE.match(n))
+        return sorted(n for n in names if NAME_RE.match(n))
 
     def digests(self) -> list[str]:
         """Every complete object in the store."""
         found = (str(p).rsplit("/", 2)[-2] for p in self.fs.glob(self._p("objects", "*", "*", "manifest.json")))
-        return sorted(d for d in found if _DIGEST_RE.match(d))
+        return sorted(d for d in found if DIGEST_RE.match(d))
 
     def resolve(self, spec: str) -> ArtifactRef:
         """Turn ``name``, ``name@3``, ``name@alias``, a digest or a unique digest prefix into a ref."""
         spec = spec.strip()
-        if _HEX_RE.match(spec):
+        if HEX_RE.match(spec):
             prefix = spec.removeprefix("sha256:")
             matches = [d for d in self.digests() if d.startswith(prefix)]
             if len(matches) == 1:
@@ -704,7 +594,7 @@ class Store:
                 )
         name, _, tag = spec.partition("@")
         check_name(name)
-        if tag and not (tag.isdigit() or _ALIAS_RE.match(tag)):
+        if tag and not (tag.isdigit() or ALIAS_RE.match(tag)):
             raise StoreError(f"invalid version or alias {tag!r} in {spec!r}", "use NAME, NAME@VERSION or NAME@ALIAS")
         versions = self.versions(name)
         if not versions:
@@ -764,7 +654,7 @@ class Store:
 
     # ------------------------------------------------------------ cache records
     def _cache_path(self, key: str) -> str:
-        if not _KEY_RE.match(key):
+        if not KEY_RE.match(key):
             raise StoreError(f"invalid cache key {key!r}", "this is a bug; please report it")
         return self._p("cache", f"{key}.json")
 
@@ -788,7 +678,7 @@ class Store:
     def cached(self, key: str, *, full: bool = False) -> ArtifactRef | None:
         """The artifact a cache record names (as name@version), if the record has one and it is intact."""
         record = self.cache_record(key)
-        if record is None or record.digest is None or not _DIGEST_RE.match(record.digest):
+        if record is None or record.digest is None or not DIGEST_RE.match(record.digest):
             return None
         if self.verify(record.digest, full=full):
             return None

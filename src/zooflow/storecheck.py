@@ -23,7 +23,8 @@ from pathlib import Path
 from zooflow import durable
 from zooflow.errors import StoreError
 from zooflow.filehash import sha256_file
-from zooflow.store import CacheRecord, Manifest, Store, VersionRecord, check_digest
+from zooflow.records import CacheRecord, Manifest, VersionRecord, check_digest
+from zooflow.store import Store
 
 GRACE_SECONDS = 3600.0  # objects and temp files younger than this may belong to a run in progress
 _SUBDIRS_NOT_RECORDS = ("verified", "file-hashes")

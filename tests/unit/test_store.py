@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from zooflow.errors import ArtifactNotFoundError, StoreError
-from zooflow.store import Store, tree_digest
+from zooflow.records import tree_digest
+from zooflow.store import Store
 
 
 def _put(store: Store, files: dict[str, bytes], name: str = "m/thing", **kw):  # type: ignore[no-untyped-def]

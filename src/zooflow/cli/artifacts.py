@@ -12,7 +12,8 @@ from rich.tree import Tree
 from zooflow import storecheck
 from zooflow.cli.common import JsonOpt, StoreOpt, artifacts_app, err, fail, failing, open_existing, out
 from zooflow.errors import ConfigError, DamagedRecordError
-from zooflow.store import REPAIR_HINT, Store, VersionRecord, open_store
+from zooflow.records import VersionRecord
+from zooflow.store import REPAIR_HINT, Store, open_store
 
 
 def _rows(st: Store, name: str) -> tuple[list[VersionRecord], list[str]]:
