@@ -185,3 +185,29 @@ def test_clipping_counts_the_values_each_range_saturates_and_their_error() -> No
             assert shares[0] > 0.1 and errors[0] > 0.01, (shares, errors)
     max_stats = ranges.collect(lambda _: tensors, lambda: iter([np.zeros(1)]), ["a", "b", "c"], histograms=False)
     assert not np.any(ranges.clipping(max_stats, *ranges.max_ranges(max_stats)))
+
+
+def test_the_range_warning_fires_on_either_floor_and_says_which() -> None:
+    """Warned when one tensor's clipping caps it under 30 dB (even if the 16-image check looks fine: "but"),
+    or when the model keeps under 22 dB with nothing clipping much (the loss is rounding); silent otherwise."""
+    from zooflow.toolchains.rangecheck import CLIP_FLOOR_DB, RANGE_FLOOR_DB, range_warning
+
+    worst = {"tensor": "/conv/Conv_output_0", "clipped_pct": 14.38, "clip_sqnr_db": 4.07}
+    clips = {"worst": [worst], "floor_db": RANGE_FLOOR_DB}
+    mild = {"worst": [{**worst, "clipped_pct": 0.01, "clip_sqnr_db": CLIP_FLOOR_DB + 10}], "floor_db": RANGE_FLOOR_DB}
+    good, bad = (
+        {"sqnr_float_db": RANGE_FLOOR_DB + 12, "images": 16},
+        {"sqnr_float_db": RANGE_FLOOR_DB - 8, "images": 16},
+    )
+
+    assert range_warning("mse", good, mild) is None
+    assert range_warning("mse", good, {"worst": [], "floor_db": RANGE_FLOOR_DB}) is None
+    hidden = range_warning("kl_divergence", good, clips)
+    assert hidden is not None and hidden.startswith("int8-kl_divergence keeps 34.0 dB")
+    assert "; but the range of /conv/Conv_output_0 clips 14.38%" in hidden and "caps that tensor at 4.1 dB" in hidden
+    assert "int8-mse" in hidden and "int8-mixed" in hidden
+    shown = range_warning("percentile", bad, clips)
+    assert shown is not None and "keeps 14.0 dB" in shown and "; the range of /conv" in shown
+    assert "raise --percentile" in shown
+    rounding = range_warning("max", bad, mild)
+    assert rounding is not None and "no range clips much" in rounding and "/conv" not in rounding

@@ -77,8 +77,9 @@ def range_warning(calibrate: str, kernel: Mapping[str, Any], check: Mapping[str,
         "kl_divergence": "compile with int8-mse or int8-max (TensorRT's KL search misjudges spiky histograms)",
         "percentile": "raise --percentile, or compile with int8-mse or int8-max",
     }.get(calibrate, "compile with int8-mse or int8-max")
+    but = "" if sqnr is not None and sqnr < check["floor_db"] else "but "  # the 16 images can miss what clips
     return (
-        f"{said}; the range of {worst['tensor']} clips {worst['clipped_pct']:.2f}% of its calibration values, "
+        f"{said}; {but}the range of {worst['tensor']} clips {worst['clipped_pct']:.2f}% of its calibration values, "
         f"which alone caps that tensor at {worst['clip_sqnr_db']:.1f} dB SQNR (floor {CLIP_FLOOR_DB:.0f} dB): "
         f"{fix}, or keep that layer in float with int8-mixed"
     )
