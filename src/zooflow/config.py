@@ -541,6 +541,15 @@ def describe_validation_error(exc: ValidationError, model_cls: type[BaseModel] |
     return "\n".join(lines)
 
 
+# where a config's options are listed (the command that builds it); any other model: every command's help
+_OPTIONS_HELP = {
+    "RunConfig": "`zooflow run --help` lists the options",
+    "SweepConfig": "`zooflow sweep --help` lists the options",
+    "NightlyConfig": "`zooflow nightly --help` lists the options",
+}
+_ANY_HELP = "`zooflow COMMAND --help` lists a command's options"
+
+
 def build(model_cls: type[BaseModel], **values: Any) -> Any:
     """Validate values into `model_cls`, raising `ConfigError` with a readable message."""
     try:
@@ -548,5 +557,5 @@ def build(model_cls: type[BaseModel], **values: Any) -> Any:
     except ValidationError as exc:
         raise ConfigError(
             f"invalid {model_cls.__name__}:\n{describe_validation_error(exc, model_cls)}",
-            "correct the value(s) named above; `zooflow run --help` lists the options",
+            f"correct the value(s) named above; {_OPTIONS_HELP.get(model_cls.__name__, _ANY_HELP)}",
         ) from None

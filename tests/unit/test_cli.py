@@ -114,6 +114,32 @@ def test_bad_input_prints_problem_and_fix_without_traceback(tmp_path: Path) -> N
     assert "is not writable" in err
 
 
+def test_sweep_takes_every_option_a_run_takes_and_checks_each_before_prefect_starts(tmp_path: Path) -> None:
+    """A sweep over real data needs what a run needs (--sha256, --skip-corrupt, --per-class, gates...):
+    the two commands share every option but --quant / --presets, and a bad value names its field and
+    the sweep's help, with nothing started (no store written)."""
+    from typer.main import get_command
+
+    commands = get_command(app).commands
+    run_options = {p.name for p in commands["run"].params}
+    sweep_options = {p.name for p in commands["sweep"].params}
+    assert run_options - {"quant"} == sweep_options - {"presets"}
+    store = tmp_path / "store"
+    for args, said in (
+        (("--sha256", "xyz"), "checkpoint_sha256: must be 8 to 64 lowercase hex digits"),
+        (("--per-class", "0"), "calibration.per_class: Input should be greater than or equal to 1"),
+        (("--layout", "sideways"), "data.layout: Input should be 'auto', 'flat' or 'synset'"),
+        (("--bench-threads", "0"), "benchmark.threads: give one or more positive integers"),
+        (("--probe-images", "-1"), "evaluation.probe_images: Input should be greater than or equal to 0"),
+    ):
+        code, _, err = invoke("sweep", "--demo", "--store", str(store), *args)
+        assert code == 2 and "invalid SweepConfig" in err and said in err, (args, err)
+        assert "`zooflow sweep --help` lists the options" in err
+    code, _, err = invoke("sweep", "--demo", "--store", str(store), "--gate", "top1:bogus=1")
+    assert code == 2 and "bogus: unknown option" in err
+    assert not store.exists()
+
+
 def test_export_command_writes_the_onnx_file(tmp_path: Path, checkpoint_file: Path) -> None:
     out_file = tmp_path / "out" / "model.onnx"
     code, out, err = invoke(

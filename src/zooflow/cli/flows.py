@@ -63,6 +63,33 @@ RemeasureOpt = Annotated[
         help="benchmark again even if this host already measured the compiled model", rich_help_panel="toolchain"
     ),
 ]
+CheckpointOpt = Annotated[
+    str | None, typer.Option(help="checkpoint URL or path [default: the index's published weights]")
+]
+Sha256Opt = Annotated[str | None, typer.Option(help="expected SHA-256 (or 8+ digit prefix) of the checkpoint")]
+DemoOpt = Annotated[bool, typer.Option(help="offline: locally initialised weights, generated data")]
+SeedOpt = Annotated[int, typer.Option(help="seed for demo weights and sampling")]
+OpsetOpt = Annotated[int, typer.Option(help="ONNX opset (mmcls models need 11+)")]
+LogitsOpt = Annotated[bool, typer.Option(help="export logits instead of softmax probabilities")]
+DynamicBatchOpt = Annotated[
+    bool | None, typer.Option(help="export with a symbolic batch dimension [default: the toolchain's choice]")
+]
+GateOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="metric goal METRIC:LIMIT=VALUE (repeatable), e.g. top1:max_drop_vs_reference=1.5 "
+        "[default: int8 1.5, fp16 0.5 top-1 points below fp32]",
+        rich_help_panel="evaluation",
+    ),
+]
+NoGatesOpt = Annotated[bool, typer.Option(help="record no gates at all", rich_help_panel="evaluation")]
+ProbeImagesOpt = Annotated[
+    int, typer.Option(help="images also run through PyTorch (0 = none)", rich_help_panel="evaluation")
+]
+ParityOpt = Annotated[
+    bool,
+    typer.Option(help="also measure the card's DSP preprocessing vs the framework's", rich_help_panel="evaluation"),
+]
 
 
 def _launch(runner_name: str, config: Any, runner: str, dask_address: str | None) -> dict[str, Any]:
@@ -80,24 +107,53 @@ def _launch(runner_name: str, config: Any, runner: str, dask_address: str | None
     return result
 
 
+def _pipeline_values(o: dict[str, Any]) -> dict[str, Any]:
+    """The `PipelineConfig` fields from the options `run` and `sweep` share (`o`: the command's parameters),
+    so a sweep takes every data, export, calibration, toolchain, benchmark and gate option a run takes."""
+    return {
+        "model": o["model"],
+        "checkpoint": o["checkpoint"],
+        "checkpoint_sha256": o["sha256"],
+        "trust_checkpoint": o["trust_checkpoint"],
+        "demo": o["demo"],
+        "seed": o["seed"],
+        "export": {"opset": o["opset"], "logits": o["logits"], "dynamic_batch": o["dynamic_batch"]},
+        "data": {
+            **data_values(o["data"], o["labels"], o["names"], o["layout"], o["limit"], o["skip_corrupt"], o["rehash"]),
+            "demo": {"classes": o["demo_classes"], "per_class": o["demo_per_class"]},
+        },
+        "calibration": {"per_class": o["per_class"], "allow_short": o["allow_short"]},
+        "npz": {"shard_size": o["shard_size"]},
+        "toolchain": o["toolchain"],
+        "toolchain_options": {
+            "vamc_generation": o["vamc_generation"],
+            "int8_weights": o["int8_weights"],
+            **vastai_values(o["vamp_arg"], o["device"], o["pre_resize"]),
+        },
+        "benchmark": {"batch_sizes": o["bench_batch"], "threads": o["bench_threads"], "fresh": o["remeasure"]},
+        "evaluation": {
+            "gates": () if o["no_gates"] else ([Gate.parse(g) for g in o["gate"]] if o["gate"] else None),
+            "probe_images": o["probe_images"],
+            "preprocess_parity": o["parity"],
+            "sensitivity_images": o["sensitivity_images"],
+        },
+        "store": o["store"],
+    }
+
+
 @app.command(
     epilog="zooflow run --demo --json\n\nzooflow run --model shufflenet-v1-1x_16xb64_in1k --store /data/zooflow"
 )
 def run(
     model: ModelOpt = registry.DEFAULT_MODEL,
-    checkpoint: Annotated[
-        str | None, typer.Option(help="checkpoint URL or path [default: the index's published weights]")
-    ] = None,
-    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 (or 8+ digit prefix) of the checkpoint")] = None,
+    checkpoint: CheckpointOpt = None,
+    sha256: Sha256Opt = None,
     trust_checkpoint: TrustOpt = False,
-    demo: Annotated[bool, typer.Option(help="offline: locally initialised weights, no download")] = False,
-    seed: Annotated[int, typer.Option(help="seed for demo weights and sampling")] = 0,
-    opset: Annotated[int, typer.Option(help="ONNX opset (mmcls models need 11+)")] = 11,
-    logits: Annotated[bool, typer.Option(help="export logits instead of softmax probabilities")] = False,
-    dynamic_batch: Annotated[
-        bool | None,
-        typer.Option(help="export with a symbolic batch dimension [default: the toolchain's choice]"),
-    ] = None,
+    demo: DemoOpt = False,
+    seed: SeedOpt = 0,
+    opset: OpsetOpt = 11,
+    logits: LogitsOpt = False,
+    dynamic_batch: DynamicBatchOpt = None,
     data: DataOpt = None,
     labels: LabelsOpt = None,
     names: NamesOpt = None,
@@ -120,22 +176,10 @@ def run(
     bench_batch: BenchBatchOpt = "1,8",
     bench_threads: BenchThreadsOpt = "1",
     remeasure: RemeasureOpt = False,
-    gate: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="metric goal METRIC:LIMIT=VALUE (repeatable), e.g. top1:max_drop_vs_reference=1.5 "
-            "[default: int8 1.5, fp16 0.5 top-1 points below fp32]",
-            rich_help_panel="evaluation",
-        ),
-    ] = None,
-    no_gates: Annotated[bool, typer.Option(help="record no gates at all", rich_help_panel="evaluation")] = False,
-    probe_images: Annotated[
-        int, typer.Option(help="images also run through PyTorch (0 = none)", rich_help_panel="evaluation")
-    ] = 16,
-    parity: Annotated[
-        bool,
-        typer.Option(help="also measure the card's DSP preprocessing vs the framework's", rich_help_panel="evaluation"),
-    ] = True,
+    gate: GateOpt = None,
+    no_gates: NoGatesOpt = False,
+    probe_images: ProbeImagesOpt = 16,
+    parity: ParityOpt = True,
     sensitivity_images: SensitivityOpt = 100,
     demo_classes: DemoClassesOpt = 1000,
     demo_per_class: DemoPerClassOpt = 2,
@@ -145,37 +189,10 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the deploy_classifier flow: dataset, fetch, export, calibration, npz, compile, run, benchmark, evaluate, report."""
+    options = dict(locals())  # the parameters, before any other name is bound
     with failing(as_json, "the run"):
         config = build(
-            RunConfig,
-            model=model,
-            checkpoint=checkpoint,
-            checkpoint_sha256=sha256,
-            trust_checkpoint=trust_checkpoint,
-            demo=demo,
-            seed=seed,
-            export={"opset": opset, "logits": logits, "dynamic_batch": dynamic_batch},
-            data={
-                **data_values(data, labels, names, layout, limit, skip_corrupt, rehash),
-                "demo": {"classes": demo_classes, "per_class": demo_per_class},
-            },
-            calibration={"per_class": per_class, "allow_short": allow_short},
-            npz={"shard_size": shard_size},
-            toolchain=toolchain,
-            quant=quant_value(quant, per_tensor, toolchain, keep_float),
-            toolchain_options={
-                "vamc_generation": vamc_generation,
-                "int8_weights": int8_weights,
-                **vastai_values(vamp_arg, device, pre_resize),
-            },
-            benchmark={"batch_sizes": bench_batch, "threads": bench_threads, "fresh": remeasure},
-            evaluation={
-                "gates": () if no_gates else ([Gate.parse(g) for g in gate] if gate else None),
-                "probe_images": probe_images,
-                "preprocess_parity": parity,
-                "sensitivity_images": sensitivity_images,
-            },
-            store=store,
+            RunConfig, quant=quant_value(quant, per_tensor, toolchain, keep_float), **_pipeline_values(options)
         )
         result = _launch("deploy", config, runner, dask_address)
     finish_flow(result, as_json, _print_stages)
@@ -191,25 +208,40 @@ def sweep(
         typer.Option(help="comma-separated presets [default: fp32, fp16, int8-max/percentile/kl_divergence/mse]"),
     ] = None,
     model: ModelOpt = registry.DEFAULT_MODEL,
-    checkpoint: Annotated[str | None, typer.Option(help="checkpoint URL or path")] = None,
+    checkpoint: CheckpointOpt = None,
+    sha256: Sha256Opt = None,
     trust_checkpoint: TrustOpt = False,
-    demo: Annotated[bool, typer.Option(help="offline: locally initialised weights, generated data")] = False,
+    demo: DemoOpt = False,
+    seed: SeedOpt = 0,
+    opset: OpsetOpt = 11,
+    logits: LogitsOpt = False,
+    dynamic_batch: DynamicBatchOpt = None,
     data: DataOpt = None,
     labels: LabelsOpt = None,
+    names: NamesOpt = None,
+    layout: LayoutOpt = "auto",
     limit: LimitOpt = None,
-    per_tensor: PerTensorOpt = False,
-    keep_float: KeepFloatOpt = None,
-    sensitivity_images: SensitivityOpt = 100,
-    int8_weights: Int8WeightsOpt = "auto",
+    skip_corrupt: SkipCorruptOpt = False,
+    rehash: RehashOpt = False,
+    per_class: PerClassOpt = 1,
+    allow_short: AllowShortOpt = False,
+    shard_size: ShardSizeOpt = 1000,
     toolchain: ToolchainOpt = "onnxruntime",
+    keep_float: KeepFloatOpt = None,
+    per_tensor: PerTensorOpt = False,
+    int8_weights: Int8WeightsOpt = "auto",
     vamc_generation: VamcOpt = "v2",
     vamp_arg: VampArgOpt = None,
     device: DeviceOpt = None,
     pre_resize: PreResizeOpt = None,
-    allow_short: AllowShortOpt = False,
-    shard_size: ShardSizeOpt = 1000,
     bench_batch: BenchBatchOpt = "1,8",
+    bench_threads: BenchThreadsOpt = "1",
     remeasure: RemeasureOpt = False,
+    gate: GateOpt = None,
+    no_gates: NoGatesOpt = False,
+    probe_images: ProbeImagesOpt = 16,
+    parity: ParityOpt = True,
+    sensitivity_images: SensitivityOpt = 100,
     demo_classes: DemoClassesOpt = 1000,
     demo_per_class: DemoPerClassOpt = 2,
     runner: RunnerOpt = "threads",
@@ -218,31 +250,14 @@ def sweep(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the quant_sweep flow: every preset on one model and dataset, one comparison table and Pareto plot."""
+    options = dict(locals())  # the parameters, before any other name is bound
     with failing(as_json, "the sweep"):
         config = build(
             SweepConfig,
             presets=tuple(p.strip() for p in presets.split(",") if p.strip()) if presets is not None else None,
             per_channel=not per_tensor,
             **({"keep_float": keep_float_value(keep_float)} if keep_float is not None else {}),
-            model=model,
-            checkpoint=checkpoint,
-            trust_checkpoint=trust_checkpoint,
-            demo=demo,
-            data={
-                **data_values(data, labels, None, "auto", limit, False),
-                "demo": {"classes": demo_classes, "per_class": demo_per_class},
-            },
-            calibration={"allow_short": allow_short},
-            npz={"shard_size": shard_size},
-            toolchain=toolchain,
-            toolchain_options={
-                "int8_weights": int8_weights,
-                "vamc_generation": vamc_generation,
-                **vastai_values(vamp_arg, device, pre_resize),
-            },
-            benchmark={"batch_sizes": bench_batch, "fresh": remeasure},
-            evaluation={"sensitivity_images": sensitivity_images},
-            store=store,
+            **_pipeline_values(options),
         )
         result = _launch("sweep", config, runner, dask_address)
     finish_flow(result, as_json, _print_sweep)
