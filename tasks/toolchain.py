@@ -7,7 +7,7 @@ the cache. The device-touching tasks carry `DEVICE_TAG`: give it a concurrency l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prefect import task
@@ -32,6 +32,17 @@ def mixed_summary(kept: Any) -> str:
 
 def _fingerprint(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     return {"fingerprint": toolchains.get(inputs["toolchain"], inputs.get("toolchain_options")).fingerprint()}
+
+
+def _versioned(stage: str) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    """The fingerprint plus the toolchain's own version of `stage`: bumping the core's COMPILE_VERSION
+    (or BENCH_VERSION) misses every cached compile (benchmark) of that toolchain, as it says."""
+
+    def extra(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        tc = toolchains.get(inputs["toolchain"], inputs.get("toolchain_options"))
+        return {"fingerprint": tc.fingerprint(), "stage_version": tc.stage_versions[stage]}
+
+    return extra
 
 
 # Settings that never change a result (memory, patience) and each toolchain's own settings: a key
@@ -74,13 +85,15 @@ def _compile_inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     return relevant
 
 
-COMPILE_POLICY = ArtifactCachePolicy(stage="compile", stage_version="3", extra=_fingerprint, relevant=_compile_inputs)
+COMPILE_POLICY = ArtifactCachePolicy(
+    stage="compile", stage_version="3", extra=_versioned("compile"), relevant=_compile_inputs
+)
 RUN_POLICY = ArtifactCachePolicy(stage="run", stage_version="2", extra=_fingerprint, relevant=_own_options)
 
 
 def _fingerprint_and_host(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
     """A measurement is reusable on the machine that took it, with the same tools."""
-    return {**_fingerprint(inputs), "host": provenance.host()}
+    return {**_versioned("benchmark")(inputs), "host": provenance.host()}
 
 
 BENCH_POLICY = ArtifactCachePolicy(

@@ -311,6 +311,30 @@ def test_library_upgrade_changes_the_cache_key(monkeypatch: pytest.MonkeyPatch) 
     assert EXPORT_POLICY.base_key("export-onnx", inputs) != key
 
 
+def test_a_toolchain_stage_version_bump_misses_its_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bumping the core's COMPILE_VERSION (or BENCH_VERSION) means cached compiles lack what a compile now
+    records: the flow's compile (benchmark) key changes with it, and the other stage's key does not."""
+    from tasks.toolchain import BENCH_POLICY, COMPILE_POLICY
+    from zooflow.config import BenchmarkSpec, QuantSpec
+    from zooflow.store import ArtifactRef
+    from zooflow.toolchains import onnxruntime as ort
+
+    onnx = ArtifactRef(kind="onnx", digest="a" * 64, store="/a", files=("model.onnx",))
+    calibration = ArtifactRef(kind="calibration", digest="b" * 64, store="/a", files=("list.txt",))
+    common = {"toolchain": "onnxruntime", "toolchain_options": ToolchainOptions(), "store_url": "/a"}
+    compile_inputs = {"onnx": onnx, "calibration": calibration, "quant": QuantSpec.from_preset("int8-max"), **common}
+    bench_inputs = {"compiled": onnx, "spec": BenchmarkSpec(), **common}
+    compile_key = COMPILE_POLICY.base_key("compile", compile_inputs)
+    bench_key = BENCH_POLICY.base_key("benchmark", bench_inputs)
+    versions = dict(ort.OnnxRuntimeToolchain.stage_versions)
+    monkeypatch.setattr(ort.OnnxRuntimeToolchain, "stage_versions", {**versions, "compile": "next"})
+    assert COMPILE_POLICY.base_key("compile", compile_inputs) != compile_key
+    assert BENCH_POLICY.base_key("benchmark", bench_inputs) == bench_key
+    monkeypatch.setattr(ort.OnnxRuntimeToolchain, "stage_versions", {**versions, "benchmark": "next"})
+    assert COMPILE_POLICY.base_key("compile", compile_inputs) == compile_key
+    assert BENCH_POLICY.base_key("benchmark", bench_inputs) != bench_key
+
+
 def test_failing_stage_fails_the_run_and_keeps_earlier_artifacts(tmp_path: Path) -> None:
     root = tmp_path / "store"
     state, tasks = _run(demo_config(root, export={"opset": 10}))
@@ -543,6 +567,7 @@ def test_int8_ranges_that_clip_are_warned_in_the_summary_report_ui_and_cli(
     summary, report, Prefect UI and CLI all pass that warning on, unchanged."""
     from tests.support.images import PHOTOS_11, write_crops
     from zooflow.cli.flows import finish_flow
+    from zooflow.toolchains import rangecheck
 
     val = write_crops(tmp_path / "crops", PHOTOS_11, 99, seed=7)
     config = demo_config(
@@ -562,6 +587,10 @@ def test_int8_ranges_that_clip_are_warned_in_the_summary_report_ui_and_cli(
     check = store.manifest(result["artifacts"]["compiled"]["digest"]).meta["range_check"]
     said = check["warning"]
     assert check["worst"][0]["tensor"] in said and "int8-mse" in said, check
+    # the ranges checked are the file's: ORT fixes the Softmax output's to [0, 1], whatever KL asked for
+    model = store.path(store.ref(result["artifacts"]["compiled"]["digest"]), "model.onnx")
+    low, high = rangecheck.used_ranges(model)["probs"]
+    assert low == 0.0 and high == pytest.approx(1.0) and "probs" not in {w["tensor"] for w in check["worst"]}
     assert said.startswith("int8-kl_divergence keeps ") and said in result["warnings"]  # the preset named once
     report = store.path(store.ref(result["artifacts"]["report"]["digest"]), "report.md").read_text()
     assert f"> **Warning:** {said}" in report

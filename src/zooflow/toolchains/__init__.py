@@ -9,7 +9,7 @@ Flows and tasks call `get(name)` and the protocol's methods; they never test the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,6 +59,11 @@ class Toolchain(Protocol):
     name: str
     options: ToolchainOptions
     concurrent_runs: bool  # whether run shards (of one or several presets) may run at the same time
+
+    @property
+    def stage_versions(self) -> Mapping[str, str]:
+        """The core's version of each stage it implements ("compile", "benchmark"): part of that task's
+        cache key, so a compile that now records more (or computes differently) is redone, not served stale."""
 
     def available(self) -> Availability:
         """Whether it can run on this machine (with the reason when not)."""

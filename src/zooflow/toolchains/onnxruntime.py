@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,14 @@ from zooflow.toolchains import Availability, compiled_name
 from zooflow.toolchains import outputs as outputs_mod
 from zooflow.toolchains import ranges as ranges_mod
 from zooflow.toolchains.cpu import Int8Scheme, cpu_model, int8_scheme
-from zooflow.toolchains.rangecheck import range_check, range_warning
+from zooflow.toolchains.rangecheck import range_check, range_warning, used_ranges
 from zooflow.toolchains.sensitivity import FLOAT_FILE, keep_in_float
 
 COMPILE_STAGE = "compile"
 # 3: int8 models carry their float graph (float.onnx); 4: int8-mixed keeps adds/pools/input in float too;
-# 5: int8 metadata has the range check (values clipped, clipping SQNR, warning)
-COMPILE_VERSION = "5"
+# 5: int8 metadata has the range check (values clipped, clipping SQNR, warning);
+# 6: the range check reads the ranges the compiled file applies (ORT fixes Softmax's, int8-mixed drops some)
+COMPILE_VERSION = "6"
 PREPARED_FILE = "prepared.onnx"  # `prepare_for_qdq`'s output
 BENCH_STAGE = "benchmark"
 BENCH_VERSION = "1"
@@ -201,6 +203,7 @@ class OnnxRuntimeToolchain:
 
     name = "onnxruntime"
     concurrent_runs = True  # CPU sessions in parallel threads (each shard its own session)
+    stage_versions = MappingProxyType({"compile": COMPILE_VERSION, "benchmark": BENCH_VERSION})
 
     def __init__(self, options: ToolchainOptions) -> None:
         self.options = options
@@ -249,7 +252,13 @@ class OnnxRuntimeToolchain:
         with store.staging("compile") as staged, tempfile.TemporaryDirectory() as tmp:
             slim = slim_model(source, Path(tmp) / "slim.onnx")
             out = staged / "model.onnx"
-            details: dict[str, Any] = {"preset": quant.preset, "per_channel": quant.per_channel}
+            # the compile version is content: a compile that now records more is a new artifact, not the old
+            # manifest (the store keeps the first producer's metadata for the same bytes)
+            details: dict[str, Any] = {
+                "preset": quant.preset,
+                "per_channel": quant.per_channel,
+                "compile_version": COMPILE_VERSION,
+            }
             checks: dict[str, Any] = {}
             if quant.dtype == "fp32":
                 self._optimize(slim, out)
@@ -260,13 +269,14 @@ class OnnxRuntimeToolchain:
             else:
                 if calibration is None:
                     raise ZooflowError("int8 compilation needs a calibration set", "run the calibration stage first")
-                quantized, how = self._quantize(slim, out, quant, calibration, onnx, store, Path(tmp))
+                quantized, how, (stats, aliases) = self._quantize(slim, out, quant, calibration, onnx, store, Path(tmp))
                 details.update(quantized)
                 checks.update(how)
                 # the graph it was quantised from (same node names): what sensitivity and int8-mixed read
                 shutil.copyfile(Path(tmp) / PREPARED_FILE, staged / FLOAT_FILE)
                 if quant.mixed:
                     details["float_layers"] = keep_in_float(out, staged / FLOAT_FILE, quant, float_layers)
+                checks["range_check"] = range_check(stats, used_ranges(out), aliases)  # what the file applies
                 scheme = self.int8_scheme()
                 checks["int8_scheme"] = scheme.as_dict() | {"onnxruntime": provenance.library_versions("onnxruntime")}
                 first = next(self.calibration_batches(calibration, onnx, store, chunk=KERNEL_CHECK_IMAGES))
@@ -434,8 +444,9 @@ class OnnxRuntimeToolchain:
         onnx: ArtifactRef,
         store: Store,
         tmp: Path,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Quantize `slim` into `out`: (what determines the model, for compile.json; how it went, for metadata)."""
+    ) -> tuple[dict[str, Any], dict[str, Any], tuple[ranges_mod.Statistics, dict[str, str]]]:
+        """Quantize `slim` into `out`: (what determines the model, for compile.json; how it went, for metadata;
+        the calibration statistics and tensor aliases, for the range check)."""
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
@@ -474,23 +485,28 @@ class OnnxRuntimeToolchain:
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
         )
-        return {
-            "calibration_images": stats.images,
-            "calibrate": quant.calibrate,
-            "calibration_method": _METHODS[quant.calibrate].format(percentile=quant.percentile, bins=ranges_mod.BINS),
-            "calibrated_tensors": len(found),
-            "percentile": quant.percentile if quant.calibrate == "percentile" else None,
-            "histogram_bins": ranges_mod.BINS if quant.calibrate != "max" else None,
-            "opset": max(opset, QDQ_OPSET),
-            "format": f"QDQ, uint8 activations, {scheme.description}",
-            "int8_weights": scheme.weights,
-        }, {
-            "calibrate_seconds": round(calibrate_seconds, 2),
-            "range_check": range_check(stats, found),
-            "calibration_statistics": "reused from an earlier compile of the same ONNX and calibration set"
-            if reused
-            else "computed",
-        }
+        return (
+            {
+                "calibration_images": stats.images,
+                "calibrate": quant.calibrate,
+                "calibration_method": _METHODS[quant.calibrate].format(
+                    percentile=quant.percentile, bins=ranges_mod.BINS
+                ),
+                "calibrated_tensors": len(found),
+                "percentile": quant.percentile if quant.calibrate == "percentile" else None,
+                "histogram_bins": ranges_mod.BINS if quant.calibrate != "max" else None,
+                "opset": max(opset, QDQ_OPSET),
+                "format": f"QDQ, uint8 activations, {scheme.description}",
+                "int8_weights": scheme.weights,
+            },
+            {
+                "calibrate_seconds": round(calibrate_seconds, 2),
+                "calibration_statistics": "reused from an earlier compile of the same ONNX and calibration set"
+                if reused
+                else "computed",
+            },
+            (stats, aliases),
+        )
 
 
 def measure(path: Path, shape: list[Any], spec: BenchmarkSpec, *, dynamic: bool) -> list[dict[str, Any]]:

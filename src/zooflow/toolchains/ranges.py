@@ -267,7 +267,9 @@ def clipping(stats: Statistics, low: np.ndarray, high: np.ndarray) -> tuple[np.n
     """
     rows = len(stats.names)
     if stats.counts is None:  # max-mode statistics: [min, max] clips nothing by construction
-        if np.any(low > stats.lo) or np.any(high < stats.hi):
+        # a quantiser's range is [min, max] moved by up to half a step so that zero is exact: not clipping
+        step = np.where(np.isfinite(high - low), (high - low) / (LEVELS - 1), 0.0)
+        if np.any(low > stats.lo + step) or np.any(high < stats.hi - step):
             raise ValueError("clipping inside [min, max] needs statistics collected with histograms=True")
         return np.zeros(rows), np.zeros(rows)
     width = np.where(stats.width > 0, stats.width, 1.0)

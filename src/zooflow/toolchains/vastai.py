@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -279,6 +280,7 @@ class VastaiToolchain:
 
     name = "vastai"
     concurrent_runs = False  # one card: vamp runs queue behind each other (compiles still run together)
+    stage_versions = MappingProxyType({"compile": COMPILE_VERSION, "benchmark": BENCH_VERSION})
 
     def __init__(self, options: ToolchainOptions) -> None:
         self.options = options
