@@ -267,3 +267,30 @@ def test_compile_and_bench_commands(tmp_path: Path, checkpoint_file: Path, demo_
         "compile", "--onnx", str(onnx_file), "--quant", "fp16", "--toolchain", "vastai", "--store", store
     )
     assert code == 2 and "not available here" in err and "--toolchain onnxruntime" in err
+
+
+def test_the_sweep_table_marks_a_preset_whose_ranges_clip_or_kernels_saturate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As in sweep.md: a warned preset's SQNR (or integer-vs-float gap) carries the warning's mark."""
+    from zooflow.cli.flows import _print_sweep
+
+    def row(preset: str, **warned: str) -> dict[str, object]:
+        numbers = dict.fromkeys(("top1", "top5", "drop_top1", "agreement", "throughput_fixed", "throughput"), 1.0)
+        return {
+            "preset": preset,
+            **numbers,
+            "sqnr_db": 22.5,
+            "int8_gap_db": 0.5,
+            "fixed_vs_fp32": 1.1,
+            "latency_p99_ms": 3.0,
+            "bench_setting": "batch 8, 1 thread(s)",
+            "passed": True,
+            **warned,
+        }
+
+    rows = [row("int8-mse"), row("int8-kl_divergence", range_warning="clips"), row("int8-max", int8_gap_warning="x")]
+    _print_sweep({"table": rows, "artifacts": {"sweep": {"name": "m/onnxruntime/sweep-1"}}})
+    lines = {line.split()[1]: line for line in capsys.readouterr().err.splitlines() if "int8-" in line}
+    assert "(ranges clip)" in lines["int8-kl_divergence"] and "(saturates)" in lines["int8-max"]
+    assert "(" not in lines["int8-mse"].replace("thread(s)", "")

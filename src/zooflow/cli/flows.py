@@ -348,6 +348,9 @@ def _print_sweep(result: dict[str, Any]) -> None:
             else (v if isinstance(v, str) else "")
             for k, v in row.items()
         }
+        # the same marks as sweep.md: a warned preset's number is not one to trust as it stands
+        cells["sqnr_db"] += " (ranges clip)" if row.get("range_warning") else ""
+        cells["int8_gap_db"] += " (saturates)" if row.get("int8_gap_warning") else ""
         table.add_row(
             row["preset"],
             *(
