@@ -211,3 +211,35 @@ def test_the_range_warning_fires_on_either_floor_and_says_which() -> None:
     assert "raise --percentile" in shown
     rounding = range_warning("max", bad, mild)
     assert rounding is not None and "no range clips much" in rounding and "/conv" not in rounding
+
+
+@pytest.mark.parametrize(
+    ("scale", "zero_point", "dtype"), [(0.05, 128, "uint8"), (1 / 255, 0, "uint8"), (0.2, -3, "int8")]
+)
+def test_used_ranges_are_what_ort_saturates_to(tmp_path: Any, scale: float, zero_point: int, dtype: str) -> None:
+    """The range read from a QuantizeLinear node is where ONNX Runtime's Q -> DQ saturates: far values come
+    back exactly at its ends (the reference is ORT itself, not our formula)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from zooflow.toolchains.rangecheck import used_ranges
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"]),
+        ],
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [
+            numpy_helper.from_array(np.array(scale, np.float32), "s"),
+            numpy_helper.from_array(np.array(zero_point, getattr(np, dtype)), "zp"),
+        ],
+    )
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    (y,) = ort.InferenceSession(str(path)).run(None, {"x": np.array([-1e9, 0.0, 1e9], np.float32)})
+    low, high = used_ranges(path)["x"]
+    assert y[1] == 0.0 and low == pytest.approx(float(y[0]), rel=1e-6) and high == pytest.approx(float(y[2]), rel=1e-6)
