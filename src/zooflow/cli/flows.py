@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -141,10 +143,7 @@ def _pipeline_values(o: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@app.command(
-    epilog="zooflow run --demo --json\n\nzooflow run --model shufflenet-v1-1x_16xb64_in1k --store /data/zooflow"
-)
-def run(
+def _pipeline_options(
     model: ModelOpt = registry.DEFAULT_MODEL,
     checkpoint: CheckpointOpt = None,
     sha256: Sha256Opt = None,
@@ -165,7 +164,6 @@ def run(
     allow_short: AllowShortOpt = False,
     shard_size: ShardSizeOpt = 1000,
     toolchain: ToolchainOpt = "onnxruntime",
-    quant: RunQuantOpt = None,
     keep_float: KeepFloatOpt = None,
     per_tensor: PerTensorOpt = False,
     int8_weights: Int8WeightsOpt = "auto",
@@ -188,79 +186,61 @@ def run(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
+    """The options `run` and `sweep` share, declared once: only its signature is used."""
+
+
+def _with_pipeline_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command(<its own options>, **options)`` every option of `_pipeline_options` after its own.
+
+    Typer reads a command's options from its ``__signature__``; one declaration for both commands
+    means a sweep can never lack an option a run has (a sweep once could not take --sha256).
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = inspect.signature(_pipeline_options, eval_str=True).parameters.values()
+    setattr(command, "__signature__", inspect.Signature([*own, *shared]))  # noqa: B010 (a function attribute)
+    return command
+
+
+@app.command(
+    epilog="zooflow run --demo --json\n\nzooflow run --model shufflenet-v1-1x_16xb64_in1k --store /data/zooflow"
+)
+@_with_pipeline_options
+def run(quant: RunQuantOpt = None, **options: Any) -> None:
     """Run the deploy_classifier flow: dataset, fetch, export, calibration, npz, compile, run, benchmark, evaluate, report."""
-    options = dict(locals())  # the parameters, before any other name is bound
-    with failing(as_json, "the run"):
+    with failing(options["as_json"], "the run"):
         config = build(
-            RunConfig, quant=quant_value(quant, per_tensor, toolchain, keep_float), **_pipeline_values(options)
+            RunConfig,
+            quant=quant_value(quant, options["per_tensor"], options["toolchain"], options["keep_float"]),
+            **_pipeline_values(options),
         )
-        result = _launch("deploy", config, runner, dask_address)
-    finish_flow(result, as_json, _print_stages)
+        result = _launch("deploy", config, options["runner"], options["dask_address"])
+    finish_flow(result, options["as_json"], _print_stages)
 
 
 @app.command(
     epilog="zooflow sweep --demo\n\nzooflow sweep --data /data/imagenet/val --labels val_label.txt "
     "--presets fp16,int8-max,int8-mse --toolchain vastai\n\nzooflow sweep --demo --presets int8-max,int8-mixed"
 )
+@_with_pipeline_options
 def sweep(
     presets: Annotated[
         str | None,
         typer.Option(help="comma-separated presets [default: fp32, fp16, int8-max/percentile/kl_divergence/mse]"),
     ] = None,
-    model: ModelOpt = registry.DEFAULT_MODEL,
-    checkpoint: CheckpointOpt = None,
-    sha256: Sha256Opt = None,
-    trust_checkpoint: TrustOpt = False,
-    demo: DemoOpt = False,
-    seed: SeedOpt = 0,
-    opset: OpsetOpt = 11,
-    logits: LogitsOpt = False,
-    dynamic_batch: DynamicBatchOpt = None,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    names: NamesOpt = None,
-    layout: LayoutOpt = "auto",
-    limit: LimitOpt = None,
-    skip_corrupt: SkipCorruptOpt = False,
-    rehash: RehashOpt = False,
-    per_class: PerClassOpt = 1,
-    allow_short: AllowShortOpt = False,
-    shard_size: ShardSizeOpt = 1000,
-    toolchain: ToolchainOpt = "onnxruntime",
-    keep_float: KeepFloatOpt = None,
-    per_tensor: PerTensorOpt = False,
-    int8_weights: Int8WeightsOpt = "auto",
-    vamc_generation: VamcOpt = "v2",
-    vamp_arg: VampArgOpt = None,
-    device: DeviceOpt = None,
-    pre_resize: PreResizeOpt = None,
-    bench_batch: BenchBatchOpt = "1,8",
-    bench_threads: BenchThreadsOpt = "1",
-    remeasure: RemeasureOpt = False,
-    gate: GateOpt = None,
-    no_gates: NoGatesOpt = False,
-    probe_images: ProbeImagesOpt = 16,
-    parity: ParityOpt = True,
-    sensitivity_images: SensitivityOpt = 100,
-    demo_classes: DemoClassesOpt = 1000,
-    demo_per_class: DemoPerClassOpt = 2,
-    runner: RunnerOpt = "threads",
-    dask_address: DaskAddressOpt = None,
-    store: StoreOpt = None,
-    as_json: JsonOpt = False,
+    **options: Any,
 ) -> None:
     """Run the quant_sweep flow: every preset on one model and dataset, one comparison table and Pareto plot."""
-    options = dict(locals())  # the parameters, before any other name is bound
-    with failing(as_json, "the sweep"):
+    keep_float = options["keep_float"]
+    with failing(options["as_json"], "the sweep"):
         config = build(
             SweepConfig,
             presets=tuple(p.strip() for p in presets.split(",") if p.strip()) if presets is not None else None,
-            per_channel=not per_tensor,
+            per_channel=not options["per_tensor"],
             **({"keep_float": keep_float_value(keep_float)} if keep_float is not None else {}),
             **_pipeline_values(options),
         )
-        result = _launch("sweep", config, runner, dask_address)
-    finish_flow(result, as_json, _print_sweep)
+        result = _launch("sweep", config, options["runner"], options["dask_address"])
+    finish_flow(result, options["as_json"], _print_sweep)
 
 
 @app.command(epilog="zooflow nightly --matrix deployments/regression-demo.yaml --night 2026-11-28")
