@@ -168,8 +168,8 @@ def stale_staging(store: Store) -> list[Action]:
     actions = []
     dead: set[str] = set()
     for entry in sorted(base.iterdir()):
-        if not entry.name.startswith("stage-") or not entry.is_dir():
-            continue
+        if not entry.name.startswith("stage-") or entry.is_symlink() or not entry.is_dir():
+            continue  # zooflow stages in real folders: a link here is not ours to follow
         parts = entry.name.split("-")
         owner = "-".join(parts[1:4]) if len(parts) >= 5 else ""
         alive = durable.owner_alive(store.owners_dir, owner) if owner else None
@@ -303,7 +303,7 @@ def _apply(store: Store, action: Action, sources: list[Store] | None, context: d
             if store.is_local:
                 target = Path(store.object_dir(action.target))
                 for path in target.rglob("*"):
-                    if path.is_file():
+                    if path.is_file() and not path.is_symlink():  # a planted link: never chmod its target
                         path.chmod(0o644)
                 shutil.rmtree(target)  # an object of the store's own, unreachable
             else:

@@ -194,3 +194,34 @@ def test_store_works_over_fsspec_memory_filesystem() -> None:
     assert store.verify(ref.digest) == []
     assert store.path(ref).read_bytes() == b"bytes"
     assert store.resolve("m/thing").version == 1
+
+
+def test_gc_never_follows_a_link_out_of_the_store(store: Store, tmp_path: Path) -> None:
+    """A link planted in the store (a `stage-*` entry to a user's folder; an unreferenced object's file
+    swapped for a link to a user's file with the same bytes) is never followed: what it points at keeps
+    its files and its permissions."""
+    from zooflow import storecheck
+
+    old = 1_000_000_000.0  # 2001: older than any grace period
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("keep")
+    (mine / "read-only.txt").write_bytes(b"unreferenced")  # the same bytes as the object's file
+    (mine / "read-only.txt").chmod(0o444)
+    store.staging_dir.mkdir(parents=True, exist_ok=True)
+    (store.staging_dir / "stage-old").symlink_to(mine, target_is_directory=True)
+    os.utime(mine, (old, old))
+    ref = _put(store, {"a.bin": b"unreferenced"}, name=None)  # type: ignore[arg-type]
+    obj = Path(store.object_dir(ref.digest))
+    (obj / "files" / "a.bin").chmod(0o644)
+    (obj / "files" / "a.bin").unlink()
+    (obj / "files" / "a.bin").symlink_to(mine / "read-only.txt")  # verifies: same name, same bytes
+    os.utime(obj, (old, old))
+
+    planned = storecheck.plan_gc(store)
+    assert not [a for a in planned if a.kind == "staging"]  # the link is not the store's staging folder
+    assert [a.target for a in planned if a.kind == "unreferenced"] == [ref.digest]
+    storecheck.apply_gc(store, planned)
+    assert not obj.exists()
+    assert (mine / "keep.txt").read_text() == "keep" and (mine / "read-only.txt").read_bytes() == b"unreferenced"
+    assert (mine / "read-only.txt").stat().st_mode & 0o777 == 0o444
