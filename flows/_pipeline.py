@@ -194,11 +194,10 @@ def run_warnings(prep: Prepared, results: Sequence[dict[str, Any]] = ()) -> list
         warnings.append("the checkpoint was loaded by full unpickling (--trust-checkpoint): it could run code")
     for result in results:  # int8 kernels that saturate, ranges that clip too much
         compiled = result.get("compiled")
-        for key in ("kernel_check", "range_check"):
-            said = ((compiled.meta.get(key) if compiled else None) or {}).get("warning")
-            if said:  # named once: a range warning already opens with the preset's name
-                label = result["preset"]
-                warnings.append(said if said.startswith(f"{label} ") else f"{label}: {said}")
+        label = result["preset"]
+        for said in toolchains.int8_warnings(compiled.meta if compiled else None).values():
+            # named once: a range warning already opens with the preset's name
+            warnings.append(said if said.startswith(f"{label} ") else f"{label}: {said}")
     return warnings
 
 

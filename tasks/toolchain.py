@@ -136,7 +136,7 @@ def compile_model(
             f"{check['sqnr_integer_db']} vs {check['sqnr_float_db']} SQNR (gap {check['gap_db']})"
             + (f": {check['warning']}" if check.get("warning") else "")
         )
-    ranges_warning = (ref.meta.get("range_check") or {}).get("warning")
+    ranges_warning = toolchains.int8_warnings(ref.meta).get("range_check")
     if ranges_warning:
         rows["int8 ranges"] = ranges_warning
     kept = ref.meta.get("float_layers")

@@ -21,7 +21,7 @@ from zooflow.evaluate import load_metrics
 from zooflow.gates import fmt
 from zooflow.report import _pyplot, html, pareto_plot, save_figure
 from zooflow.store import ArtifactRef, Store
-from zooflow.toolchains import setting_label
+from zooflow.toolchains import int8_warnings, setting_label
 
 
 class RegressionError(ZooflowError):
@@ -92,6 +92,7 @@ def sweep_rows(store: Store, entries: Sequence[dict[str, Any]]) -> list[dict[str
         bench, fixed = best_benchmark(results), fixed_benchmark(results)
         compiled: ArtifactRef | None = entry.get("compiled")
         check = (compiled.meta.get("kernel_check") if compiled else None) or {}
+        warned = int8_warnings(compiled.meta if compiled else None)
         rows.append(
             {
                 "preset": entry["preset"],
@@ -104,8 +105,8 @@ def sweep_rows(store: Store, entries: Sequence[dict[str, Any]]) -> list[dict[str
                 "float_layers": (entry.get("mixed") or {}).get("keep_float"),
                 "mixed_search": (entry.get("mixed") or {}).get("tried"),
                 "int8_gap_db": check.get("gap_db"),
-                "int8_gap_warning": check.get("warning"),
-                "range_warning": ((compiled.meta.get("range_check") if compiled else None) or {}).get("warning"),
+                "int8_gap_warning": warned.get("kernel_check"),
+                "range_warning": warned.get("range_check"),
                 "throughput_fixed": fixed["throughput"] if fixed else None,
                 "throughput_fixed_iqr": fixed.get("throughput_iqr") if fixed else None,
                 "throughput": bench["throughput"] if bench else None,

@@ -100,6 +100,15 @@ def setting_label(result: dict[str, Any]) -> str:
     return f"batch {result['batch']}" + (f", {result['threads']} thread(s)" if "threads" in result else "")
 
 
+INT8_CHECKS = ("kernel_check", "range_check")  # the int8 compile checks that can warn
+
+
+def int8_warnings(meta: Mapping[str, Any] | None) -> dict[str, str]:
+    """A compiled model's int8 warnings by check (kernels that saturate, ranges that clip); empty for none."""
+    found = {key: ((meta or {}).get(key) or {}).get("warning") for key in INT8_CHECKS}
+    return {key: said for key, said in found.items() if said}
+
+
 def quant_label(quant: QuantSpec) -> str:
     """The preset name, with ``-k<K>`` for int8-mixed with K layers in float, marked ``-per-tensor`` for
     int8 without per-channel weights."""

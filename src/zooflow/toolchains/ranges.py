@@ -262,8 +262,9 @@ def clipping(stats: Statistics, low: np.ndarray, high: np.ndarray) -> tuple[np.n
     """Per tensor, what [low, high] saturates: (share of its values outside, their squared clipping error over
     the tensor's energy sum x^2), at bin resolution (values at their bin's centre).
 
-    Every mode's thresholds lie on bin edges (or at the tensor's own min/max, clipping nothing),
-    so the bins beyond them are the values the quantiser saturates.
+    Every mode's thresholds lie on bin edges (or at the tensor's own min/max, clipping nothing); a
+    compiled file's range (moved so that zero is exact) is rounded to the nearest edge, so the bins
+    beyond it are the values the quantiser saturates.
     """
     rows = len(stats.names)
     if stats.counts is None:  # max-mode statistics: [min, max] clips nothing by construction
