@@ -2,20 +2,29 @@
 
 zooflow's own marker, ``.zooflow-out.json``, lists the command and every file zooflow wrote there.
 A folder that holds anything else and no valid marker is refused (a user's own folder may well
-hold an ``imagenet.txt`` or a ``calibration.json``: a file name proves nothing). Writing into a
-marked folder again removes exactly the files the marker lists (one by one, never a tree), keeps
+hold an ``imagenet.txt`` or a ``calibration.json``: a file name proves nothing), and so is a folder
+another command marked (``calib --out`` on a ``demo-data`` folder would replace the dataset) or one
+that is, holds or lies inside one of the command's inputs. Writing into a marked folder again
+removes exactly the files the marker lists (one by one, never a tree, never through a link), keeps
 whatever the user added, and refuses to overwrite a file the user put there. The marker is written
 before any file, so an interrupted copy still leaves every written file accounted for.
+
+Single files (``export --out model.onnx``) are replaced only if zooflow wrote them: a record of
+each such file (its path and SHA-256) is kept in the per-user cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from zooflow import durable
 from zooflow.errors import ConfigError
@@ -25,15 +34,46 @@ _MAGIC = "written by zooflow; lists the files zooflow may replace here"
 _SHOW = 5
 
 
+# An input of a command: what the user calls it (an option's name) and its path.
+Input = tuple[str, str | os.PathLike[str] | None]
+
+
 def _files_below(folder: Path) -> list[str]:
-    """Relative POSIX paths of every file (and link) below `folder`, the marker excepted."""
+    """Relative POSIX paths of every file and link (links to folders included, never followed) below
+    `folder`, the marker excepted."""
     found = []
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
+    for dirpath, dirs, files in os.walk(folder):
+        linked = [d for d in dirs if (Path(dirpath) / d).is_symlink()]
+        for name in [*files, *linked]:
             rel = (Path(dirpath) / name).relative_to(folder).as_posix()
             if rel != MARKER:
                 found.append(rel)
     return sorted(found)
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def check_overlap(out: Path, inputs: Sequence[Input], what: str = "--out") -> None:
+    """Refuse an output path that is, holds or lies inside one of the command's inputs, naming both."""
+    target = _real(out)
+    for label, given in inputs:
+        if given is None or "://" in str(given):
+            continue
+        source = _real(given)
+        if target == source:
+            how = "is"
+        elif target in source.parents:
+            how = "holds"
+        elif source in target.parents:
+            how = "lies inside"
+        else:
+            continue
+        raise ConfigError(
+            f"{what} {out} {how} {label} {given}: writing there could replace or delete an input; nothing was changed",
+            f"pass a {what} path that neither holds nor lies inside {label} or any other input of the command",
+        )
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
@@ -57,28 +97,50 @@ def _show(items: list[str]) -> str:
 
 
 def _inside(folder: Path, rel: str) -> Path:
+    """`folder / rel`, refused if a link on the way leads out of `folder` (zooflow writes and removes
+    only inside the folder it was given)."""
     path = (folder / rel).resolve()
     if not path.is_relative_to(folder.resolve()):
-        raise ConfigError(f"refusing to touch {rel!r}: it is outside {folder}", "this is a bug; please report it")
+        link = next(
+            (p for p in [folder / rel, *(folder / rel).parents] if p != folder and p.is_symlink()), folder / rel
+        )
+        raise ConfigError(
+            f"{link} is a link that leads out of the output folder {folder} (to {path.parent}); "
+            "zooflow never writes or deletes through a link there; nothing was changed",
+            f"remove the link {link} (or pass another --out folder)",
+        )
     return folder / rel
 
 
 class OutputFolder:
     """An --out folder: `claim()` before writing the planned files into it, `done()` after."""
 
-    def __init__(self, path: Path, command: str, planned: Iterable[str]) -> None:
+    def __init__(self, path: Path, command: str, planned: Iterable[str], inputs: Sequence[Input] = ()) -> None:
         self.path = path.expanduser()
         self.command = command
         self.planned = sorted(set(planned))
+        self.inputs = list(inputs)
 
     def check(self) -> set[str]:
         """Refuse (ConfigError) unless the folder may be written; returns the files zooflow wrote there before."""
         folder = self.path
+        if folder.is_symlink() and not folder.exists():
+            raise ConfigError(f"--out {folder} is a broken link", "pass a new or empty folder")
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"--out {folder} is a file, not a folder", "pass a new or empty folder")
+        check_overlap(folder, self.inputs)
         present = _files_below(folder) if folder.is_dir() else []
         marker = read_marker(folder) if folder.is_dir() else None
+        if marker is not None and marker.get("command") != self.command:
+            raise ConfigError(
+                f"output folder {folder} holds the output of `zooflow {marker.get('command')}` "
+                f"({len(marker['files'])} file(s) listed in its {MARKER}); `zooflow {self.command}` "
+                "would replace them; nothing was changed",
+                f"pass another --out folder for `zooflow {self.command}` (each command's output gets its own folder)",
+            )
         ours = set(marker["files"]) if marker else set()
+        for rel in sorted(ours | set(self.planned)):
+            _inside(folder, rel)  # a link planted in the folder: refused before anything changes
         theirs = [f for f in present if f not in ours]
         if theirs and marker is None:
             raise ConfigError(
@@ -148,18 +210,72 @@ class OutputFolder:
         _write_marker(self.path, self.command, self.planned, extra)
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write a single output file the user named (e.g. ``export --out model.onnx``) atomically."""
-    durable.write_atomic(path.expanduser(), data)
+def _written_record(path: Path) -> Path:
+    """Where the record of a single file zooflow wrote at `path` lives (per-user cache)."""
+    key = hashlib.sha256(str(_real(path)).encode("utf-8", "surrogateescape")).hexdigest()
+    return Path(platformdirs.user_cache_dir("zooflow")) / "written" / f"{key[:32]}.json"
 
 
-def place(out: Path, command: str, sources: dict[str, Path], *, move: bool = False, **extra: Any) -> list[str]:
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, command: str, inputs: Sequence[Input] = (), what: str = "--out") -> None:
+    """Refuse a single output file that is an input, or that exists and zooflow did not write (or that
+    changed since zooflow wrote it)."""
+    path = path.expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder", f"pass the path of the file `zooflow {command}` should write")
+    check_overlap(path, inputs, what)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink():
+        raise ConfigError(
+            f"{what} {path} is a link (to {os.path.realpath(path)}); zooflow never writes through one; nothing was changed",
+            f"pass {what} a new path, or remove the link {path}",
+        )
+    try:
+        record = json.loads(_written_record(path).read_text(encoding="utf-8"))
+        ours = record.get("sha256") == _sha256_file(path)
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise ConfigError(
+            f"{what} {path} already exists and zooflow did not write it (or it changed since); nothing was changed",
+            f"pass {what} a new path, or move {path} away yourself if you no longer need it",
+        )
+
+
+def write_file(path: Path, data: bytes, command: str, inputs: Sequence[Input] = (), what: str = "--out") -> None:
+    """Write a single output file the user named (e.g. ``export --out model.onnx``) atomically; an
+    existing file is replaced only if zooflow wrote it (`check_file`)."""
+    path = path.expanduser()
+    check_file(path, command, inputs, what)
+    durable.write_atomic(path, data)
+    record = {"path": str(_real(path)), "sha256": hashlib.sha256(data).hexdigest(), "command": command}
+    with contextlib.suppress(OSError):  # only the right to replace the file later is lost, never the file
+        durable.write_atomic(_written_record(path), json.dumps(record).encode())
+
+
+def place(
+    out: Path,
+    command: str,
+    sources: dict[str, Path],
+    *,
+    move: bool = False,
+    inputs: Sequence[Input] = (),
+    **extra: Any,
+) -> list[str]:
     """Put `sources` (relative name in `out` -> local file) into the folder `out`, with zooflow's marker.
 
     `move` renames the files in (falling back to a copy across file systems); the default copies.
-    Returns the relative names written.
+    `inputs` are the command's inputs, which `out` must not overlap. Returns the relative names written.
     """
-    folder = OutputFolder(out, command, sources)
+    folder = OutputFolder(out, command, sources, inputs)
     folder.claim()
     for rel, source in sorted(sources.items()):
         if move:

@@ -129,7 +129,7 @@ def out_clash(request: pytest.FixtureRequest) -> None:
     area="output folders",
     fault="`zooflow export --out DIR` where DIR is an existing folder",
     sees="exit 2: pass the path of the .onnx file",
-    kept="the folder and its files; the ONNX artifact in the store",
+    kept="the folder and its files (refused before anything is fetched or exported)",
 )
 def export_out_folder(request: pytest.FixtureRequest) -> None:
     tmp: Path = request.getfixturevalue("tmp_path")
@@ -148,3 +148,135 @@ def export_out_folder(request: pytest.FixtureRequest) -> None:
     )
     assert code == 2 and "is a folder" in err
     assert snapshot(folder) == before
+
+
+def _demo_root(tmp: Path) -> Path:
+    """A dataset root written by `zooflow demo-data` (so it carries demo-data's own marker)."""
+    root = tmp / "D"
+    code, _, err = cli("demo-data", "--out", str(root), "--classes", "4", "--per-class", "2")
+    assert code == 0, err
+    return root
+
+
+@case(
+    "calib-out-holds-its-data",
+    area="output folders",
+    fault="`zooflow calib --data D/val --labels D/val_label.txt --out D` where D came from `zooflow demo-data --out D`",
+    sees="exit 2 before any work: --out D holds --data D/val, naming both paths",
+    kept="every image, val_label.txt and imagenet.txt of D, byte for byte (they were all deleted before)",
+    fixed_in="issue 29 #1",
+)
+def calib_out_holds_data(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    root = _demo_root(tmp)
+    before = snapshot(root)
+    code, _, err = cli(
+        "calib",
+        *("--data", str(root / "val"), "--labels", str(root / "val_label.txt")),
+        *("--out", str(root), "--allow-short", "--store", str(tmp / "s")),
+    )
+    assert code == 2 and f"--out {root} holds --data {root / 'val'}" in err and "nothing was changed" in err, err
+    no_traceback(err)
+    assert snapshot(root) == before and len(before) >= 10
+    assert not (tmp / "s" / "refs").exists()  # refused before the dataset was even scanned
+
+
+@case(
+    "npz-out-is-an-input",
+    area="output folders",
+    fault="`zooflow npz --out D` on D's own images, and `--out D/val` (the --data folder itself)",
+    sees="exit 2 before any work, naming --out and the input it holds or is",
+    kept="the dataset, byte for byte",
+    fixed_in="issue 29 #1",
+)
+def npz_out_is_input(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    root = _demo_root(tmp)
+    before = snapshot(root)
+    for out, how in ((root, "holds"), (root / "val", "is")):
+        code, _, err = cli("npz", "--data", str(root / "val"), "--out", str(out), "--store", str(tmp / "s"))
+        assert code == 2 and f"--out {out} {how} --data {root / 'val'}" in err, err
+        no_traceback(err)
+    assert snapshot(root) == before
+
+
+@case(
+    "npz-out-is-another-commands-folder",
+    area="output folders",
+    fault="`zooflow npz --out C` where C is the calibration set `zooflow calib --out C` wrote",
+    sees="exit 2: C holds the output of `zooflow calib` (its marker names the command), which npz would replace",
+    kept="the calibration set, byte for byte (it was deleted before: a marker of another command counted as npz's)",
+    fixed_in="issue 29 #1",
+)
+def npz_out_calib_folder(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    data: Path = request.getfixturevalue("demo_small")
+    calib_dir = tmp / "C"
+    code, _, err = cli(
+        "calib", "--data", str(data / "val"), "--out", str(calib_dir), "--allow-short", "--store", str(tmp / "s")
+    )
+    assert code == 0, err
+    before = snapshot(calib_dir)
+    code, _, err = cli("npz", "--data", str(data / "val"), "--out", str(calib_dir), "--store", str(tmp / "s"))
+    assert code == 2 and "holds the output of `zooflow calib`" in err and "nothing was changed" in err, err
+    assert snapshot(calib_dir) == before
+
+
+@case(
+    "export-out-user-file",
+    area="output folders",
+    fault="`zooflow export --out notes.onnx` where notes.onnx is the user's own file; then `--out` the checkpoint itself",
+    sees="exit 2 before fetching: the file exists and zooflow did not write it / --out is --checkpoint; "
+    "an .onnx zooflow wrote there itself is replaced as before",
+    kept="the user's file and the checkpoint, byte for byte",
+    fixed_in="issue 29 #7",
+)
+def export_out_user_file(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    ckpt = tmp / "ck.pth"
+    ckpt.write_bytes(request.getfixturevalue("checkpoint_file").read_bytes())
+    mine = tmp / "notes.onnx"
+    mine.write_text("my notes\n")
+    store = ["--store", str(tmp / "s")]
+    code, _, err = cli("export", "--checkpoint", str(ckpt), "--out", str(mine), *store)
+    assert code == 2 and "already exists and zooflow did not write it" in err and mine.read_text() == "my notes\n"
+    code, _, err = cli("export", "--checkpoint", str(ckpt), "--out", str(ckpt), *store)
+    assert code == 2 and f"--out {ckpt} is --checkpoint" in err
+    assert ckpt.read_bytes() == request.getfixturevalue("checkpoint_file").read_bytes()
+    ours = tmp / "m.onnx"
+    for _ in range(2):  # zooflow's own output is replaced on the next export
+        code, _, err = cli("export", "--checkpoint", str(ckpt), "--out", str(ours), *store)
+        assert code == 0, err
+    ours.write_bytes(ours.read_bytes() + b"edited")  # ...until the user changes it
+    code, _, err = cli("export", "--checkpoint", str(ckpt), "--out", str(ours), *store)
+    assert code == 2 and ours.read_bytes().endswith(b"edited")
+
+
+@case(
+    "out-folder-link-to-user-folder",
+    area="output folders",
+    fault="in a folder `zooflow demo-data --out S --layout synset` wrote, the user replaced S/val/n01440764 with "
+    "a link to their own folder; then `demo-data --out S` again",
+    sees="exit 2 before any work: the link leads out of the output folder, named, with the fix (it said 'this is a bug')",
+    kept="the user's folder behind the link and every file of S",
+    fixed_in="issue 29 #4",
+)
+def out_link_planted(request: pytest.FixtureRequest) -> None:
+    import shutil
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    root = tmp / "S"
+    args = ["demo-data", "--out", str(root), "--classes", "3", "--per-class", "1", "--layout", "synset"]
+    assert cli(*args)[0] == 0
+    mine = tmp / "mine"
+    mine.mkdir()
+    first = sorted((root / "val").iterdir())[0]
+    for img in first.iterdir():
+        shutil.copyfile(img, mine / img.name)
+    shutil.rmtree(first)
+    first.symlink_to(mine, target_is_directory=True)
+    before, before_root = snapshot(mine), snapshot(root)
+    code, _, err = cli(*args)
+    assert code == 2 and f"{first} is a link that leads out of the output folder" in err, err
+    no_traceback(err)
+    assert snapshot(mine) == before and snapshot(root) == before_root

@@ -86,7 +86,15 @@ def _cell(text: str) -> str:
 def render() -> str:
     """docs/reliability.md, made from the registered cases."""
     all_cases = cases()
-    fixed = [c for c in all_cases if c.fixed_in]
+    by_issue: dict[str, int] = {}
+    for c in all_cases:
+        if c.fixed_in:
+            issue = c.fixed_in.split("#")[0].strip()
+            by_issue[issue] = by_issue.get(issue, 0) + 1
+    fixed = ", ".join(
+        f"{n} fixed by {issue}" for issue, n in sorted(by_issue.items(), key=lambda i: int(i[0].split()[-1]))
+    )
+    kept = len(all_cases) - sum(by_issue.values())
     lines = [
         "# Reliability: the fault catalogue",
         "",
@@ -96,8 +104,7 @@ def render() -> str:
         "from those tests (`uv run python -m tests.reliability.catalogue > docs/reliability.md`), and a",
         "test fails if it differs, so it cannot drift.",
         "",
-        f"**{len(all_cases)} cases**: {len(fixed)} fixed by issue 10, {len(all_cases) - len(fixed)} that already",
-        "behaved well and are kept that way.",
+        f"**{len(all_cases)} cases**: {fixed}, {kept} that already behaved well and are kept that way.",
         "",
         "| area | cases |",
         "|---|---|",

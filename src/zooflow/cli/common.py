@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -256,6 +257,19 @@ def data_values(
         "skip_corrupt": skip_corrupt,
         "rehash": rehash,
     }
+
+
+def inputs_of(
+    store: Store | None = None, **paths: str | os.PathLike[str] | None
+) -> list[tuple[str, str | os.PathLike[str] | None]]:
+    """A command's inputs for `zooflow.outdir` (option name -> path; the local store's folder), which
+    no --out may overlap: ``inputs_of(st, data=..., labels=...)`` names them ``--data``, ``--labels``."""
+    found: list[tuple[str, str | os.PathLike[str] | None]] = [
+        (f"--{name.replace('_', '-')}", path) for name, path in paths.items()
+    ]
+    if store is not None and store.is_local:
+        found.append(("the artifact store", store.root))
+    return found
 
 
 def ref_dict(ref: ArtifactRef) -> dict[str, Any]:

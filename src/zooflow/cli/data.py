@@ -33,6 +33,7 @@ from zooflow.cli.common import (
     data_values,
     err,
     failing,
+    inputs_of,
     ref_dict,
 )
 from zooflow.config import CalibrationOptions, DataSpec, DemoDataSpec, NpzOptions, build
@@ -119,7 +120,10 @@ def calib(
         spec = build(DataSpec, **data_values(data, labels, names, layout, None, skip_corrupt))
         options = build(CalibrationOptions, per_class=per_class, allow_short=allow_short)
         st = open_store(store)
+        inputs = inputs_of(st, data=data, labels=labels, names=names)
+        outdir.OutputFolder(out_dir, "calib", [], inputs).check()  # before any work, not after
         dataset = datasets.scan(spec, hash_cache=st.local_cache_dir / "file-hashes")
+        inputs += inputs_of(labels=dataset.labels_file)
         index = datasets.publish_index(dataset, st, source={"path": data})
         ref = calibration.build_calibration(
             dataset, st, options, seed=seed, skip_corrupt=skip_corrupt, inputs={"dataset": index}
@@ -127,7 +131,11 @@ def calib(
         folder = st.directory(ref)
         sources = {f.removeprefix("images/"): folder / f for f in ref.files if f.startswith("images/")}
         outdir.place(
-            out_dir, "calib", {**sources, "calibration.json": folder / "calibration.json"}, artifact=ref.digest
+            out_dir,
+            "calib",
+            {**sources, "calibration.json": folder / "calibration.json"},
+            inputs=inputs,
+            artifact=ref.digest,
         )
     err.print(f"calibration {ref.label()}: {ref.meta['count']} images -> {out_dir}", highlight=False)
     if as_json:
@@ -171,7 +179,14 @@ def npz(
             **({"workers": workers} if workers else {}),
         )
         st = open_store(store)
+        inputs = inputs_of(st, data=data, labels=labels, names=names)
+        outdir.OutputFolder(out_dir, "npz", [], inputs).check()  # before any work, not after
+        written = (datalist or out_dir / "datalist.txt").expanduser().resolve()
+        if not written.is_relative_to(out_dir.expanduser().resolve()):
+            for path in (written, npz_stage.sidecar_path(written)):
+                outdir.check_file(path, "npz", inputs, "--datalist")
         dataset = datasets.scan(spec, hash_cache=st.local_cache_dir / "file-hashes").limited(limit)
+        inputs += inputs_of(labels=dataset.labels_file)
         index = datasets.publish_index(dataset, st, source={"path": data})
         preprocess = models.preprocess_spec(registry.resolve(model)) if opts.format in npz_stage.CROPPED else None
         params = npz_stage.NpzParams.for_format(opts.format, preprocess, opts.pre_resize)
@@ -185,17 +200,16 @@ def npz(
             inputs={"dataset": index},
         )
         sources = {file: st.directory(shard) / file for _, _, _, shard, file in npz_stage.records(st, ref)}
-        written = (datalist or out_dir / "datalist.txt").expanduser().resolve()
         with tempfile.TemporaryDirectory(prefix="zooflow-datalist-") as tmp:
             lists = {written: npz_stage.write_datalist(st, ref, Path(tmp) / written.name, root=out_dir)}
             lists[npz_stage.sidecar_path(written)] = npz_stage.sidecar_path(lists[written])
             inside = {t: s for t, s in lists.items() if t.is_relative_to(out_dir.expanduser().resolve())}
             for target, source in inside.items():
                 sources[target.relative_to(out_dir.expanduser().resolve()).as_posix()] = source
-            outdir.place(out_dir, "npz", sources, artifact=ref.digest)
+            outdir.place(out_dir, "npz", sources, inputs=inputs, artifact=ref.digest)
             for target, source in lists.items():
-                if target not in inside:  # a datalist the user placed elsewhere: replaced whole
-                    outdir.write_file(target, source.read_bytes())
+                if target not in inside:  # a datalist the user placed elsewhere: replaced only if zooflow wrote it
+                    outdir.write_file(target, source.read_bytes(), "npz", inputs, "--datalist")
     err.print(f"npz {ref.label()}: {ref.meta['count']} files in {out_dir}, datalist {written}", highlight=False)
     if as_json:
         print(json.dumps({**ref_dict(ref), "count": ref.meta["count"], "out": str(out_dir), "datalist": str(written)}))

@@ -26,6 +26,7 @@ from zooflow.cli.common import (
     app,
     err,
     failing,
+    inputs_of,
     open_existing,
     out,
     ref_dict,
@@ -91,15 +92,15 @@ def export(
     with failing(as_json, "the export stage"):
         options = build(ExportOptions, opset=opset, logits=logits, dynamic_batch=dynamic_batch)
         config = build(ModelSource, model=model, checkpoint=checkpoint, checkpoint_sha256=sha256, store=store)
-        if out_file.expanduser().is_dir():
-            raise ConfigError(f"--out {out_file} is a folder", "pass the path of the .onnx file to write")
         st = open_store(config.store_url())
+        inputs = inputs_of(st, checkpoint=checkpoint if _is_path(checkpoint) else None)
+        outdir.check_file(out_file, "export", inputs)  # before fetching and exporting, not after
         ckpt = fetch_stage.fetch_checkpoint(
             config.checkpoint_source(), st, model=model, sha256=config.checkpoint_sha256, trust=trust_checkpoint
         )
         ref = export_stage.export_checkpoint(ckpt, st, model=model, options=options, trust=trust_checkpoint)
         try:
-            outdir.write_file(out_file, st.path(ref).read_bytes())
+            outdir.write_file(out_file, st.path(ref).read_bytes(), "export", inputs)
         except OSError as exc:
             if durable.is_disk_full(exc):
                 raise  # reported as a full disk, with the space left
@@ -112,6 +113,11 @@ def export(
     )
     if as_json:
         print(json.dumps({**ref_dict(ref), "out": str(out_file), "parity": parity}))
+
+
+def _is_path(given: str | None) -> bool:
+    """Whether an option that takes a path or a store reference names an existing path."""
+    return given is not None and Path(given).expanduser().exists()
 
 
 def _onnx_ref(st: Store, onnx: str, model: str) -> ArtifactRef:
@@ -200,9 +206,10 @@ def compile_cmd(
         tc = toolchains.require(
             toolchain, build(ToolchainOptions, vamc_generation=vamc_generation, int8_weights=int8_weights)
         )
-        if out_dir is not None:
-            outdir.OutputFolder(out_dir, "compile", []).check()  # before compiling, not after
         st = open_store(store)
+        inputs = inputs_of(st, **{k: v for k, v in {"onnx": onnx, "calibration": calibration}.items() if _is_path(v)})
+        if out_dir is not None:
+            outdir.OutputFolder(out_dir, "compile", [], inputs).check()  # before compiling, not after
         onnx_ref = _onnx_ref(st, onnx, model)
         calib_ref = _calibration_ref(st, calibration)
         if spec.dtype == "int8" and calib_ref is None:
@@ -212,7 +219,7 @@ def compile_cmd(
         ref = tc.compile(onnx_ref, calib_ref, spec, st)
         if out_dir is not None:
             folder = st.directory(ref)
-            outdir.place(out_dir, "compile", {f: folder / f for f in ref.files}, artifact=ref.digest)
+            outdir.place(out_dir, "compile", {f: folder / f for f in ref.files}, inputs=inputs, artifact=ref.digest)
     err.print(f"compiled {ref.label()}" + (f" -> {out_dir}" if out_dir else ""), highlight=False)
     if as_json:
         print(json.dumps({**ref_dict(ref), "meta": ref.meta}))

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from zooflow import outdir
-from zooflow.cli.common import JsonOpt, StoreOpt, app, err, failing, open_existing
+from zooflow.cli.common import JsonOpt, StoreOpt, app, err, failing, inputs_of, open_existing
 from zooflow.errors import ConfigError
 
 
@@ -141,7 +141,9 @@ def report(
             )
         if out is not None:
             out = out.expanduser()
-            outdir.place(out, "report", {f: st.path(ref, f) for f in ref.files}, artifact=ref.digest)
+            outdir.place(
+                out, "report", {f: st.path(ref, f) for f in ref.files}, inputs=inputs_of(st), artifact=ref.digest
+            )
     if not as_json:
         print(st.path(ref, "report.md").read_text(encoding="utf-8"))
     err.print(f"HTML report: {out / 'report.html' if out else st.path(ref, 'report.html')}", highlight=False)

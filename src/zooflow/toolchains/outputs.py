@@ -162,7 +162,10 @@ def export_vamp_layout(store: Store, outputs: ArtifactRef, folder: Path) -> int:
     from zooflow.outdir import OutputFolder
 
     index, _, rows = read(store, outputs)
-    target = OutputFolder(folder, "export-outputs", [f"output_{i:06d}.npz" for i in range(len(rows))])
+    planned = [f"output_{i:06d}.npz" for i in range(len(rows))]
+    target = OutputFolder(
+        folder, "export-outputs", planned, [("the artifact store", store.root)] if store.is_local else []
+    )
     target.claim()
     for position, row in enumerate(rows):
         with open(folder / f"output_{position:06d}.npz", "wb") as fh:
