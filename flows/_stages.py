@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from tasks._store import bind
+from zooflow import interrupts
 from zooflow.store import ArtifactRef
 
 
@@ -34,9 +35,18 @@ class Stages:
     """Calls stage tasks with results persisted under the store; records each task's state name."""
 
     def __init__(self, store_url: str) -> None:
+        from prefect.runtime import flow_run
+
         self.store_url = store_url
         self.refs: dict[str, ArtifactRef] = {}
         self.states: dict[str, str] = {}
+        self.flow_run_id = flow_run.id
+        if interrupts.guarded():  # a signal ends the process: it says which of these stages finished
+            interrupts.add_progress(self.progress)
+
+    def progress(self) -> dict[str, Any]:
+        """The stages that ended so far and how (for `zooflow.interrupts`)."""
+        return {"finished": dict(self.states), "flow_run_id": self.flow_run_id}
 
     def run(self, stage: str, task: Any, *, label: str | None = None, **params: Any) -> Any:
         """Run `task` for `stage`; a failed task re-raises its error (failing the flow run).

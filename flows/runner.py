@@ -9,12 +9,15 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from zooflow import interrupts
 from zooflow.config import ExecutionOptions
 from zooflow.errors import ConfigError, ZooflowError
 from zooflow.runconfig import NightlyConfig, RunConfig, SweepConfig
@@ -69,6 +72,9 @@ def _quiet_console() -> None:
 # same server (uvicorn on prefect.server.api.server:create_app, UI off), started through a
 # one-line launcher that asks Linux to send it SIGTERM when its parent dies (prctl
 # PR_SET_PDEATHSIG, which survives the exec) and exits at once if the parent is already gone.
+# It runs in its own session, so a terminal's Ctrl-C (sent to the whole foreground process group)
+# reaches only `zooflow run`, which then ends itself and the server (`zooflow.interrupts`); before,
+# the server died first and the run hung for minutes in retries against it.
 _LAUNCHER = (
     "import ctypes, os, signal, sys\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
@@ -90,6 +96,9 @@ def temporary_api() -> Iterator[None]:
 
     server = _tied_server()
     server.start()
+    stopping = threading.Event()
+    watchdog = threading.Thread(target=_watch_server, args=(server, stopping), name="zooflow-api-watch", daemon=True)
+    watchdog.start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             try:
@@ -97,7 +106,49 @@ def temporary_api() -> Iterator[None]:
             finally:
                 APILogWorker.drain_all(timeout=5)  # the run's last log lines reach the server before it stops
     finally:
+        stopping.set()
         server.stop()
+
+
+API_WATCH_SECONDS = 1.0  # how often the temporary API's process is checked while a run needs it
+
+
+def _watch_server(server: Any, stopping: threading.Event) -> None:
+    """End the run (`zooflow.interrupts.abort`) if the temporary API server dies under it: every Prefect
+    call would otherwise retry for minutes and end in a traceback."""
+    while not stopping.wait(API_WATCH_SECONDS):
+        process = getattr(server, "server_process", None)
+        code = process.poll() if process is not None else None
+        if code is None or stopping.is_set():
+            continue
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        problem = f"the run's temporary Prefect API server (pid {process.pid}, {server.api_url}) died ({how})"
+        if interrupts.guarded():
+            interrupts.abort("failed", problem, 1, tell_api=False, api_died=True)
+        logging.getLogger("zooflow").error("%s; the run cannot report its progress any more", problem)
+        return
+
+
+def _mark_cancelled_on_abort() -> None:
+    """If `zooflow.interrupts` ends the process, record in this run's API (the one in effect now: the
+    abort runs in a thread of its own, which does not see these settings) that its flow run ended."""
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+
+    def mark(reason: str) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.settings import temporary_settings
+        from prefect.states import Cancelled
+
+        run_id = interrupts.progress().get("flow_run_id")
+        if run_id is None or not api_url:
+            return
+        message = f"{reason}; re-running the same command resumes from the stages that finished"
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+
+    interrupts.add_on_abort(mark)
 
 
 def _tied_server() -> Any:
@@ -119,7 +170,8 @@ def _tied_server() -> Any:
                 "PREFECT__SERVER_FINAL": "1",
                 **get_current_settings().to_environment_variables(exclude_unset=True),
             }
-            return subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(os.getpid()), *args], env=env)
+            launcher = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *args]
+            return subprocess.Popen(launcher, env=env, start_new_session=True)
 
     with socket.socket() as probe:  # a free port from the OS (Prefect's own picks at random from 8000-8999)
         probe.bind(("127.0.0.1", 0))
@@ -142,6 +194,7 @@ def run_deploy(config: RunConfig, execution: ExecutionOptions | None = None) -> 
     from flows.deploy_classifier import deploy_classifier
 
     with temporary_api():
+        _mark_cancelled_on_abort()
         return _finish(_with_runner(deploy_classifier, execution)(config, return_state=True))
 
 
@@ -150,6 +203,7 @@ def run_sweep(config: SweepConfig, execution: ExecutionOptions | None = None) ->
     from flows.quant_sweep import quant_sweep
 
     with temporary_api():
+        _mark_cancelled_on_abort()
         return _finish(_with_runner(quant_sweep, execution)(config, return_state=True))
 
 
@@ -158,6 +212,7 @@ def run_nightly(config: NightlyConfig) -> dict[str, Any]:
     from flows.nightly_regression import nightly_regression
 
     with temporary_api():
+        _mark_cancelled_on_abort()
         return _finish(nightly_regression(config, return_state=True))
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal, NamedTuple
 import platformdirs
 from pydantic import BaseModel, ConfigDict
 
+from zooflow import interrupts
 from zooflow.config import DataSpec
 from zooflow.errors import DatasetError
 from zooflow.filehash import HashCache
@@ -354,7 +355,7 @@ def check_images(dataset: Dataset, *, workers: int = 1) -> ImageCheck:
     """Decode every image (in `workers` processes); report corrupt ones and non-RGB modes."""
     paths = [str(dataset.path(r)) for r in dataset.records]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=interrupts.ignore_sigint) as pool:
             results = list(pool.map(_decode_check, paths, chunksize=64))
     else:
         results = [_decode_check(p) for p in paths]

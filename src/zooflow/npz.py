@@ -48,7 +48,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from zooflow import datasets, provenance
+from zooflow import datasets, interrupts, provenance
 from zooflow.config import NpzFormat
 from zooflow.datasets import Dataset, Record
 from zooflow.errors import DatasetError, WorkerError
@@ -355,7 +355,8 @@ def build_npz(
         progress.update(task, advance=sum(s.count for s in specs if s.number in done))
         if pending and workers > 1:
             context = multiprocessing.get_context("spawn")  # no fork: callers may hold threads (Prefect) or torch
-            with ProcessPoolExecutor(min(workers, len(pending)), mp_context=context) as pool:
+            pool_size = min(workers, len(pending))
+            with ProcessPoolExecutor(pool_size, mp_context=context, initializer=interrupts.ignore_sigint) as pool:
                 futures: dict[Future[str], ShardSpec] = {}
                 for spec in pending:
                     rows = [

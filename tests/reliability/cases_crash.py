@@ -95,3 +95,142 @@ def dead_staging(request: pytest.FixtureRequest) -> None:
         assert [a.target for a in planned if a.kind == "staging"] == [str(dead)]
         storecheck.clean_staging(store)
         assert not dead.exists() and (mine / "live.bin").read_bytes() == b"live"
+
+
+HUNG_RUN = [
+    *("run", "--demo", "--demo-classes", "4", "--demo-per-class", "1", "--allow-short"),
+    *("--toolchain", "vastai", "--quant", "fp16", "--no-parity", "--probe-images", "0", "--json"),
+]
+
+
+def _start_hung_run(request: pytest.FixtureRequest, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[int]]:
+    """Start `zooflow run` on the vastai emulators with vamc hanging (VASTAI_EMULATOR_FAULT=hang); return
+    the process once vamc hangs, with the pids of its whole family then."""
+    import psutil
+
+    request.getfixturevalue("emulators")
+    exe = Path(sys.executable).with_name("zooflow")
+    env = {**env, "PATH": os.environ["PATH"], "VASTAI_EMULATOR_FAULT": "hang"}
+    proc = subprocess.Popen(
+        [str(exe), *HUNG_RUN],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None, f"the run ended before vamc started: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "vamc did not start in time"
+        family = psutil.Process(proc.pid).children(recursive=True)
+        if any("vamc" in " ".join(p.cmdline()) for p in family if p.is_running()):
+            return proc, [p.pid for p in family]
+        time.sleep(0.1)
+
+
+def _ended(proc: subprocess.Popen[str], family: list[int], limit: float) -> tuple[float, str, str]:
+    """Wait for the run to exit (at most `limit` seconds); (seconds it took, stdout, stderr); no process of
+    its family may be left."""
+    import psutil
+
+    start = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=limit)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    took = time.monotonic() - start
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid in family and p.status() != "zombie"]
+    assert not left, f"left running: {[p.cmdline()[:4] for p in left]}"
+    return took, out, err
+
+
+def _summary(out: str) -> dict[str, object]:
+    import json
+
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@case(
+    "ctrl-c-during-run",
+    area="crash",
+    fault="Ctrl-C (SIGINT to the whole process group, its temporary Prefect API included) while `zooflow run` "
+    "waits for a hung vamc",
+    sees="exit 130 within 10 s (it took 231 s, exit 1, six tracebacks): one line naming the signal and the "
+    "stages that finished, the fix (run it again), and the --json line with status interrupted; no traceback",
+    kept="every finished stage: the same command again reuses them (Cached); no process of the run is left",
+    fixed_in="issue 29 #2",
+    slow=True,
+)
+def ctrl_c_run(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    env = run_env(tmp, tmp / "store")
+    proc, family = _start_hung_run(request, env)
+    os.killpg(proc.pid, signal.SIGINT)
+    took, out, err = _ended(proc, family, 30)
+    assert proc.returncode == 130 and took < 10, (proc.returncode, took, err[-2000:])
+    assert "Traceback" not in err, err[-3000:]
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGINT" and summary["exit_code"] == 130
+    finished = summary["finished"]
+    assert isinstance(finished, dict) and {"checkpoint", "onnx", "npz"} <= set(finished)
+    assert "zooflow run interrupted: stopped by SIGINT" in err and "run the same command again" in err
+    proc, family = _start_hung_run(request, env)  # the same command again: what finished is reused
+    os.killpg(proc.pid, signal.SIGINT)
+    _, out, _ = _ended(proc, family, 30)
+    again = _summary(out)["finished"]
+    assert isinstance(again, dict) and all(again[s] == "Cached" for s in ("checkpoint", "onnx", "npz")), again
+
+
+@case(
+    "sigterm-during-run",
+    area="crash",
+    fault="SIGTERM to `zooflow run` alone (as systemd, docker stop or a CI timeout send it) while vamc hangs, "
+    "on a team's Prefect API",
+    sees="exit 143 within 10 s (Prefect's own SIGTERM handling waited for the hung task for ever), the same "
+    "line and --json status interrupted; the flow run reads Cancelled in the API, with the reason",
+    kept="every finished stage; vamc and every other child process are stopped",
+    fixed_in="issue 29 #2",
+    slow=True,
+)
+def sigterm_run(request: pytest.FixtureRequest) -> None:
+    from prefect.client.orchestration import get_client
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    proc, family = _start_hung_run(request, run_env(tmp, tmp / "store", request))
+    os.kill(proc.pid, signal.SIGTERM)
+    took, out, err = _ended(proc, family, 30)
+    assert proc.returncode == 143 and took < 10, (proc.returncode, took, err[-2000:])
+    assert "Traceback" not in err, err[-3000:]
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(str(summary["flow_run_id"])).state
+    assert state is not None and state.name == "Cancelled" and "SIGTERM" in (state.message or ""), state
+
+
+@case(
+    "temporary-api-dies-during-run",
+    area="crash",
+    fault="the run's temporary Prefect API server is killed (SIGKILL) while vamc hangs",
+    sees="within 30 s (it took about 2.5 min and six tracebacks): exit 1, a line saying the run's temporary "
+    "Prefect API server died (its pid, address and signal), the stages that finished, and the fix; --json "
+    "status failed with api_died",
+    kept="every finished stage; no process of the run is left",
+    fixed_in="issue 29 #2",
+    slow=True,
+)
+def api_dies(request: pytest.FixtureRequest) -> None:
+    import psutil
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    proc, family = _start_hung_run(request, run_env(tmp, tmp / "store"))
+    (api,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if "uvicorn" in " ".join(p.cmdline())]
+    api.kill()
+    took, out, err = _ended(proc, family, 60)
+    assert proc.returncode == 1 and took < 30, (proc.returncode, took, err[-2000:])
+    assert "Traceback" not in err, err[-3000:]
+    assert f"temporary Prefect API server (pid {api.pid}" in err and "SIGKILL" in err
+    summary = _summary(out)
+    assert summary["status"] == "failed" and summary["api_died"] is True

@@ -8,13 +8,15 @@
 - `zooflow.cli.artifacts`: artifacts list | show | lineage | verify | alias | gc
 
 Every command ends a `ZooflowError` (bad input, a damaged record, a full disk, a failing tool)
-with the problem, the fix and exit status 2, never a traceback.
+with the problem, the fix and exit status 2, never a traceback; SIGINT / SIGTERM end it within
+seconds with exit 130 / 143, saying what finished (`zooflow.interrupts`).
 """
 
 from __future__ import annotations
 
 import sys
 
+from zooflow import interrupts
 from zooflow.cli import artifacts, data, flows, model, results  # noqa: F401 - registers the commands
 from zooflow.cli.common import app, err
 
@@ -23,8 +25,13 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
     try:
-        app()
+        if command == "serve":  # a long-lived server: Prefect's own Ctrl-C handling stops its runs
+            app()
+            return
+        with interrupts.guard("--json" in sys.argv[1:], f"zooflow {command}".strip()):
+            app()
     except KeyboardInterrupt:
         err.print("interrupted; finished artifacts are kept and a rerun resumes from them")
         sys.exit(130)
