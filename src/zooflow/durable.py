@@ -100,14 +100,16 @@ class FileLock:
     one process (each has its own open file description).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
+        self.create = create  # False: only an existing file, opened read-only (a probe; works on a read-only store)
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> bool:
         """Take the lock; with ``blocking=False`` return False at once if someone holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT if self.create else os.O_RDONLY, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -171,8 +173,12 @@ def owner_alive(owners_dir: str | os.PathLike[str], ident: str) -> bool | None:
     path = Path(owners_dir) / f"{ident}.lock"
     if not path.exists():
         return False
-    probe = FileLock(path)
-    if probe.acquire(blocking=False):
+    probe = FileLock(path, create=False)
+    try:
+        taken = probe.acquire(blocking=False)
+    except FileNotFoundError:
+        return False  # released and removed meanwhile
+    if taken:
         probe.release()
         return False
     return True

@@ -14,13 +14,13 @@ import os
 import re
 import shutil
 import sys
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import platformdirs
 import tenacity
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -41,8 +41,13 @@ class FetchPolicy:
     attempts: int = 5
     backoff_initial: float = 1.0
     backoff_max: float = 16.0
-    timeout: float = 30.0
+    timeout: float = 30.0  # per read: a server that sends nothing for this long
     chunk_size: int = 1 << 16
+    attempt_deadline: float = 3600.0  # per attempt, whatever the server sends (a trickle never ends otherwise)
+    low_speed_bytes: int = 1024  # an attempt that receives fewer bytes than this ...
+    low_speed_seconds: float = 60.0  # ... within this many seconds is given up (curl's --speed-limit/--speed-time)
+    max_bytes: int = 8 << 30  # the largest checkpoint accepted (decoded); mmcls's largest are about 1.3 GB
+    max_ratio: float = 50.0  # a compressed body may decode to at most this many times its size (a gzip bomb)
 
 
 class _TransientError(Exception):
@@ -83,6 +88,24 @@ def file_name(source: str) -> str:
     return urllib.parse.unquote(urllib.parse.urlsplit(source).path).rsplit("/", 1)[-1]
 
 
+MAX_NAME = 120  # characters of a file name kept in the store (file systems allow 255 bytes per name)
+
+
+def stored_name(source: str, default: str = "checkpoint.pth") -> str:
+    """A file name for the checkpoint in the store: the source's own, unless it is no usable name
+    (``..`` from ``%2e%2e``, empty, a control character) or too long (then shortened, its suffix kept)."""
+    name = file_name(source)
+    if name in ("", ".", "..") or any(ord(c) < 32 or c in "/\\" for c in name):
+        return default
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
+        stem, dot, suffix = name.rpartition(".")
+        suffix = suffix[:16] if dot else ""
+        keep = MAX_NAME - len(suffix) - 1 - 17
+        short = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        name = f"{(stem or name).encode()[:keep].decode('utf-8', 'ignore')}-{short}" + (f".{suffix}" if suffix else "")
+    return name
+
+
 def expectations(source: str, sha256: str | None) -> list[tuple[str, str]]:
     """(where the claim comes from, expected hex digest or prefix) pairs the file must satisfy."""
     claims = []
@@ -108,13 +131,9 @@ def _check_digest(actual: str, claims: list[tuple[str, str]], source: str) -> No
 
 def _partial_path(store: Store, url: str) -> Path:
     """Where a download in progress lives; kept across runs so an interruption resumes."""
-    base = (
-        Path(store.root) / "tmp" / "downloads"
-        if store.is_local
-        else Path(platformdirs.user_cache_dir("zooflow")) / "downloads"
-    )
+    base = store.downloads_dir
     base.mkdir(parents=True, exist_ok=True)
-    name = file_name(url) or "download"
+    name = stored_name(url, "download")
     return base / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}.part"
 
 
@@ -152,14 +171,58 @@ def _restart(part: Path) -> None:
     _sidecar(part).unlink(missing_ok=True)
 
 
-def _download_once(client: httpx.Client, url: str, part: Path, progress: Progress | None, task: Any) -> None:
+def _encoding(response: httpx.Response) -> str | None:
+    """The body's content coding if the server applied one (we ask for identity), else None."""
+    coding = response.headers.get("Content-Encoding", "").strip().lower()
+    return coding if coding not in ("", "identity") else None
+
+
+class _Limits:
+    """What one attempt may take: a deadline, a floor on speed, and a cap on the (decoded) size."""
+
+    def __init__(self, policy: FetchPolicy, url: str) -> None:
+        self.policy, self.url = policy, url
+        self.start = time.monotonic()
+        self.window_start, self.window_bytes = self.start, 0
+
+    def check(self, got: int, decoded: int, cap: int, coding: str | None, part: Path) -> None:
+        now = time.monotonic()
+        if decoded > cap:
+            _restart(part)  # garbage, never resumed
+            how = f"{coding}-compressed body decodes" if coding else "body is"
+            raise FetchError(
+                f"download of {self.url} stopped: its {how} larger than {cap / 2**20:.0f} MiB "
+                f"(a checkpoint is at most {self.policy.max_bytes / 2**30:.0f} GiB, and a compressed one may "
+                f"grow at most {self.policy.max_ratio:g}x); nothing was kept",
+                "check the URL: the server sends something that is not a checkpoint (or a decompression bomb)",
+            )
+        self.window_bytes += got
+        if now - self.start > self.policy.attempt_deadline:
+            raise _TransientError(
+                f"the attempt took longer than its deadline of {self.policy.attempt_deadline:g} s (a trickling server)"
+            )
+        if now - self.window_start >= self.policy.low_speed_seconds:
+            if self.window_bytes < self.policy.low_speed_bytes:
+                raise _TransientError(
+                    f"only {self.window_bytes} bytes arrived in {now - self.window_start:.0f} s "
+                    f"(below {self.policy.low_speed_bytes} bytes per {self.policy.low_speed_seconds:g} s)"
+                )
+            self.window_start, self.window_bytes = now, 0
+
+
+def _download_once(
+    client: httpx.Client, url: str, part: Path, progress: Progress | None, task: Any, policy: FetchPolicy
+) -> None:
     have = part.stat().st_size if part.exists() else 0
     info = _validators(part) if have else {}
     validator = _if_range(info)
-    if have and (validator is None or info.get("url") != url):
+    if have and (validator is None or info.get("url") != url or info.get("encoding")):
         _restart(part)  # without a validator a resumed body could belong to another version of the file
-        have = 0
-    headers = {"Range": f"bytes={have}-", "If-Range": validator} if have and validator else {}
+        have = 0  # (and a decoded body cannot be resumed: Range counts the server's compressed bytes)
+    headers = {"Accept-Encoding": "identity"}  # the checkpoint's own bytes: its digest is over them
+    if have and validator:
+        headers |= {"Range": f"bytes={have}-", "If-Range": validator}
+    limits = _Limits(policy, url)
     with client.stream("GET", url, headers=headers) as response:
         status = response.status_code
         if status == 416:  # nothing left to send: complete if we hold the whole file
@@ -178,7 +241,8 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: Progres
             )
             raise FetchError(f"cannot download {url}: HTTP {status} {response.reason_phrase}", hint)
         etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
-        if status == 206:
+        coding = _encoding(response)
+        if status == 206 and not coding:
             start = response.headers.get("Content-Range", "").removeprefix("bytes ").split("-", 1)[0]
             if start.strip() != str(have):
                 _restart(part)
@@ -191,24 +255,31 @@ def _download_once(client: httpx.Client, url: str, part: Path, progress: Progres
             mode = "ab"
             total = _content_range_total(response.headers.get("Content-Range"))
         else:
+            if status == 206:
+                _restart(part)
+                raise _TransientError("the server compressed a resumed part; restarting the download")
             if have:
                 _restart(part)  # the file changed (If-Range did not match) or Range was ignored: start over
             have, mode = 0, "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            record = {"url": url, "etag": etag, "last_modified": modified, "total": total, "encoding": coding}
             with durable.disk_full_as_error(part, "the fetch stage"):
-                durable.write_atomic(
-                    _sidecar(part),
-                    json.dumps({"url": url, "etag": etag, "last_modified": modified, "total": total}).encode(),
-                )
+                durable.write_atomic(_sidecar(part), json.dumps(record).encode())
+        # a compressed body's Content-Length counts compressed bytes: the decoded size is capped instead
+        cap = policy.max_bytes if not coding or total is None else min(policy.max_bytes, int(total * policy.max_ratio))
         if progress is not None:
-            progress.update(task, total=total, completed=have)
+            progress.update(task, total=None if coding else total, completed=have)
+        decoded = have
         with durable.disk_full_as_error(part, "the fetch stage"), open(part, mode) as fh:
             for chunk in response.iter_bytes():
                 fh.write(chunk)
+                decoded += len(chunk)
+                limits.check(len(chunk), decoded, cap, coding, part)
                 if progress is not None:
                     progress.update(task, advance=len(chunk))
-        size = part.stat().st_size
+            raw = response.num_bytes_downloaded  # the bytes on the wire (compressed, if the server compressed)
+        size = raw if coding else part.stat().st_size
         if total is not None and size != total:
             raise _TransientError(f"connection closed after {size} of {total} bytes")
 
@@ -243,7 +314,7 @@ def download(url: str, part: Path, *, policy: FetchPolicy, show_progress: bool) 
             task = progress.add_task(part.name.split("-", 1)[-1].removesuffix(".part")) if progress else None
             for attempt in retrying:
                 with attempt:
-                    _download_once(client, url, part, progress, task)
+                    _download_once(client, url, part, progress, task, policy)
     except (_TransientError, httpx.TransportError) as exc:
         host = urllib.parse.urlsplit(url).netloc
         reason = str(exc) or type(exc).__name__
@@ -313,13 +384,14 @@ def fetch_checkpoint(
                 raise FetchError(
                     f"checkpoint file not found: {path}", "pass an existing .pth path, a file:// URL or an http(s) URL"
                 )
-            target = staged / path.name
-            shutil.copyfile(path, target)
+            target = staged / stored_name(str(path))
+            with durable.disk_full_as_error(target, "the fetch stage (copying the checkpoint into the store)"):
+                shutil.copyfile(path, target)
         else:
             part = _partial_path(store, source)
             server = download(source, part, policy=policy, show_progress=show_progress)
             meta["server"] = server
-            target = staged / (file_name(source) or "checkpoint.pth")
+            target = staged / stored_name(source)
             os.replace(part, target)
             _sidecar(part).unlink(missing_ok=True)
         actual = sha256_file(target)

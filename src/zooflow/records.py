@@ -19,8 +19,10 @@ from zooflow.filehash import sha256_file
 SCHEMA_VERSION = 1
 HEX_RE = re.compile(r"^(sha256:)?[0-9a-f]{6,64}$")
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
-ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+# Each segment and alias at most 100 characters: one file or folder name each in the store, with
+# room for its suffixes (.json, a temp file's .tmp-<32 hex>) under the 255 bytes file systems allow.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._\-]{0,99})*$")
+ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,200}$")
 VERSION_FILE_RE = re.compile(r"^(\d{6,})\.json$")
 
@@ -30,7 +32,8 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 400:
         raise StoreError(
             f"invalid artifact name {name!r}",
-            "use segments of letters, digits, '.', '_' and '-' separated by '/' (each starting with a letter or digit)",
+            "use segments of letters, digits, '.', '_' and '-' separated by '/' (each starting with a letter or "
+            "digit, at most 100 characters)",
         )
     return name
 

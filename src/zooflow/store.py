@@ -44,7 +44,7 @@ import platformdirs
 from fsspec.implementations.local import LocalFileSystem
 
 from zooflow import durable, provenance
-from zooflow.errors import ArtifactNotFoundError, DamagedRecordError, StoreError
+from zooflow.errors import ArtifactNotFoundError, DamagedRecordError, StoreError, ZooflowError
 from zooflow.filehash import sha256_file
 from zooflow.records import (
     ALIAS_RE,
@@ -73,6 +73,10 @@ _CHUNK = 1 << 20
 REPAIR_HINT = "`zooflow artifacts gc --apply` repairs or moves aside damaged records; then run again"
 
 
+# Where a store may live: local folders, and object stores whose writes are whole or absent.
+STORE_SCHEMES = ("file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -87,6 +91,13 @@ class Store:
     def __init__(self, url: str | os.PathLike[str], *, create: bool = True) -> None:
         url = os.fspath(url)
         self.url = url
+        scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
+        if scheme not in STORE_SCHEMES:
+            raise StoreError(
+                f"artifact store {url!r}: a {scheme}:// location cannot hold a zooflow store (it needs whole-object "
+                "writes that readers never see half-done)",
+                f"pass --store a local folder or one of {', '.join(f'{s}://' for s in STORE_SCHEMES if s != 'file')}",
+            )
         try:
             fs, root = fsspec.core.url_to_fs(url)
         except (ValueError, ImportError) as exc:
@@ -94,15 +105,35 @@ class Store:
                 f"cannot open artifact store {url!r}: {exc}",
                 "pass --store with a local path or an fsspec URL whose backend is installed (e.g. s3fs for s3://)",
             ) from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot reach artifact store {url!r}: {_reason(exc)}",
+                "check the address and that its server runs and lets you in, or pass another --store",
+            ) from None
         self.fs: fsspec.AbstractFileSystem = fs
         self.root: str = root.rstrip("/") or "/"
         self.is_local = isinstance(fs, LocalFileSystem)
         if self.is_local:
             self.url = str(Path(self.root))
-        if create:
-            self._check_writable()
-        elif not self.fs.exists(self.root):
-            raise StoreError(f"no artifact store at {self.url}", "run a stage first, or pass the right --store")
+            if Path(self.root).exists() and not Path(self.root).is_dir():
+                raise StoreError(
+                    f"artifact store {self.url} is a file, not a store folder",
+                    "pass --store a folder (a new one, or one zooflow made), or set ZOOFLOW_STORE to one",
+                )
+        try:
+            if create:
+                self._check_writable()
+            elif not self.fs.exists(self.root):
+                raise StoreError(f"no artifact store at {self.url}", "run a stage first, or pass the right --store")
+        except ZooflowError:
+            raise
+        except Exception as exc:  # object-store SDKs raise their own types (no credentials, DNS)
+            if self.is_local and not isinstance(exc, OSError):
+                raise
+            raise StoreError(
+                f"cannot reach artifact store {self.url}: {_reason(exc)}",
+                "check the address, the credentials and that its server runs, or pass another --store",
+            ) from None
 
     # ------------------------------------------------------------------ basics
     def _p(self, *parts: str) -> str:
@@ -122,6 +153,29 @@ class Store:
                 f"artifact store {self.url} is not writable ({reason}: {getattr(exc, 'filename', '') or self.url})",
                 f"pass --store PATH (or set ZOOFLOW_STORE) to a directory you can write, or fix the permissions of {self.url}",
             ) from None
+
+    def read_only(self) -> str | None:
+        """Why this (local) store cannot be written, or None: a read-only mount, or no write permission."""
+        if not self.is_local:
+            return None
+        try:
+            if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+                return "its file system is mounted read-only"
+        except OSError:
+            return None
+        if not os.access(self.root, os.W_OK):
+            return "you have no permission to write it"
+        return None
+
+    def require_writable(self, command: str) -> None:
+        """Refuse (StoreError) a command that must write this store when it is read-only."""
+        why = self.read_only()
+        if why is not None:
+            raise StoreError(
+                f"artifact store {self.url} is read-only ({why}); `{command}` needs to write it; nothing was changed",
+                f"pass --store a store you can write (or remount {self.url} read-write); read commands "
+                "(artifacts list, show, lineage, verify, eval, report of a stored report) work on it as it is",
+            )
 
     def _read_json(self, path: str) -> Any:
         with self.fs.open(path, "rb") as fh:
@@ -170,6 +224,13 @@ class Store:
     def owners_dir(self) -> Path:
         """Where live processes hold their owner locks (see `zooflow.durable.owner_id`)."""
         return self.staging_dir / "owners"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Where partial downloads wait to be resumed (``<id>-<name>.part``)."""
+        if self.is_local:
+            return Path(self.root) / "tmp" / "downloads"
+        return Path(platformdirs.user_cache_dir("zooflow")) / "downloads"
 
     @property
     def staging_dir(self) -> Path:
@@ -336,7 +397,8 @@ class Store:
         check_name(name)
         if not ALIAS_RE.match(alias) or alias == "latest" or alias.isdigit():
             raise StoreError(
-                f"invalid alias {alias!r}", "use letters, digits, '.', '_' and '-' (not 'latest' or a number)"
+                f"invalid alias {alias!r}",
+                "use up to 100 letters, digits, '.', '_' and '-' (not 'latest' or a number)",
             )
         if version not in {v.version for v in self.versions(name)}:
             raise ArtifactNotFoundError(
@@ -480,8 +542,8 @@ class Store:
             actual = sha256_file(path) if self.is_local else _sha256_remote(self.fs, path)
             if actual != entry.sha256:
                 problems.append(f"{entry.path}: sha256 {actual[:12]} != {entry.sha256[:12]} in manifest")
-        if not problems and stats is not None:
-            with contextlib.suppress(StoreError):  # a stamp only saves time
+        if not problems and stats is not None and self.read_only() is None:
+            with contextlib.suppress(StoreError, OSError):  # a stamp only saves time
                 self._write_json(self._p("cache", "verified", f"{digest}.json"), {"at": time.time(), "files": stats})
         return problems
 

@@ -140,7 +140,7 @@ def audit(store: Store, *, full: bool = False) -> Audit:
 class Action:
     """One thing gc would do (or did)."""
 
-    kind: str  # staging | leftover | unreferenced | repair | quarantine | rebuild
+    kind: str  # staging | owner | leftover | download | unreferenced | repair | quarantine | rebuild
     target: str
     detail: str = ""
     size: int = 0
@@ -238,9 +238,25 @@ def _age(store: Store, digest: str) -> float:
         return 0.0  # unknown: treated as young, so never collected
 
 
+def partial_downloads(store: Store) -> list[Action]:
+    """Partial downloads (``.part``, with their ``.part.json``) untouched for `GRACE_SECONDS`: a fetch that
+    is still running writes to its file every few seconds; an old one is left by a download given up."""
+    base = store.downloads_dir
+    if not base.is_dir():
+        return []
+    actions = []
+    for part in sorted(base.glob("*.part")):
+        if part.is_symlink() or not part.is_file() or time.time() - part.stat().st_mtime < GRACE_SECONDS:
+            continue
+        actions.append(
+            Action("download", str(part), "partial download given up (a new fetch starts over)", _size(part))
+        )
+    return actions
+
+
 def plan_gc(store: Store, *, full: bool = False, sources: list[Store] | None = None) -> list[Action]:
     """Everything gc would do, without doing it."""
-    actions = stale_staging(store)
+    actions = stale_staging(store) + partial_downloads(store)
     found = audit(store, full=full)
     for path in found.leftovers:
         if not store.is_local or time.time() - os.stat(path).st_mtime > 60:
@@ -293,12 +309,14 @@ def _quarantine(store: Store, path: str, stamp: str) -> None:
 
 def _apply(store: Store, action: Action, sources: list[Store] | None, context: dict[str, str]) -> None:
     try:
-        if action.kind in ("staging", "owner", "leftover"):
+        if action.kind in ("staging", "owner", "leftover", "download"):
             target = Path(action.target)
             if action.kind == "staging":
                 shutil.rmtree(target)  # the store's own staging folder of a dead process
             else:
                 target.unlink(missing_ok=True)
+            if action.kind == "download":
+                target.with_name(target.name + ".json").unlink(missing_ok=True)
         elif action.kind == "unreferenced":
             if store.is_local:
                 target = Path(store.object_dir(action.target))

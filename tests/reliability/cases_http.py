@@ -242,3 +242,115 @@ def http_unverified(request: pytest.FixtureRequest) -> None:
     assert json.loads(out)["verified"] is False
     shown = json.loads(cli("artifacts", "show", f"{MODEL}/checkpoint", "--store", str(tmp / "s"))[1])
     assert shown["meta"]["verified"] is False and "pass --sha256" in shown["meta"]["unverified"]
+
+
+@case(
+    "http-gzip-encoded-checkpoint",
+    area="http",
+    fault="a server sends a correct checkpoint gzip-compressed (Content-Encoding: gzip) although zooflow asked "
+    "for identity",
+    sees="nothing: the body is decoded and its SHA-256 matches --sha256; it never succeeded before ('closed "
+    "after 7685123 of 6940866 bytes': the compressed length was compared with the decoded one)",
+    kept="the checkpoint, byte for byte the published file",
+    fixed_in="issue 29 #5",
+)
+def http_gzip(request: pytest.FixtureRequest) -> None:
+    tmp, data, store = _setup(request)
+    with FileServer({"/m.pth": data}) as srv:
+        srv.behaviour.gzip = True
+        digest = hashlib.sha256(data).hexdigest()
+        code, out, err = cli(
+            "fetch", "--checkpoint", srv.url("/m.pth"), "--sha256", digest, "--store", str(tmp / "s"), "--json"
+        )
+        assert code == 0, err
+        assert srv.behaviour.accept_encoding == ["identity"]
+    ref = store.resolve(f"{MODEL}/checkpoint")
+    assert ref.digest == json.loads(out.splitlines()[-1])["digest"] and store.path(ref).read_bytes() == data
+
+
+@case(
+    "http-gzip-bomb",
+    area="http",
+    fault="a server sends a gzip bomb as the checkpoint: 1 MB on the wire that decodes to 1 GiB",
+    sees="exit 2 once the decoded body passes 50x its compressed size (about 50 MiB): the body decodes larger "
+    "than a checkpoint may, nothing kept (it decoded until the disk was full and left the .part file)",
+    kept="the disk: no .part file is left, nothing is published",
+    fixed_in="issue 29 #5",
+)
+def http_bomb(request: pytest.FixtureRequest) -> None:
+    from tests.support.http import gzip_bomb
+
+    tmp, _, store = _setup(request)
+    with FileServer({"/m.pth": gzip_bomb(1 << 30)}) as srv:
+        srv.behaviour.gzipped = True
+        code, _, err = cli("fetch", "--checkpoint", srv.url("/m.pth"), "--store", str(tmp / "s"))
+    assert code == 2 and "gzip-compressed body decodes larger than" in err and "nothing was kept" in err, err
+    no_traceback(err)
+    assert not list(store.downloads_dir.iterdir()) and not (tmp / "s" / "refs").exists()
+    assert sum(p.stat().st_size for p in (tmp / "s").rglob("*") if p.is_file()) < 1 << 20
+
+
+@case(
+    "http-trickle",
+    area="http",
+    fault="a server trickles the checkpoint a byte at a time (it kept `fetch` going past 400 s)",
+    sees="each attempt ends at its deadline (an hour by default; here 1.5 s), or when fewer than 1 KiB arrive "
+    "in a minute (here 1 s), then the fetch fails naming the reason and how many bytes are kept",
+    kept="the bytes received, as a .part the next fetch resumes; `artifacts gc` counts and removes it once "
+    "it is an hour old",
+    fixed_in="issue 29 #5",
+)
+def http_trickle(request: pytest.FixtureRequest) -> None:
+    import os
+    import time
+
+    from zooflow import storecheck
+
+    _, data, store = _setup(request)
+    deadline = FetchPolicy(attempts=2, backoff_initial=0.01, timeout=5, attempt_deadline=1.5, low_speed_seconds=60)
+    floor = FetchPolicy(attempts=1, backoff_initial=0.01, timeout=5, low_speed_seconds=1.0, low_speed_bytes=1024)
+    with FileServer({"/m.pth": data}) as srv:
+        srv.behaviour.trickle = 0.05
+        start = time.monotonic()
+        with pytest.raises(FetchError, match=r"deadline of 1\.5 s") as caught:
+            _fetch(store, srv.url("/m.pth"), deadline)
+        assert time.monotonic() - start < 10
+        assert "bytes are kept and the next run resumes" in caught.value.problem
+        with pytest.raises(FetchError, match=r"only \d+ bytes arrived in 1 s"):
+            _fetch(store, srv.url("/m.pth"), floor)
+    (part,) = store.downloads_dir.glob("*.part")
+    assert 0 < part.stat().st_size < len(data) and data.startswith(part.read_bytes())
+    assert storecheck.partial_downloads(store) == []  # young: a fetch may still be writing it
+    old = time.time() - 2 * storecheck.GRACE_SECONDS
+    os.utime(part, (old, old))
+    (action,) = storecheck.plan_gc(store)
+    assert action.kind == "download" and action.size == part.stat().st_size
+    storecheck.apply_gc(store, [action])
+    assert not list(store.downloads_dir.iterdir())
+
+
+@case(
+    "url-names-no-file",
+    area="http",
+    fault="checkpoint URLs whose last segment is `%2e%2e` (decodes to '..') or a 250-character file name ending "
+    "in OpenMMLab's digest suffix",
+    sees="both download and are stored (as checkpoint.pth, and under a name shortened to 120 characters, its "
+    "suffix kept); the digest suffix of the long name is still checked (an EBUSY and an ENAMETOOLONG traceback before)",
+    kept="no .part file is left",
+    fixed_in="issue 29 #7",
+)
+def url_odd_names(request: pytest.FixtureRequest) -> None:
+    tmp, data, store = _setup(request)
+    digest = hashlib.sha256(data).hexdigest()
+    long_name = "x" * 230 + f"-{digest[:8]}.pth"
+    with FileServer({"/a/%2e%2e": data, f"/{long_name}": data, "/bad-" + "y" * 230 + "-00000000.pth": data}) as srv:
+        for path, stored in (("/a/%2e%2e", "checkpoint.pth"), (f"/{long_name}", None)):
+            code, out, err = cli("fetch", "--checkpoint", srv.url(path), "--store", str(tmp / "s"), "--json")
+            assert code == 0, err
+            (name,) = json.loads(out.splitlines()[-1])["files"]
+            assert name == stored or (len(name) == 120 and name.endswith(".pth")), name
+        code, _, err = cli(
+            "fetch", "--checkpoint", srv.url("/bad-" + "y" * 230 + "-00000000.pth"), "--store", str(tmp / "s")
+        )
+        assert code == 2 and "checksum mismatch" in err and "-00000000" in err, err
+    assert not list(store.downloads_dir.glob("*.part"))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.catalogue import case
-from tests.reliability.helpers import MODEL, cli, no_traceback
+from tests.reliability.helpers import MODEL, cli, no_traceback, snapshot
 from zooflow.store import ArtifactRef, CacheRecord, Store
 
 
@@ -308,3 +310,113 @@ def nightly_rehash(request: pytest.FixtureRequest) -> None:
     assert run(store.url, False).digest == ref.digest and calls == ["x"]  # the stamp holds: reused
     assert run(store.url, True).digest == ref.digest and calls == ["x", "x"]  # re-hashed in full: recomputed
     assert store.verify(ref.digest, full=True) == []
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path) -> Iterator[Path]:
+    """`folder` bind-mounted read-only beside itself (a real read-only file system: root ignores permissions)."""
+    import subprocess
+
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    done = subprocess.run(["mount", "--bind", str(folder), str(view)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({done.stderr.decode().strip()[:100]}): the read-only case needs it")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True, capture_output=True)
+        yield view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], capture_output=True)
+
+
+@case(
+    "read-only-store",
+    area="corrupt store",
+    fault="the store is on a read-only mount (a team's mirror, a snapshot) and holds one damaged artifact",
+    sees="list, show, lineage, verify (which names the damage, exit 1, and repairs nothing) and eval work; "
+    "alias, gc --apply and calib exit 2 naming the store and why it is read-only, with the fix "
+    "(EROFS tracebacks before)",
+    kept="the store, byte for byte",
+    fixed_in="issue 29 #3",
+)
+def read_only_store(request: pytest.FixtureRequest) -> None:
+    import numpy as np
+
+    from tests.support.outputs import labelled_npz, stored_outputs
+
+    store, ckpt = _store_with_checkpoint(request)
+    npz = labelled_npz(store, ["a.JPEG", "b.JPEG"], [1, 2])
+    outputs = stored_outputs(store, npz, np.eye(4)[[1, 3]], name="m/onnxruntime/fp32")
+    damaged = _commit(store, {"w.bin": b"weights"}, name="m/thing")
+    path = store.path(damaged, "w.bin")
+    _writable(path).write_bytes(b"weightz")  # same size: only a re-hash sees it
+    tmp: Path = request.getfixturevalue("tmp_path")
+    before = snapshot(tmp / "s")
+    with _read_only(tmp / "s") as ro:
+        at = ["--store", str(ro)]
+        for args in (["artifacts", "list"], ["artifacts", "show", f"{MODEL}/checkpoint"], ["artifacts", "gc"]):
+            code, _, err = cli(*args, *at)
+            assert code == 0, (args, err)
+        code, _, err = cli("artifacts", "verify", "--full", *at)
+        assert code == 1 and f"damaged artifact {damaged.digest[:16]}: w.bin" in err, err
+        code, out, err = cli("eval", "--outputs", outputs.digest, *at)
+        assert code == 0 and "top1_rate: 50.000" in out, (out, err)
+        for args, command in (
+            (["artifacts", "alias", f"{MODEL}/checkpoint@1", "good"], "`zooflow artifacts alias`"),
+            (["artifacts", "gc", "--apply"], "`zooflow artifacts gc --apply`"),
+        ):
+            code, _, err = cli(*args, *at)
+            assert code == 2 and f"artifact store {ro} is read-only" in err and command in err, err
+            assert "mounted read-only" in err and "remount" in err
+        data: Path = request.getfixturevalue("demo_small")
+        code, _, err = cli("calib", "--data", str(data / "val"), "--out", str(tmp / "c"), "--allow-short", *at)
+        assert code == 2 and "is not writable" in err and "Read-only file system" in err, err
+        no_traceback(err)
+    assert snapshot(tmp / "s") == before
+    assert ckpt.digest in store.digests()
+
+
+@case(
+    "store-is-not-a-store",
+    area="bad input",
+    fault="`--store` names a file, an ftp:// URL, or an s3:// bucket without credentials",
+    sees="exit 2 naming each: a file, not a store folder / a ftp:// location cannot hold a store (its schemes "
+    "listed) / cannot reach the store (the SDK's reason); before, a file listed an empty table with exit 0 and "
+    "the others ended in tracebacks",
+    kept="the file, untouched",
+    fixed_in="issue 29 #7",
+)
+def store_not_a_store(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    afile = tmp / "notes.txt"
+    afile.write_text("mine\n")
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_CONFIG_FILE": str(tmp / "none")}
+    for store, says in (
+        (str(afile), f"artifact store {afile} is a file, not a store folder"),
+        ("ftp://127.0.0.1/x", "a ftp:// location cannot hold a zooflow store"),
+        ("s3://zooflow-no-such-bucket/x", "cannot reach artifact store s3://zooflow-no-such-bucket/x"),
+    ):
+        for args in (["artifacts", "list"], ["fetch", "--demo"]):
+            code, _, err = cli(*args, "--store", store, env=env)
+            assert code == 2 and says in err, (store, args, err)
+            no_traceback(err)
+    assert afile.read_text() == "mine\n"
+
+
+@case(
+    "names-too-long",
+    area="bad input",
+    fault="a 250-character alias (`artifacts alias NAME@1 aaaa...`) or artifact name in a reference",
+    sees="exit 2: invalid alias / invalid artifact name, saying at most 100 characters (an ENAMETOOLONG traceback before)",
+    kept="the store; no temp file of the alias record is left",
+    fixed_in="issue 29 #7",
+)
+def names_too_long(request: pytest.FixtureRequest) -> None:
+    store, _ = _store_with_checkpoint(request)
+    at = ["--store", str(store.root)]
+    code, _, err = cli("artifacts", "alias", f"{MODEL}/checkpoint@1", "a" * 250, *at)
+    assert code == 2 and "invalid alias" in err and "up to 100" in err, err
+    code, _, err = cli("artifacts", "show", "b" * 250 + "/onnx", *at)
+    assert code == 2 and "invalid artifact name" in err and "at most 100" in err, err
+    assert not list((Path(store.root) / "names").rglob("*.tmp-*"))
+    assert store.aliases(f"{MODEL}/checkpoint") == {}

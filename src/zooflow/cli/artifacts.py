@@ -150,6 +150,7 @@ def artifacts_alias(
     """Point an alias of a logical name at one of its versions."""
     with failing():
         st = open_existing(store)
+        st.require_writable("zooflow artifacts alias")
         found = st.resolve(ref)
         if found.name is None or found.version is None:
             raise ConfigError(f"{ref!r} is a bare digest", "name the artifact as name@VERSION to alias it")
@@ -176,6 +177,8 @@ def artifacts_gc(
     """
     with failing(as_json):
         st = open_existing(store)
+        if apply:
+            st.require_writable("zooflow artifacts gc --apply")
         others = [open_store(s, create=False) for s in sources or []]
         actions = storecheck.plan_gc(st, full=full, sources=others)
         if apply:
@@ -185,7 +188,7 @@ def artifacts_gc(
         return
     for action in actions:
         err.print(action.line(), highlight=False)
-    freed = sum(a.size for a in actions if a.kind in ("staging", "unreferenced") and (a.done or not apply))
+    freed = sum(a.size for a in actions if a.kind in ("staging", "download", "unreferenced") and (a.done or not apply))
     if not actions:
         err.print("nothing to do: the store is clean", highlight=False)
     elif apply:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.metadata
 import json
 import os
@@ -190,9 +191,23 @@ def failing(as_json: bool = False, doing: str = "zooflow") -> Iterator[None]:
     except ZooflowError as exc:
         fail(exc, as_json)
     except OSError as exc:
-        if not durable.is_disk_full(exc):
+        if durable.is_disk_full(exc):
+            fail(durable.disk_full_error(exc, exc.filename or ".", doing), as_json)
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP):
             raise
-        fail(durable.disk_full_error(exc, exc.filename or ".", doing), as_json)
+        where = f" {exc.filename}" if exc.filename else ""
+        fixes = {
+            errno.EROFS: "that file system is mounted read-only: pass paths (--out, --store) on a writable one",
+            errno.ENAMETOOLONG: "use a shorter name (most file systems allow 255 bytes per name)",
+            errno.ELOOP: "a link there points (through other links) back at itself: remove or fix it",
+        }
+        fail(
+            ConfigError(
+                f"{doing} cannot use{where}: {exc.strerror}; nothing after that was changed",
+                fixes.get(exc.errno or 0, "fix the permissions of that path, or pass another one"),
+            ),
+            as_json,
+        )
 
 
 def keep_float_value(text: str | None) -> int | str | None:
