@@ -30,7 +30,8 @@ from zooflow.filehash import HashCache
 from zooflow.preprocess import load_rgb
 from zooflow.store import ArtifactRef, Store
 
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp"})
+# What both decoders read: PIL (the model format) and OpenCV (vastai, dsp); a GIF is its first frame.
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 SYNSET_RE = re.compile(r"^n\d{8}$")
 LABEL_FILES = ("val_label.txt",)
 NAME_FILES = ("imagenet.txt", "label.txt", "imagenet_classes.txt")
@@ -165,18 +166,60 @@ def _find_beside(root: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _images_in(folder: Path) -> tuple[dict[str, os.stat_result], list[str]]:
-    """Image file name -> stat, and the other files (streamed: no DirEntry list is kept)."""
+def unrecordable(name: str) -> str | None:
+    """Why a file name cannot be recorded (index lines, datalists and the zoo's text format hold one name
+    per line, fields split by tabs and spaces), or None: a control character, or bytes that are not UTF-8."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character (a newline, a tab)"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
+
+
+def shown(name: str) -> str:
+    """A file name as it can be printed and told apart: quoted, a newline as \\n, bytes that are not
+    UTF-8 as \\xNN."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return repr(os.fsencode(name))[1:]
+    return repr(name)
+
+
+def _images_in(folder: Path, problems: list[str] | None = None) -> tuple[dict[str, os.stat_result], list[str]]:
+    """Image file name -> stat, and the other files (streamed: no DirEntry list is kept). An image whose
+    name cannot be recorded, or a link that leads nowhere or loops, is a problem named here."""
     images: dict[str, os.stat_result] = {}
     others: list[str] = []
+    bad_names: list[str] = []
+    bad_links: list[str] = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if not entry.is_file():
+            is_image = Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+            try:
+                is_file = entry.is_file()
+            except OSError as exc:  # a link that loops (ELOOP), or one we may not follow
+                bad_links.append(f"{shown(entry.name)} ({exc.strerror})")
                 continue
-            if Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-                images[entry.name] = entry.stat()
-            else:
+            if not is_file:
+                if entry.is_symlink() and is_image:
+                    bad_links.append(
+                        f"{shown(entry.name)} (leads to {shown(os.readlink(entry.path))}, which does not exist)"
+                    )
+                continue
+            if not is_image:
                 others.append(entry.name)
+                continue
+            why = unrecordable(entry.name)
+            if why is not None:
+                bad_names.append(f"{shown(entry.name)} {why}")
+                continue
+            images[entry.name] = entry.stat()
+    if problems is not None:
+        _listing(problems, f"image names in {folder} that cannot be recorded: rename them", bad_names)
+        _listing(problems, f"image links in {folder} that lead nowhere: fix or remove them", bad_links)
     return images, others
 
 
@@ -216,7 +259,7 @@ def read_lines(path: Path, what: str) -> list[str]:
 def _scan_flat(
     root: Path, labels_file: Path, num_classes: int, problems: list[str]
 ) -> tuple[list[Record], list[str], dict[str, os.stat_result]]:
-    stats, others = _images_in(root)
+    stats, others = _images_in(root, problems)
     labels: dict[str, int] = {}
     mentioned: set[str] = set()  # named by some line, even a bad one: reported under that line's problem
     malformed, missing, out_of_range, duplicates = [], [], [], []
@@ -254,8 +297,8 @@ def _scan_synset(
     with os.scandir(root) as entries:
         items = list(entries)
     synsets = sorted(e.name for e in items if e.is_dir() and SYNSET_RE.match(e.name))
-    stray_dirs = sorted(e.name + "/" for e in items if e.is_dir() and not SYNSET_RE.match(e.name))
-    stray_images = sorted(e.name for e in items if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+    stray_dirs = sorted(shown(e.name + "/") for e in items if e.is_dir() and not SYNSET_RE.match(e.name))
+    stray_images = sorted(shown(e.name) for e in items if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
     _listing(problems, f"folders in {root} that are not synsets (n########)", stray_dirs)
     _listing(problems, "images outside any synset folder (no class)", stray_images)
     if len(synsets) > num_classes:
@@ -264,7 +307,7 @@ def _scan_synset(
     others: list[str] = []
     stats: dict[str, os.stat_result] = {}
     for label, synset in enumerate(synsets):
-        images, extra = _images_in(root / synset)
+        images, extra = _images_in(root / synset, problems)
         others += [f"{synset}/{o}" for o in extra]
         for name, st in images.items():
             records.append(Record(name=f"{synset}/{name}", label=label, size=st.st_size))

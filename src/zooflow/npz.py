@@ -56,7 +56,8 @@ from zooflow.preprocess import Transform, load_rgb
 from zooflow.store import ArtifactRef, Store
 
 STAGE = "npz"
-STAGE_VERSION = "3"  # 2: shard keys hold each image's SHA-256; 3: vastai/dsp decode as cv2.imread
+STAGE_VERSION = "4"  # 2: shard keys hold each image's SHA-256; 3: vastai/dsp decode as cv2.imread;
+# 4: the model format scales a 16-bit grey image to 8 bits as cv2.imread does (it clipped it nearly white)
 LIBRARIES = ("pillow", "numpy", "opencv-python")
 KEY = "input_0"
 CROPPED = ("model", "dsp")  # formats that store the model-size uint8 crop and carry a `Transform`

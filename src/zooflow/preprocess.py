@@ -150,4 +150,18 @@ def load_rgb(path: str | Path | IO[bytes]) -> tuple[Image.Image, str]:
     with Image.open(path) as image:
         image.load()
         mode = image.mode
+        if mode in WIDE_GREY:
+            return to_rgb8(image), mode
         return (image if mode == "RGB" else image.convert("RGB")), mode
+
+
+# PIL's modes for 16-bit (and 32-bit integer) grey images: ``convert("RGB")`` clips their values at 255,
+# so a 16-bit PNG came out nearly white; OpenCV (the vastai and dsp formats) keeps the top 8 bits.
+WIDE_GREY = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image as 8-bit RGB the way ``cv2.imread`` makes it: each value shifted right by 8."""
+    values = np.asarray(image).astype(np.int64)
+    grey = np.clip(values >> 8, 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")

@@ -357,3 +357,93 @@ def eval_damaged_store(request: pytest.FixtureRequest) -> None:
     code, _, err = cli("eval", "--outputs", done.digest, "--store", str(tmp / "s"))
     assert code == 2 and f"stored outputs {out.digest[:12]} are damaged" in err and "outputs.npz: sha256" in err
     no_traceback(err)
+
+
+def _npz_arrays(tmp: Path, data: Path, fmt: str) -> dict[str, np.ndarray]:
+    """`zooflow npz --format FMT` of a dataset, read back through its datalist: name -> array."""
+    from zooflow import npz
+
+    out = tmp / f"npz-{fmt}"
+    code, _, err = cli("npz", "--data", str(data), "--format", fmt, "--out", str(out), "--store", str(tmp / "s"))
+    assert code == 0, err
+    return {Path(name).stem: array for name, _, array in npz.read(out / "datalist.txt")}
+
+
+@case(
+    "gif-tiff-16bit-png",
+    area="bad input",
+    fault="a dataset holding a 2-frame GIF, a TIFF and a 16-bit grey PNG (a gradient over 0..65535), each labelled",
+    sees="all three count as images; every format stores the GIF's first frame and the TIFF as their PNG "
+    "twins, and the 16-bit PNG as the 8-bit PNG of its top 8 bits (GIF/TIFF were 'missing though present'; "
+    "the model format clipped the 16-bit PNG nearly white while vastai/dsp scaled it)",
+    kept="the dataset",
+    fixed_in="issue 29 #7",
+)
+def gif_tiff_png16(request: pytest.FixtureRequest) -> None:
+    from PIL import Image
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    root = tmp / "val"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    first, second, tiff = (rng.integers(0, 256, (96, 120, 3), dtype=np.uint8) for _ in range(3))
+    frames = [Image.fromarray(a).quantize(64, dither=Image.Dither.NONE) for a in (first, second)]
+    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].convert("RGB").save(root / "anim_twin.png")  # the first frame as PIL decodes it
+    Image.fromarray(tiff).save(root / "scan.tiff")
+    Image.fromarray(tiff).save(root / "scan_twin.png")
+    wide = (np.arange(200 * 256, dtype=np.uint32).reshape(200, 256) * 65535 // (200 * 256 - 1)).astype(np.uint16)
+    Image.fromarray(wide).save(root / "deep.png")
+    assert Image.open(root / "deep.png").mode == "I;16"
+    Image.fromarray((wide >> 8).astype(np.uint8)).save(root / "deep_twin.png")  # cv2.imread's documented >> 8
+    names = sorted(p.name for p in root.iterdir())
+    (tmp / "val_label.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
+    code, out, err = cli("check-data", "--data", str(root), "--json")
+    assert code == 0 and json.loads(out.splitlines()[-1])["images"] == len(names), err
+    for fmt in ("model", "vastai", "dsp"):
+        arrays = _npz_arrays(tmp, root, fmt)
+        for stem in ("anim", "scan", "deep"):
+            assert np.array_equal(arrays[stem], arrays[f"{stem}_twin"]), (fmt, stem)
+    deep = _npz_arrays(tmp, root, "vastai")["deep"]
+    assert np.array_equal(deep, np.broadcast_to((wide >> 8).astype(np.uint8), (3, *wide.shape)))
+
+
+@case(
+    "image-names-unrecordable",
+    area="bad input",
+    fault="in a synset dataset: an image whose name holds a newline, one whose name is Latin-1 bytes (not UTF-8), "
+    "a link to itself and a link to nothing, each named .JPEG",
+    sees="check-data, npz and calib exit 2 before anything is stored, listing each by name (a newline shown as "
+    "\\n, a bad byte as \\xe9) with the fix; before, npz committed an artifact it could not read back, the "
+    "byte gave UnicodeEncodeError and the loop an ELOOP traceback",
+    kept="the dataset; nothing is committed (no npz, no calibration set)",
+    fixed_in="issue 29 #4",
+)
+def names_unrecordable(request: pytest.FixtureRequest) -> None:
+    import os
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    root = tmp / "D"
+    code, _, err = cli("demo-data", "--out", str(root), "--classes", "3", "--per-class", "2", "--layout", "synset")
+    assert code == 0, err
+    folder = sorted((root / "val").iterdir())[0]
+    image = sorted(folder.iterdir())[0]
+    shutil.copyfile(image, folder / "two\nlines.JPEG")
+    shutil.copyfile(image, os.fsdecode(bytes(folder) + b"/caf\xe9.JPEG"))
+    (folder / "loop.JPEG").symlink_to("loop.JPEG")
+    (folder / "gone.JPEG").symlink_to("nowhere.JPEG")
+    before = snapshot(root)
+    store = ["--store", str(tmp / "s")]
+    for args in (
+        ["check-data", "--data", str(root / "val")],
+        ["npz", "--data", str(root / "val"), "--out", str(tmp / "n"), *store],
+        ["calib", "--data", str(root / "val"), "--out", str(tmp / "c"), "--allow-short", *store],
+    ):
+        code, _, err = cli(*args)
+        assert code == 2, (args, err)
+        no_traceback(err)
+        for shown in ("'two\\nlines.JPEG'", "'caf\\xe9.JPEG' is not valid UTF-8", "'loop.JPEG' (Too many levels"):
+            assert shown in err, (shown, err)
+        assert "'gone.JPEG' (leads to 'nowhere.JPEG'" in err and "rename them" in err
+    assert snapshot(root) == before
+    assert not (tmp / "s" / "names").exists() and not (tmp / "n").exists() and not (tmp / "c").exists()
