@@ -96,6 +96,15 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
     toolchain = toolchains.require(config.toolchain, config.toolchain_options)  # a missing toolchain fails first
     device = {"toolchain": config.toolchain, "toolchain_options": config.toolchain_options}
     dataset = stages.run("dataset", scan_dataset, spec=config.data, demo_run=config.demo, seed=config.seed)
+    # right after the scan: a set too short for calibration (no --allow-short) fails before fetch and export
+    calibration = stages.run(
+        "calibration",
+        calibration_set,
+        dataset=dataset,
+        options=config.calibration,
+        seed=config.seed,
+        skip_corrupt=config.data.skip_corrupt,
+    )
     checkpoint = stages.run(
         "checkpoint",
         fetch_checkpoint,
@@ -112,14 +121,6 @@ def prepare(stages: Stages, config: PipelineConfig) -> Prepared:
         model=config.model,
         options=toolchain.export_options(config.export),
         trust_checkpoint=config.trust_checkpoint,
-    )
-    calibration = stages.run(
-        "calibration",
-        calibration_set,
-        dataset=dataset,
-        options=config.calibration,
-        seed=config.seed,
-        skip_corrupt=config.data.skip_corrupt,
     )
     shards, npz = _npz(stages, "npz", dataset, toolchain.input_params(onnx.meta["preprocess"]), config)
 

@@ -160,14 +160,32 @@ NpzFormat = Literal["model", "vastai", "dsp"]
 VAMP_OWN_FLAGS = ("-m", "--vdsp_params", "-i", "-p", "-b", "--datalist", "--path_output", "-d")
 
 
+# Sizes an image may be resized to on the host: at least the largest crop mmcls models take, at most
+# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, about 89 megapixels) and 16384 a side.
+MIN_SIDE, MAX_SIDE, MAX_PIXELS = 32, 16384, 89_478_485
+
+
 def _size(value: Any) -> Any:
-    """``HEIGHTxWIDTH`` text -> (height, width); anything else is left to the field's type."""
+    """``HEIGHTxWIDTH`` text -> (height, width), each side within what the decoders and resizers take."""
     if isinstance(value, str):
         parts = value.lower().split("x")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
             raise ValueError("use HEIGHTxWIDTH, e.g. 256x256")
-        return (int(parts[0]), int(parts[1]))
+        value = (int(parts[0]), int(parts[1]))
+    if isinstance(value, tuple | list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        height, width = value
+        if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+            raise ValueError(
+                f"{height}x{width} is outside what images are resized to here: each side {MIN_SIDE}..{MAX_SIDE} "
+                f"and at most {MAX_PIXELS:,} pixels (e.g. 256x256)"
+            )
     return value
+
+
+def max_threads() -> int:
+    """The most threads (or worker processes) an option may ask for: 4 per core, at least 8. More only
+    thrash (and each ONNX Runtime thread holds its own arena: 100000 threads grew a run to 17.5 GB)."""
+    return max(8, 4 * (os.cpu_count() or 1))
 
 
 class NpzOptions(Spec):
@@ -178,7 +196,7 @@ class NpzOptions(Spec):
         description="model: exact preprocessed crop; vastai: image2npz's full-size RGB; dsp: the card's DSP crop",
     )
     shard_size: int = Field(default=1000, ge=1, le=100_000, description="images per shard (one cached unit)")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256, description="worker processes")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="worker processes")
     pre_resize: tuple[int, int] | None = Field(
         default=None, description="vastai only: resize to (height, width), e.g. 256x256"
     )
@@ -187,6 +205,13 @@ class NpzOptions(Spec):
     @classmethod
     def _parse_size(cls, value: Any) -> Any:
         return _size(value)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_fit(cls, value: int) -> int:
+        if value > max_threads():
+            raise ValueError(f"{value} worker processes on {os.cpu_count()} cores: at most {max_threads()}")
+        return value
 
     @model_validator(mode="after")
     def _pre_resize_is_vastai(self) -> NpzOptions:
@@ -198,14 +223,17 @@ class NpzOptions(Spec):
 ToolchainName = Literal["onnxruntime", "vastai"]
 
 
+MAX_BATCH = 1024
+
+
 class BenchmarkSpec(Spec):
     """What a benchmark measures: batch sizes x thread counts, warm-up and repeated trials."""
 
     batch_sizes: tuple[int, ...] = Field(default=(1, 8), description="batch sizes to measure")
     threads: tuple[int, ...] = Field(default=(1,), description="intra-op threads (onnxruntime)")
-    warmup: int = Field(default=5, ge=0, description="untimed runs before measuring")
-    trials: int = Field(default=5, ge=1, description="timed trials (the spread is reported across them)")
-    iterations: int = Field(default=20, ge=1, description="runs per trial")
+    warmup: int = Field(default=5, ge=0, le=1000, description="untimed runs before measuring")
+    trials: int = Field(default=5, ge=1, le=100, description="timed trials (the spread is reported across them)")
+    iterations: int = Field(default=20, ge=1, le=10_000, description="runs per trial")
     fresh: bool = Field(
         default=False,
         description="measure again even if this host already measured this compiled model (nightly runs do)",
@@ -223,6 +251,23 @@ class BenchmarkSpec(Spec):
     def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or any(v < 1 for v in value):
             raise ValueError("give one or more positive integers, e.g. 1,8")
+        return value
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batches_fit(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if max(value) > MAX_BATCH:
+            raise ValueError(f"batch size {max(value)} is more than {MAX_BATCH}")
+        return value
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_fit(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if max(value) > max_threads():
+            raise ValueError(
+                f"{max(value)} threads on {os.cpu_count()} cores: at most {max_threads()} (4 per core); "
+                "more only thrash"
+            )
         return value
 
 
@@ -247,16 +292,20 @@ class ToolchainOptions(Spec):
     )
     run_batch: int = Field(default=32, ge=1, le=1024, description="onnxruntime: inference batch size")
     run_threads: int = Field(
-        default=0, ge=0, le=256, description="onnxruntime: intra-op threads for runs (0 = all cores)"
+        default=0, ge=0, le=1024, description="onnxruntime: intra-op threads for runs (0 = all cores)"
     )
     vamc_generation: Literal["v2", "v3"] = Field(
         default="v2", description="vastai: `vamc build` (v2) or `vamc compile` (v3)"
     )
-    vamc_timeout: float = Field(default=3600.0, gt=0, description="vastai: seconds before vamc is stopped")
-    vamp_timeout: float = Field(default=3600.0, gt=0, description="vastai: seconds before vamp is stopped")
-    vamp_instances: int = Field(default=8, ge=1, description="vastai: vamp -i (model instances per device)")
-    vamp_processes: int = Field(default=1, ge=1, description="vastai: vamp -p")
-    vamp_batch: int = Field(default=22, ge=1, description="vastai: vamp -b for output runs")
+    vamc_timeout: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="vastai: seconds before vamc is stopped"
+    )
+    vamp_timeout: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="vastai: seconds before vamp is stopped"
+    )
+    vamp_instances: int = Field(default=8, ge=1, le=256, description="vastai: vamp -i (model instances per device)")
+    vamp_processes: int = Field(default=1, ge=1, le=256, description="vastai: vamp -p")
+    vamp_batch: int = Field(default=22, ge=1, le=1024, description="vastai: vamp -b for output runs")
     device: int | None = Field(
         default=None, ge=0, description="vastai: vamp -d (default: not passed, as in the seed: vamp's own device)"
     )
@@ -297,6 +346,14 @@ class ShardOptions(Spec):
 
 GateMetric = Literal["top1", "top5", "agreement", "sqnr_db", "cosine"]
 GATE_METRICS: tuple[str, ...] = get_args(GateMetric)
+# what each metric can be: a threshold outside it is a typo (agreement:min=150 could never pass)
+GATE_RANGES: dict[str, tuple[float, float, str]] = {
+    "top1": (0.0, 100.0, "a percentage"),
+    "top5": (0.0, 100.0, "a percentage"),
+    "agreement": (0.0, 100.0, "a percentage"),
+    "cosine": (-1.0, 1.0, "a cosine similarity"),
+    "sqnr_db": (-100.0, 400.0, "a signal-to-noise ratio in dB (float32 arithmetic tops out near 150)"),
+}
 _VS_FP32 = ("top1", "top5")
 # a store reference: NAME[@VERSION|@ALIAS] (NAME as zooflow.store.check_name allows) or a digest (prefix)
 _REF_RE = re.compile(
@@ -352,6 +409,13 @@ class Gate(Spec):
 
     @model_validator(mode="after")
     def _limits_make_sense(self) -> Gate:
+        low, high, unit = GATE_RANGES[self.metric]
+        if self.min is not None and not low <= self.min <= high:
+            raise ValueError(f"{self.metric} is {unit}: min={self.min:g} is outside {low:g}..{high:g}")
+        drops = (self.max_drop_vs_reference, self.max_drop_vs_published, self.max_drop_vs_baseline)
+        span = high - low
+        if any(d is not None and d > span for d in drops):
+            raise ValueError(f"{self.metric} is {unit}: a drop of more than {span:g} can never happen")
         limits = (self.min, self.max_drop_vs_reference, self.max_drop_vs_published, self.max_drop_vs_baseline)
         if all(v is None for v in limits):
             raise ValueError(

@@ -212,7 +212,9 @@ def _nearest(path: Path) -> Path:
 
 def disk_full_error(exc: OSError, where: str | os.PathLike[str], what: str) -> DiskFullError:
     """The error for a full disk: which path, during what, how much space is left there."""
-    path = Path(getattr(exc, "filename", None) or where)
+    # a copy or rename names its source first and its destination second (shutil.copyfile's sendfile
+    # too): the destination is what filled up
+    path = Path(getattr(exc, "filename2", None) or getattr(exc, "filename", None) or where)
     probe = _nearest(path)
     try:
         usage = shutil.disk_usage(probe)

@@ -385,7 +385,7 @@ def fetch_checkpoint(
                     f"checkpoint file not found: {path}", "pass an existing .pth path, a file:// URL or an http(s) URL"
                 )
             target = staged / stored_name(str(path))
-            with durable.disk_full_as_error(target, "the fetch stage (copying the checkpoint into the store)"):
+            with durable.disk_full_as_error(target, "the fetch stage"):
                 shutil.copyfile(path, target)
         else:
             part = _partial_path(store, source)

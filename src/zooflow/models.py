@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,23 +112,90 @@ def _allowed_names() -> set[str]:
     return names | {"numpy.core.multiarray._reconstruct", "numpy.core.multiarray.scalar"}
 
 
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch's legacy (pre-1.6, non-zip) format
+
+
+def _legacy_globals(path: Path) -> list[str] | None:
+    """``module.name`` of every global that the pickles of a legacy (non-zip) torch file name, read with
+    pickletools (nothing in the file is run); None if the file is not in that format.
+
+    Why hand-written: torch's `get_unsafe_globals_in_checkpoint` reads zip files only, so a legacy file
+    that names a class could be neither listed nor opted into with --trust-checkpoint.
+    """
+    import pickletools
+
+    found: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            # the magic number, the protocol version, sys info, the object, its storage keys; raw data after
+            for number in range(5):
+                strings: list[str] = []
+                for op, arg, _ in pickletools.genops(fh):
+                    if number == 0 and op.name != "PROTO" and arg != _LEGACY_MAGIC and op.name != "STOP":
+                        return None
+                    if op.name == "GLOBAL" and isinstance(arg, str):
+                        found.append(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL":
+                        found.append(".".join(strings[-2:]) if len(strings) >= 2 else "(unknown global)")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+    except Exception:  # noqa: BLE001 - pickletools raises several types on bytes that are not a pickle
+        return None
+    return found
+
+
+def _torch_allowed_names() -> set[str]:
+    """What torch's weights-only unpickler accepts on its own (tensors, storages, OrderedDict, ...)."""
+    try:
+        from torch import _weights_only_unpickler
+
+        return set(_weights_only_unpickler._get_allowed_globals())
+    except Exception:  # noqa: BLE001 - a private helper: without it every global is reported (safe side)
+        return set()
+
+
 def _unsafe_globals(path: Path) -> list[str] | None:
     """Globals the file's pickle names beyond the allow-list; None if the file is not a torch checkpoint."""
     import torch
 
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 - truncated, not a zip, not a pickle: not a checkpoint
-        return None
+    except Exception:  # noqa: BLE001 - truncated, not a zip, not a pickle: perhaps the legacy format
+        legacy = _legacy_globals(path)
+        if legacy is None:
+            return None
+        found = list(dict.fromkeys(name for name in legacy if name not in _torch_allowed_names()))
     allowed = _allowed_names()
     return [name for name in found if name not in allowed]
 
 
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _not_readable(path: Path, exc: BaseException) -> CheckpointError:
+    said = " ".join(_ANSI_RE.sub("", str(exc)).split())  # torch's messages carry terminal bold and line breaks
     return CheckpointError(
-        f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc).strip()[:200]})",
+        f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: {said[:200]})",
         "fetch it again (the file may be truncated or not a checkpoint at all) or point --checkpoint at a .pth file",
     )
+
+
+def _finite(path: Path, state: dict[str, Any]) -> None:
+    """Refuse weights holding NaN or infinity: a damaged or diverged checkpoint, never the exporter's fault."""
+    import torch
+
+    bad = {
+        key: int((~torch.isfinite(value)).sum())
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    }
+    if bad:
+        shown = ", ".join(f"{key} ({count})" for key, count in list(bad.items())[:4])
+        raise CheckpointError(
+            f"{path.name} holds {sum(bad.values())} NaN or infinite weight value(s) in {len(bad)} tensor(s): "
+            f"{shown}{' ...' if len(bad) > 4 else ''}; the checkpoint is damaged or its training diverged",
+            "use another checkpoint (the published one, or an earlier epoch of your training)",
+        )
 
 
 def read_state_dict(path: Path, *, trust: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -175,6 +243,7 @@ def read_state_dict(path: Path, *, trust: bool = False) -> tuple[dict[str, Any],
         raise CheckpointError(
             f"{path.name} holds no tensors: it is not a model checkpoint", "pass an mmcls .pth checkpoint"
         )
+    _finite(path, state)
     if isinstance(ckpt.get("meta"), dict):
         meta["checkpoint_meta"] = {k: v for k, v in ckpt["meta"].items() if isinstance(v, (str, int, float, bool))}
     return state, meta

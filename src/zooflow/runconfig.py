@@ -124,6 +124,14 @@ class PipelineConfig(ModelSource):
     def _needs_data(self) -> PipelineConfig:
         if not self.demo and self.data.path is None:
             raise ValueError("data.path is required (an ImageNet val folder, --data); or use --demo for generated data")
+        demo = self.data.demo
+        short = demo.classes < self.data.num_classes or demo.per_class < self.calibration.per_class
+        if self.demo and self.data.path is None and not self.calibration.allow_short and short:
+            raise ValueError(
+                f"the demo's {demo.classes} class(es) x {demo.per_class} image(s) cannot give the calibration set "
+                f"{self.calibration.per_class} image(s) of each of the {self.data.num_classes} classes: pass "
+                "--allow-short (calibration.allow_short) to accept a short set, or generate every class"
+            )
         return self
 
     def check_quant(self, quant: QuantSpec) -> None:

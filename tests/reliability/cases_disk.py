@@ -52,9 +52,10 @@ def full_at_record(request: pytest.FixtureRequest) -> None:
     "disk-full-fetch",
     area="disk full",
     fault="`zooflow fetch --checkpoint x.pth` into a store on a nearly full disk",
-    sees="exit 2: disk full while the fetch stage wrote <path> (N free of M on the file system holding ...), and the fix",
+    sees="exit 2: disk full while the fetch stage wrote <its copy in the store> (N free of M on the file system "
+    "holding the store; it named the source file and its disk before), and the fix",
     kept="the artifacts stored before; no staging left behind",
-    fixed_in="issue 10 #12",
+    fixed_in="issue 10 #12, issue 29 #7",
 )
 def full_fetch(request: pytest.FixtureRequest) -> None:
     tmp: Path = request.getfixturevalue("tmp_path")
@@ -65,6 +66,7 @@ def full_fetch(request: pytest.FixtureRequest) -> None:
             "fetch", "--checkpoint", str(request.getfixturevalue("checkpoint_file")), "--store", store.url
         )
         assert code == 2 and "disk full while the fetch stage wrote" in err and "free of" in err and "fix:" in err
+        assert f"wrote {disk / 's' / 'tmp'}" in err, err  # the store's copy and its disk, not the source file's
         no_traceback(err)
         assert store.verify(before.digest, full=True) == []  # type: ignore[attr-defined]
         assert not [p for p in (disk / "s" / "tmp").glob("stage-*") if p.is_dir()]

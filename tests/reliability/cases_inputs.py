@@ -447,3 +447,71 @@ def names_unrecordable(request: pytest.FixtureRequest) -> None:
         assert "'gone.JPEG' (leads to 'nowhere.JPEG'" in err and "rename them" in err
     assert snapshot(root) == before
     assert not (tmp / "s" / "names").exists() and not (tmp / "n").exists() and not (tmp / "c").exists()
+
+
+@case(
+    "numbers-out-of-bounds",
+    area="bad input",
+    fault="`run --bench-threads 100000`, `bench --threads 1000`, `npz --workers 1000`, `npz --format vastai "
+    "--pre-resize 0x0 --skip-corrupt` and `100000x100000`, `--gate agreement:min=150`, "
+    "`--gate top1:max_drop_vs_reference=500`",
+    sees="exit 2 before any work, each naming the option, the bound and why (at most 4 threads per core; "
+    "each side 32..16384 and at most 89 megapixels; agreement is a percentage); before, the run grew to "
+    "17.5 GB, bench hung, 0x0 committed an empty npz with exit 0 and 100000x100000 asked for 30 GB",
+    kept="nothing is started: no store is created",
+    fixed_in="issue 29 #6",
+)
+def numbers_out_of_bounds(request: pytest.FixtureRequest) -> None:
+    import os
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    data: Path = request.getfixturevalue("demo_small")
+    store = ["--store", str(tmp / "s")]
+    npz = ["npz", "--data", str(data / "val"), "--out", str(tmp / "n"), *store]
+    most = max(8, 4 * (os.cpu_count() or 1))
+    for args, says in (
+        (
+            ["run", "--demo", "--bench-threads", "100000", *store],
+            f"100000 threads on {os.cpu_count()} cores: at most {most}",
+        ),
+        (["bench", "--compiled", "x", "--threads", "1000", *store], f"1000 threads on {os.cpu_count()} cores"),
+        ([*npz, "--workers", "1000"], f"1000 worker processes on {os.cpu_count()} cores: at most {most}"),
+        ([*npz, "--format", "vastai", "--pre-resize", "0x0", "--skip-corrupt"], "0x0 is outside"),
+        ([*npz, "--format", "vastai", "--pre-resize", "100000x100000"], "each side 32..16384 and at most 89,478,485"),
+        (
+            ["run", "--demo", "--gate", "agreement:min=150", *store],
+            "agreement is a percentage: min=150 is outside 0..100",
+        ),
+        (["run", "--demo", "--gate", "top1:max_drop_vs_reference=500", *store], "a drop of more than 100"),
+    ):
+        code, _, err = cli(*args)
+        assert code == 2 and says in err, (args, err)
+        no_traceback(err)
+    assert not (tmp / "s").exists() and not (tmp / "n").exists()
+
+
+@case(
+    "calibration-short-found-early",
+    area="bad input",
+    fault="`run --demo --demo-classes 4` without --allow-short; and `run --data` on a 12-class set without it",
+    sees="the demo: exit 2 before Prefect starts, naming --allow-short; the real set: the calibration check "
+    "runs right after the scan and fails the run before the checkpoint is fetched or exported (they ran first)",
+    kept="the dataset index; no checkpoint or ONNX was made for nothing",
+    fixed_in="issue 29 #7",
+    slow=True,
+)
+def calibration_short_early(request: pytest.FixtureRequest) -> None:
+    from tests.reliability.helpers import run_env, zooflow_process
+    from zooflow.store import Store
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    code, _, err = cli("run", "--demo", "--demo-classes", "4", "--store", str(tmp / "s"))
+    assert code == 2 and "--allow-short" in err and "demo's 4 class(es)" in err, err
+    assert not (tmp / "s").exists()
+    data: Path = request.getfixturevalue("demo_small")
+    args = ["run", "--data", str(data / "val"), "--checkpoint", str(request.getfixturevalue("checkpoint_file"))]
+    done = zooflow_process(*args, "--store", str(tmp / "s"), env=run_env(tmp, tmp / "s", request))
+    assert done.returncode == 2 and "988 of 1000 classes have fewer than 1 image(s)" in done.stderr, done.stderr[-2000:]
+    assert "--allow-short" in done.stderr
+    kinds = {Store(tmp / "s").manifest(d).kind for d in Store(tmp / "s").digests()}
+    assert "dataset-index" in kinds and not kinds & {"checkpoint", "onnx"}, kinds

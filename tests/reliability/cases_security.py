@@ -204,3 +204,67 @@ def tampered_record(request: pytest.FixtureRequest) -> None:
     code, _, err = cli("artifacts", "show", f"{MODEL}/checkpoint@1", "--store", str(tmp / "s"))
     assert code == 2 and "damaged" in err and "000002.json" in err
     no_traceback(err)
+
+
+@case(
+    "legacy-format-checkpoint",
+    area="security",
+    fault="a checkpoint in torch's legacy (pre-1.6, non-zip) format whose metadata holds an argparse.Namespace; "
+    "and the same file with a pickled os.mkdir payload",
+    sees="refused without opt-in naming argparse.Namespace (before: 'not a readable checkpoint', with terminal "
+    "escape codes from torch's message, even with --trust-checkpoint); with --trust-checkpoint it loads; the "
+    "payload file names posix.mkdir and never runs without the opt-in",
+    kept="without opt-in nothing is stored and nothing in the file runs",
+    fixed_in="issue 29 #7",
+)
+def legacy_checkpoint(request: pytest.FixtureRequest) -> None:
+    import torch
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    ckpt = torch.load(request.getfixturevalue("checkpoint_file"), weights_only=True)
+    ckpt["meta"] = {"args": argparse.Namespace(lr=0.1)}
+    path = tmp / "legacy.pth"
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    assert not path.read_bytes().startswith(b"PK")  # really the legacy format
+    code, _, err = cli("fetch", "--checkpoint", str(path), "--store", str(tmp / "s"))
+    assert code == 2 and "argparse.Namespace" in err and "--trust-checkpoint" in err and "\x1b" not in err, err
+    assert not (tmp / "s" / "names").exists()
+    code, _, err = cli("fetch", "--checkpoint", str(path), "--store", str(tmp / "s"), "--trust-checkpoint")
+    assert code == 0, err
+    marker = tmp / "payload-ran"
+    evil = tmp / "evil-legacy.pth"
+    ckpt = torch.load(request.getfixturevalue("checkpoint_file"), weights_only=True)
+    from tests.reliability.helpers import Evil
+
+    ckpt["meta"] = {"payload": Evil(marker)}
+    torch.save(ckpt, evil, _use_new_zipfile_serialization=False)
+    code, _, err = cli("fetch", "--checkpoint", str(evil), "--store", str(tmp / "s2"))
+    assert code == 2 and "posix.mkdir" in err and not marker.exists(), err
+
+
+@case(
+    "nan-weights",
+    area="bad input",
+    fault="`zooflow export` of a checkpoint with one NaN weight (and one with an infinity)",
+    sees="exit 2 at fetch: the file holds N NaN or infinite weight value(s), naming the tensor, a damaged or "
+    "diverged checkpoint (it was blamed on the exporter: 'try another --opset')",
+    kept="nothing is published: no checkpoint, no ONNX; the user's file is untouched",
+    fixed_in="issue 29 #7",
+)
+def nan_weights(request: pytest.FixtureRequest) -> None:
+    import torch
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    for value, name in ((float("nan"), "nan.pth"), (float("inf"), "inf.pth")):
+        ckpt = torch.load(request.getfixturevalue("checkpoint_file"), weights_only=True)
+        key = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and v.ndim == 4)
+        ckpt["state_dict"][key].view(-1)[3] = value
+        torch.save(ckpt, tmp / name)
+        before = (tmp / name).read_bytes()
+        code, _, err = cli(
+            "export", "--checkpoint", str(tmp / name), "--out", str(tmp / "m.onnx"), "--store", str(tmp / "s")
+        )
+        assert code == 2 and "1 NaN or infinite weight value(s) in 1 tensor(s)" in err and key in err, err
+        assert "opset" not in err and "diverged" in err
+        assert (tmp / name).read_bytes() == before and not (tmp / "m.onnx").exists()
+    assert not (tmp / "s" / "names").exists()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import MODEL
 
-__all__ = ["MODEL", "cli", "evil_checkpoint", "no_traceback", "snapshot", "tmpfs", "zooflow_process"]
+__all__ = ["MODEL", "Evil", "cli", "evil_checkpoint", "no_traceback", "snapshot", "tmpfs", "zooflow_process"]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
