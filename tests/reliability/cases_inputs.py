@@ -369,17 +369,33 @@ def _npz_arrays(tmp: Path, data: Path, fmt: str) -> dict[str, np.ndarray]:
     return {Path(name).stem: array for name, _, array in npz.read(out / "datalist.txt")}
 
 
+def _labelled(tmp: Path, root: Path) -> list[str]:
+    """Label every file of a flat folder (its own class each) in val_label.txt beside it."""
+    names = sorted(p.name for p in root.iterdir())
+    (tmp / "val_label.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
+    return names
+
+
+def _same_in_every_format(tmp: Path, root: Path, stems: tuple[str, ...]) -> None:
+    """check-data counts every file; each stem's array equals its ``_twin`` PNG's in every npz format."""
+    code, out, err = cli("check-data", "--data", str(root), "--json")
+    assert code == 0 and json.loads(out.splitlines()[-1])["images"] == len(list(root.iterdir())), err
+    for fmt in ("model", "vastai", "dsp"):
+        arrays = _npz_arrays(tmp, root, fmt)
+        for stem in stems:
+            assert np.array_equal(arrays[stem], arrays[f"{stem}_twin"]), (fmt, stem)
+
+
 @case(
-    "gif-tiff-16bit-png",
+    "gif-and-tiff-images",
     area="bad input",
-    fault="a dataset holding a 2-frame GIF, a TIFF and a 16-bit grey PNG (a gradient over 0..65535), each labelled",
-    sees="all three count as images; every format stores the GIF's first frame and the TIFF as their PNG "
-    "twins, and the 16-bit PNG as the 8-bit PNG of its top 8 bits (GIF/TIFF were 'missing though present'; "
-    "the model format clipped the 16-bit PNG nearly white while vastai/dsp scaled it)",
+    fault="a labelled dataset holding a 2-frame GIF and a TIFF beside their PNG twins",
+    sees="both count as images (they were 'missing though present'); every format (model, vastai, dsp) stores "
+    "the GIF's first frame and the TIFF exactly as their PNG twins",
     kept="the dataset",
     fixed_in="issue 29 #7",
 )
-def gif_tiff_png16(request: pytest.FixtureRequest) -> None:
+def gif_and_tiff(request: pytest.FixtureRequest) -> None:
     from PIL import Image
 
     tmp: Path = request.getfixturevalue("tmp_path")
@@ -392,18 +408,31 @@ def gif_tiff_png16(request: pytest.FixtureRequest) -> None:
     frames[0].convert("RGB").save(root / "anim_twin.png")  # the first frame as PIL decodes it
     Image.fromarray(tiff).save(root / "scan.tiff")
     Image.fromarray(tiff).save(root / "scan_twin.png")
+    _labelled(tmp, root)
+    _same_in_every_format(tmp, root, ("anim", "scan"))
+
+
+@case(
+    "png-16-bit",
+    area="bad input",
+    fault="a 16-bit grey PNG (a gradient over 0..65535) in a labelled dataset",
+    sees="every format stores it as the 8-bit PNG of its top 8 bits (cv2.imread's documented conversion); the "
+    "model format clipped it nearly white before while vastai and dsp scaled it",
+    kept="the dataset",
+    fixed_in="issue 29 #7",
+)
+def png_16_bit(request: pytest.FixtureRequest) -> None:
+    from PIL import Image
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    root = tmp / "val"
+    root.mkdir()
     wide = (np.arange(200 * 256, dtype=np.uint32).reshape(200, 256) * 65535 // (200 * 256 - 1)).astype(np.uint16)
     Image.fromarray(wide).save(root / "deep.png")
     assert Image.open(root / "deep.png").mode == "I;16"
-    Image.fromarray((wide >> 8).astype(np.uint8)).save(root / "deep_twin.png")  # cv2.imread's documented >> 8
-    names = sorted(p.name for p in root.iterdir())
-    (tmp / "val_label.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
-    code, out, err = cli("check-data", "--data", str(root), "--json")
-    assert code == 0 and json.loads(out.splitlines()[-1])["images"] == len(names), err
-    for fmt in ("model", "vastai", "dsp"):
-        arrays = _npz_arrays(tmp, root, fmt)
-        for stem in ("anim", "scan", "deep"):
-            assert np.array_equal(arrays[stem], arrays[f"{stem}_twin"]), (fmt, stem)
+    Image.fromarray((wide >> 8).astype(np.uint8)).save(root / "deep_twin.png")
+    _labelled(tmp, root)
+    _same_in_every_format(tmp, root, ("deep",))
     deep = _npz_arrays(tmp, root, "vastai")["deep"]
     assert np.array_equal(deep, np.broadcast_to((wide >> 8).astype(np.uint8), (3, *wide.shape)))
 
@@ -449,45 +478,96 @@ def names_unrecordable(request: pytest.FixtureRequest) -> None:
     assert not (tmp / "s" / "names").exists() and not (tmp / "n").exists() and not (tmp / "c").exists()
 
 
+def _refused_before_work(tmp: Path, cases: list[tuple[list[str], str]]) -> None:
+    """Each command exits 2 naming the bound, before any work: no store and no output folder appear."""
+    for args, says in cases:
+        code, _, err = cli(*args)
+        assert code == 2 and says in err, (args, err)
+        no_traceback(err)
+    assert not (tmp / "s").exists() and not (tmp / "n").exists()
+
+
 @case(
-    "numbers-out-of-bounds",
+    "threads-out-of-bounds",
     area="bad input",
-    fault="`run --bench-threads 100000`, `bench --threads 1000`, `npz --workers 1000`, `npz --format vastai "
-    "--pre-resize 0x0 --skip-corrupt` and `100000x100000`, `--gate agreement:min=150`, "
-    "`--gate top1:max_drop_vs_reference=500`",
-    sees="exit 2 before any work, each naming the option, the bound and why (at most 4 threads per core; "
-    "each side 32..16384 and at most 89 megapixels; agreement is a percentage); before, the run grew to "
-    "17.5 GB, bench hung, 0x0 committed an empty npz with exit 0 and 100000x100000 asked for 30 GB",
+    fault="`run --bench-threads 100000`, `bench --threads 1000`, `npz --workers 1000`",
+    sees="exit 2 before any work naming the option and the bound: at most 4 threads (or workers) per core, "
+    "at least 8 (before, the run grew to 17.5 GB RSS in 5 minutes and bench hung)",
     kept="nothing is started: no store is created",
     fixed_in="issue 29 #6",
 )
-def numbers_out_of_bounds(request: pytest.FixtureRequest) -> None:
+def threads_out_of_bounds(request: pytest.FixtureRequest) -> None:
     import os
 
     tmp: Path = request.getfixturevalue("tmp_path")
     data: Path = request.getfixturevalue("demo_small")
     store = ["--store", str(tmp / "s")]
+    most, cores = max(8, 4 * (os.cpu_count() or 1)), os.cpu_count()
     npz = ["npz", "--data", str(data / "val"), "--out", str(tmp / "n"), *store]
-    most = max(8, 4 * (os.cpu_count() or 1))
-    for args, says in (
-        (
-            ["run", "--demo", "--bench-threads", "100000", *store],
-            f"100000 threads on {os.cpu_count()} cores: at most {most}",
-        ),
-        (["bench", "--compiled", "x", "--threads", "1000", *store], f"1000 threads on {os.cpu_count()} cores"),
-        ([*npz, "--workers", "1000"], f"1000 worker processes on {os.cpu_count()} cores: at most {most}"),
-        ([*npz, "--format", "vastai", "--pre-resize", "0x0", "--skip-corrupt"], "0x0 is outside"),
-        ([*npz, "--format", "vastai", "--pre-resize", "100000x100000"], "each side 32..16384 and at most 89,478,485"),
-        (
-            ["run", "--demo", "--gate", "agreement:min=150", *store],
-            "agreement is a percentage: min=150 is outside 0..100",
-        ),
-        (["run", "--demo", "--gate", "top1:max_drop_vs_reference=500", *store], "a drop of more than 100"),
-    ):
-        code, _, err = cli(*args)
-        assert code == 2 and says in err, (args, err)
-        no_traceback(err)
-    assert not (tmp / "s").exists() and not (tmp / "n").exists()
+    _refused_before_work(
+        tmp,
+        [
+            (
+                ["run", "--demo", "--bench-threads", "100000", *store],
+                f"100000 threads on {cores} cores: at most {most}",
+            ),
+            (["bench", "--compiled", "x", "--threads", "1000", *store], f"1000 threads on {cores} cores"),
+            ([*npz, "--workers", "1000"], f"1000 worker processes on {cores} cores: at most {most}"),
+        ],
+    )
+
+
+@case(
+    "pre-resize-out-of-bounds",
+    area="bad input",
+    fault="`npz --format vastai --pre-resize 0x0 --skip-corrupt`, `--pre-resize 100000x100000`, and `run "
+    "--toolchain vastai --pre-resize 0x0`",
+    sees="exit 2 before any work: each side 32..16384 and at most 89,478,485 pixels (PIL's limit); before, 0x0 "
+    "committed an empty npz with exit 0 and 100000x100000 asked for 30 GB",
+    kept="nothing is started: no store is created",
+    fixed_in="issue 29 #7",
+)
+def pre_resize_out_of_bounds(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    data: Path = request.getfixturevalue("demo_small")
+    store = ["--store", str(tmp / "s")]
+    npz = ["npz", "--data", str(data / "val"), "--out", str(tmp / "n"), "--format", "vastai", *store]
+    _refused_before_work(
+        tmp,
+        [
+            ([*npz, "--pre-resize", "0x0", "--skip-corrupt"], "0x0 is outside what images are resized to here"),
+            ([*npz, "--pre-resize", "100000x100000"], "each side 32..16384 and at most 89,478,485 pixels"),
+            (["run", "--demo", "--toolchain", "vastai", "--pre-resize", "0x0", *store], "pre_resize: 0x0 is outside"),
+        ],
+    )
+
+
+@case(
+    "gate-threshold-out-of-range",
+    area="bad input",
+    fault="`run --gate agreement:min=150`, `--gate top1:max_drop_vs_reference=500`, `--gate cosine:min=2`",
+    sees="exit 2 before any work: agreement is a percentage, min=150 is outside 0..100 (it was accepted, a gate "
+    "that can never pass); a drop of more than 100 can never happen; a cosine similarity lies in -1..1",
+    kept="nothing is started: no store is created",
+    fixed_in="issue 29 #7",
+)
+def gate_out_of_range(request: pytest.FixtureRequest) -> None:
+    tmp: Path = request.getfixturevalue("tmp_path")
+    store = ["--store", str(tmp / "s")]
+    _refused_before_work(
+        tmp,
+        [
+            (
+                ["run", "--demo", "--gate", "agreement:min=150", *store],
+                "agreement is a percentage: min=150 is outside 0..100",
+            ),
+            (["run", "--demo", "--gate", "top1:max_drop_vs_reference=500", *store], "a drop of more than 100"),
+            (
+                ["run", "--demo", "--gate", "cosine:min=2", *store],
+                "cosine is a cosine similarity: min=2 is outside -1..1",
+            ),
+        ],
+    )
 
 
 @case(
