@@ -256,7 +256,13 @@ def write_file(path: Path, data: bytes, command: str, inputs: Sequence[Input] = 
     path = path.expanduser()
     check_file(path, command, inputs, what)
     durable.write_atomic(path, data)
-    record = {"path": str(_real(path)), "sha256": hashlib.sha256(data).hexdigest(), "command": command}
+    remember(path, command)
+
+
+def remember(path: Path, command: str) -> None:
+    """Record that zooflow wrote the single file `path` as it is now (so a later run may replace it)."""
+    path = path.expanduser()
+    record = {"path": str(_real(path)), "sha256": _sha256_file(path), "command": command}
     with contextlib.suppress(OSError):  # only the right to replace the file later is lost, never the file
         durable.write_atomic(_written_record(path), json.dumps(record).encode())
 

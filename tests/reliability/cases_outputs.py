@@ -280,3 +280,37 @@ def out_link_planted(request: pytest.FixtureRequest) -> None:
     assert code == 2 and f"{first} is a link that leads out of the output folder" in err, err
     no_traceback(err)
     assert snapshot(mine) == before and snapshot(root) == before_root
+
+
+@case(
+    "eval-text-onto-an-input",
+    area="output folders",
+    fault="`zooflow eval --outputs REF --labels val_label.txt --text val_label.txt` (the results written over the "
+    "labels), then `--text notes.txt`, a file of the user's",
+    sees="exit 2 before scoring: --text is --labels / already exists and zooflow did not write it; a results "
+    "file zooflow wrote itself is replaced on the next eval",
+    kept="the labels file and the user's notes, byte for byte",
+    fixed_in="issue 29 #1",
+)
+def eval_text_onto_input(request: pytest.FixtureRequest) -> None:
+    import numpy as np
+
+    from tests.support.outputs import labelled_npz, stored_outputs
+    from zooflow.store import Store
+
+    tmp: Path = request.getfixturevalue("tmp_path")
+    store = Store(tmp / "s")
+    outputs = stored_outputs(store, labelled_npz(store, ["a.JPEG", "b.JPEG"], [1, 2]), np.eye(4)[[1, 2]], name="m/x")
+    labels, notes = tmp / "val_label.txt", tmp / "notes.txt"
+    labels.write_text("a.JPEG 1\nb.JPEG 2\n")
+    notes.write_text("mine\n")
+    at = ["eval", "--outputs", outputs.digest, "--labels", str(labels), "--store", str(tmp / "s")]
+    code, _, err = cli(*at, "--text", str(labels))
+    assert code == 2 and f"--text {labels} is --labels {labels}" in err, err
+    code, _, err = cli(*at, "--text", str(notes))
+    assert code == 2 and "already exists and zooflow did not write it" in err, err
+    assert labels.read_text() == "a.JPEG 1\nb.JPEG 2\n" and notes.read_text() == "mine\n"
+    for _ in range(2):
+        code, _, err = cli(*at, "--text", str(tmp / "results.txt"))
+        assert code == 0, err
+    assert (tmp / "results.txt").read_text().count("Relay top-0") == 2

@@ -47,6 +47,11 @@ def eval_command(
     from zooflow import truth as tr
 
     with failing(as_json, "eval"):
+        if text is not None:  # before scoring: never onto the labels, the datalist or a user's file
+            inputs = inputs_of(datalist=datalist, labels=labels, names=names)
+            outdir.check_file(
+                text, "eval", [*inputs, ("--outputs", outputs if Path(outputs).exists() else None)], "--text"
+            )
         if semantics not in (None, "logits", "probs"):
             raise ConfigError(f"--semantics {semantics!r} is not logits or probs", "pass --semantics logits|probs")
         folder = Path(outputs).expanduser()
@@ -100,6 +105,7 @@ def eval_command(
         if text is not None:
             probs = np.take_along_axis(ev.probabilities(rows, semantics), scores.ids, axis=1)
             ev.write_text(text.expanduser(), truth.names, scores.ids, probs, class_names)
+            outdir.remember(text, "eval")
     counts, per_class = scores.per_class()
     present = np.flatnonzero(counts > 0)
     err.print(f"{len(truth.names)} outputs from {source}, paired by index and name", highlight=False)
