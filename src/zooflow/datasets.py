@@ -179,8 +179,10 @@ def unrecordable(name: str) -> str | None:
 
 
 def shown(name: str) -> str:
-    """A file name as it can be printed and told apart: quoted, a newline as \\n, bytes that are not
-    UTF-8 as \\xNN."""
+    """A file name as it can be printed and told apart: as it is if it can be recorded, else quoted with a
+    newline as \\n and bytes that are not UTF-8 as \\xNN."""
+    if unrecordable(name) is None:
+        return name
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:

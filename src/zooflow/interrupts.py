@@ -181,16 +181,20 @@ def _watch_wakeup(read_fd: int) -> None:
     thread, and while a flow runs Prefect's SIGTERM handler replaces ours and then waits for every
     running task (a hung tool: for ever). The C-level handler writes each signal's number to the
     wakeup fd whoever's Python handler is installed, so this thread sees the signal either way."""
-    while True:
-        try:
-            data = os.read(read_fd, 64)
-        except OSError:
-            return
-        if not data:
-            return
-        for signum in data:
-            if signum in (signal.SIGINT, signal.SIGTERM):
-                _on_signal(signum, None)
+    try:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return  # the guard closed the write end
+            for signum in data:
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    _on_signal(signum, None)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(read_fd)
 
 
 @contextlib.contextmanager

@@ -44,7 +44,8 @@ def sigkill_no_orphans(request: pytest.FixtureRequest) -> None:
     )
     try:
         deadline = time.monotonic() + 300
-        while not (store / "tmp").is_dir() or not any((store / "tmp").glob("stage-*/*")):
+        # the checkpoint's staging: copied, then loaded and checked before it is committed (a second, not ms)
+        while not (store / "tmp").is_dir() or not any((store / "tmp").glob("stage-*/*.pth")):
             assert proc.poll() is None, "the run ended before it staged an artifact"
             assert time.monotonic() < deadline, "nothing staged in time"
             time.sleep(0.02)

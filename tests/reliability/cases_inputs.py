@@ -471,9 +471,9 @@ def names_unrecordable(request: pytest.FixtureRequest) -> None:
         code, _, err = cli(*args)
         assert code == 2, (args, err)
         no_traceback(err)
-        for shown in ("'two\\nlines.JPEG'", "'caf\\xe9.JPEG' is not valid UTF-8", "'loop.JPEG' (Too many levels"):
+        for shown in ("'two\\nlines.JPEG'", "'caf\\xe9.JPEG' is not valid UTF-8", "loop.JPEG (Too many levels"):
             assert shown in err, (shown, err)
-        assert "'gone.JPEG' (leads to 'nowhere.JPEG'" in err and "rename them" in err
+        assert "gone.JPEG (leads to nowhere.JPEG" in err and "rename them" in err
     assert snapshot(root) == before
     assert not (tmp / "s" / "names").exists() and not (tmp / "n").exists() and not (tmp / "c").exists()
 

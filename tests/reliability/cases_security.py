@@ -75,7 +75,9 @@ def malicious_run(request: pytest.FixtureRequest) -> None:
     evil = evil_checkpoint(tmp / "evil.pth", marker, request.getfixturevalue("checkpoint_file"))
     from flows.deploy_classifier import deploy_classifier
 
-    config = RunConfig(checkpoint=str(evil), data={"path": str(data / "val")}, store=str(tmp / "s"))
+    config = RunConfig(
+        checkpoint=str(evil), data={"path": str(data / "val")}, calibration={"allow_short": True}, store=str(tmp / "s")
+    )
     result = _finish(deploy_classifier(config, return_state=True))
     assert result["status"] == "failed" and result["exit_code"] == 2
     assert "nothing in it was run" in result["error"] and "--trust-checkpoint" in (result["fix"] or "")
