@@ -89,7 +89,10 @@ def descendants(pid: int | None = None) -> list[int]:
 
 
 def _stop_children() -> None:
-    """SIGTERM, then after a moment SIGKILL, every descendant (npz workers, vamp, the temporary API)."""
+    """SIGTERM, then after a moment SIGKILL, every descendant (npz workers, vamc/vamp, the temporary API).
+
+    Repeated until none is left: a task thread that saw its tool die may start it again (a retry)
+    before this process exits, and that new child would outlive us, hanging on for ever."""
     children = descendants()
     for child in children:
         with contextlib.suppress(OSError):
@@ -97,9 +100,14 @@ def _stop_children() -> None:
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline and any(_alive(c) for c in children):
         time.sleep(0.05)
-    for child in children:
-        with contextlib.suppress(OSError):
-            os.kill(child, signal.SIGKILL)
+    for _ in range(50):
+        alive = [c for c in descendants() if _alive(c)]
+        if not alive:
+            return
+        for child in alive:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:

@@ -130,9 +130,9 @@ def _start_hung_run(request: pytest.FixtureRequest, env: dict[str, str]) -> tupl
         time.sleep(0.1)
 
 
-def _ended(proc: subprocess.Popen[str], family: list[int], limit: float) -> tuple[float, str, str]:
+def _ended(proc: subprocess.Popen[str], family: list[int], limit: float, bin_dir: Path) -> tuple[float, str, str]:
     """Wait for the run to exit (at most `limit` seconds); (seconds it took, stdout, stderr); no process of
-    its family may be left."""
+    its family, and no emulator from `bin_dir`, may be left."""
     import psutil
 
     start = time.monotonic()
@@ -142,8 +142,15 @@ def _ended(proc: subprocess.Popen[str], family: list[int], limit: float) -> tupl
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     took = time.monotonic() - start
+    time.sleep(0.5)
     left = [p for p in psutil.Process().children(recursive=True) if p.pid in family and p.status() != "zombie"]
     assert not left, f"left running: {[p.cmdline()[:4] for p in left]}"
+    tools = [  # this test's emulators, whoever started them (a retry may start a new vamc)
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
+        if p.info["status"] != "zombie" and str(bin_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not tools, f"a tool outlived the run: {[p.info['cmdline'][:3] for p in tools]}"
     return took, out, err
 
 
@@ -169,7 +176,7 @@ def ctrl_c_run(request: pytest.FixtureRequest) -> None:
     env = run_env(tmp, tmp / "store")
     proc, family = _start_hung_run(request, env)
     os.killpg(proc.pid, signal.SIGINT)
-    took, out, err = _ended(proc, family, 30)
+    took, out, err = _ended(proc, family, 30, request.getfixturevalue("emulators"))
     assert proc.returncode == 130 and took < 10, (proc.returncode, took, err[-2000:])
     assert "Traceback" not in err, err[-3000:]
     summary = _summary(out)
@@ -179,7 +186,7 @@ def ctrl_c_run(request: pytest.FixtureRequest) -> None:
     assert "zooflow run interrupted: stopped by SIGINT" in err and "run the same command again" in err
     proc, family = _start_hung_run(request, env)  # the same command again: what finished is reused
     os.killpg(proc.pid, signal.SIGINT)
-    _, out, _ = _ended(proc, family, 30)
+    _, out, _ = _ended(proc, family, 30, request.getfixturevalue("emulators"))
     again = _summary(out)["finished"]
     assert isinstance(again, dict) and all(again[s] == "Cached" for s in ("checkpoint", "onnx", "npz")), again
 
@@ -201,7 +208,7 @@ def sigterm_run(request: pytest.FixtureRequest) -> None:
     tmp: Path = request.getfixturevalue("tmp_path")
     proc, family = _start_hung_run(request, run_env(tmp, tmp / "store", request))
     os.kill(proc.pid, signal.SIGTERM)
-    took, out, err = _ended(proc, family, 30)
+    took, out, err = _ended(proc, family, 30, request.getfixturevalue("emulators"))
     assert proc.returncode == 143 and took < 10, (proc.returncode, took, err[-2000:])
     assert "Traceback" not in err, err[-3000:]
     summary = _summary(out)
@@ -229,7 +236,7 @@ def api_dies(request: pytest.FixtureRequest) -> None:
     proc, family = _start_hung_run(request, run_env(tmp, tmp / "store"))
     (api,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if "uvicorn" in " ".join(p.cmdline())]
     api.kill()
-    took, out, err = _ended(proc, family, 60)
+    took, out, err = _ended(proc, family, 60, request.getfixturevalue("emulators"))
     assert proc.returncode == 1 and took < 30, (proc.returncode, took, err[-2000:])
     assert "Traceback" not in err, err[-3000:]
     assert f"temporary Prefect API server (pid {api.pid}" in err and "SIGKILL" in err
