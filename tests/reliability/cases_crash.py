@@ -50,11 +50,11 @@ def sigkill_no_orphans(request: pytest.FixtureRequest) -> None:
             assert time.monotonic() < deadline, "nothing staged in time"
             time.sleep(0.02)
         family = psutil.Process(proc.pid).children(recursive=True)
-        assert any("uvicorn" in " ".join(p.cmdline()) for p in family), "the run's API server was not found"
+        assert any("uvicorn" in _command(p) for p in family), "the run's API server was not found"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         _, alive = psutil.wait_procs(family, timeout=10)
-        assert alive == [], f"still running 10 s after the kill: {[p.cmdline()[:4] for p in alive]}"
+        assert alive == [], f"still running 10 s after the kill: {[_command(p)[:200] for p in alive]}"
     finally:
         with contextlib.suppress(ProcessLookupError):  # whatever is left of the run's process group
             os.killpg(proc.pid, signal.SIGKILL)
@@ -125,9 +125,20 @@ def _start_hung_run(request: pytest.FixtureRequest, env: dict[str, str]) -> tupl
         assert proc.poll() is None, f"the run ended before vamc started: {proc.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "vamc did not start in time"
         family = psutil.Process(proc.pid).children(recursive=True)
-        if any("vamc" in " ".join(p.cmdline()) for p in family if p.is_running()):
+        if any("vamc" in _command(p) for p in family):
             return proc, [p.pid for p in family]
         time.sleep(0.1)
+
+
+def _command(process: object) -> str:
+    """A process's command line ('' once it has exited: a finished `vamc --version` probe is a zombie
+    until its parent reaps it, and psutil will not read a zombie's command line)."""
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())  # type: ignore[attr-defined]
+    except psutil.Error:
+        return ""
 
 
 def _ended(proc: subprocess.Popen[str], family: list[int], limit: float, bin_dir: Path) -> tuple[float, str, str]:
@@ -143,8 +154,8 @@ def _ended(proc: subprocess.Popen[str], family: list[int], limit: float, bin_dir
             os.killpg(proc.pid, signal.SIGKILL)
     took = time.monotonic() - start
     time.sleep(0.5)
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid in family and p.status() != "zombie"]
-    assert not left, f"left running: {[p.cmdline()[:4] for p in left]}"
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid in family and _command(p)]
+    assert not left, f"left running: {[_command(p)[:200] for p in left]}"
     tools = [  # this test's emulators, whoever started them (a retry may start a new vamc)
         p
         for p in psutil.process_iter(["cmdline", "status"])
@@ -234,7 +245,7 @@ def api_dies(request: pytest.FixtureRequest) -> None:
 
     tmp: Path = request.getfixturevalue("tmp_path")
     proc, family = _start_hung_run(request, run_env(tmp, tmp / "store"))
-    (api,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if "uvicorn" in " ".join(p.cmdline())]
+    (api,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if "uvicorn" in _command(p)]
     api.kill()
     took, out, err = _ended(proc, family, 60, request.getfixturevalue("emulators"))
     assert proc.returncode == 1 and took < 30, (proc.returncode, took, err[-2000:])
