@@ -121,13 +121,21 @@ def _start_hung_run(request: pytest.FixtureRequest, env: dict[str, str]) -> tupl
         start_new_session=True,
     )
     deadline = time.monotonic() + 300
-    while True:
-        assert proc.poll() is None, f"the run ended before vamc started: {proc.communicate()[1][-2000:]}"
-        assert time.monotonic() < deadline, "vamc did not start in time"
-        family = psutil.Process(proc.pid).children(recursive=True)
-        if any("vamc" in _command(p) for p in family):
-            return proc, [p.pid for p in family]
-        time.sleep(0.1)
+    try:
+        while True:
+            assert proc.poll() is None, f"the run ended before vamc started: {proc.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, "vamc did not start in time"
+            family = psutil.Process(proc.pid).children(recursive=True)
+            if any("vamc" in _command(p) for p in family):
+                return proc, [p.pid for p in family]
+            time.sleep(0.1)
+    except BaseException:  # the test failed here: leave no run (and no hung vamc) behind
+        for child in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 def _command(process: object) -> str:
