@@ -24,7 +24,7 @@ from zooflow.preprocess import load_rgb
 from zooflow.store import ArtifactRef, Store, sha256_file
 
 STAGE = "calibration"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: the manifest and calibration.json record the class ids present
 
 
 def rank(seed: int, name: str) -> str:
@@ -120,6 +120,7 @@ def build_calibration(
             "count": len(entries),
             "requested": options.per_class * dataset.num_classes,
             "short_classes": {str(k): v for k, v in sorted(actually_short.items())},
+            "classes": sorted({e["class"] for e in entries}),  # the class ids the set holds
             "skipped_corrupt": corrupt,
             "suffixes": sorted({e["file"].rsplit(".", 1)[-1] for e in entries}),
             "images": entries,
@@ -142,6 +143,7 @@ def build_calibration(
                 "count": len(entries),
                 "requested": doc["requested"],
                 "short_classes": len(actually_short),
+                "classes": doc["classes"],
                 "skipped_corrupt": len(corrupt),
                 "dataset": dataset.identity,
                 "suffixes": doc["suffixes"],

@@ -1,7 +1,9 @@
 """ImageNet validation sets in both layouts, checked and identified.
 
 - flat: ``val/ILSVRC2012_val_00000001.JPEG ...`` plus ``val_label.txt`` (``<file> <class>`` lines)
-- synset: ``val/n01440764/*.JPEG``; class = position of the synset folder in sorted order
+- synset: ``val/n01440764/*.JPEG``; class = the folder's ImageNet-1k id (`zooflow.imagenet`: n01443537,
+  goldfish, is 1 whichever folders are present), or the id a ``--labels`` file gives it
+  (``<synset> <class>`` lines)
 
 Records are always in sorted relative-path order, so every stage sees the same order whatever
 the file system lists. A dataset's identity is the SHA-256 of its layout, class count and one
@@ -13,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any, Literal, NamedTuple
 import platformdirs
 from pydantic import BaseModel, ConfigDict
 
-from zooflow import interrupts
+from zooflow import imagenet, interrupts
 from zooflow.config import DataSpec
 from zooflow.errors import DatasetError
 from zooflow.filehash import HashCache
@@ -32,10 +33,10 @@ from zooflow.store import ArtifactRef, Store
 
 # What both decoders read: PIL (the model format) and OpenCV (vastai, dsp); a GIF is its first frame.
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
-SYNSET_RE = re.compile(r"^n\d{8}$")
+SYNSET_RE = imagenet.SYNSET_RE
 LABEL_FILES = ("val_label.txt",)
 NAME_FILES = ("imagenet.txt", "label.txt", "imagenet_classes.txt")
-INDEX_STAGE_VERSION = "2"  # 2: records carry each image's SHA-256
+INDEX_STAGE_VERSION = "3"  # 2: records carry each image's SHA-256; 3: synset folders by ImageNet id
 _SHOW = 10
 
 
@@ -293,8 +294,26 @@ def _scan_flat(
     return records, others, {r.name: stats[r.name] for r in records}
 
 
+def _synset_labels(path: Path, num_classes: int, problems: list[str]) -> dict[str, int]:
+    """A ``--labels`` file for synset folders: ``<synset> <class>`` per line (it overrides ImageNet's ids)."""
+    found: dict[str, int] = {}
+    bad = []
+    for number, line in enumerate(read_lines(path, "labels file"), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not SYNSET_RE.match(parts[0]) or not parts[1].isdigit():
+            bad.append(f"line {number}: {line.strip()[:60]!r}")
+        elif not int(parts[1]) < num_classes:
+            bad.append(f"line {number}: class {parts[1]} is outside 0..{num_classes - 1}")
+        else:
+            found[parts[0]] = int(parts[1])
+    _listing(problems, f"lines of {path.name} that are not '<synset folder> <class>'", bad)
+    return found
+
+
 def _scan_synset(
-    root: Path, num_classes: int, problems: list[str]
+    root: Path, num_classes: int, problems: list[str], labels_file: Path | None = None
 ) -> tuple[list[Record], tuple[str, ...], list[str], dict[str, os.stat_result]]:
     with os.scandir(root) as entries:
         items = list(entries)
@@ -303,12 +322,26 @@ def _scan_synset(
     stray_images = sorted(shown(e.name) for e in items if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
     _listing(problems, f"folders in {root} that are not synsets (n########)", stray_dirs)
     _listing(problems, "images outside any synset folder (no class)", stray_images)
-    if len(synsets) > num_classes:
-        problems.append(f"{len(synsets)} synset folders but only {num_classes} classes")
+    if labels_file is not None:
+        ids = _synset_labels(labels_file, num_classes, problems)
+        whose = f"in {labels_file.name}"
+    elif num_classes == len(imagenet.synsets()):
+        ids, whose = imagenet.synset_ids(), "among ImageNet-1k's 1000 classes"
+    else:
+        ids, whose = {}, ""
+        problems.append(
+            f"synset folders with {num_classes} classes: no class ids for them (ImageNet-1k's list has 1000)"
+        )
+    unknown = [s for s in synsets if s not in ids]
+    if whose:
+        _listing(problems, f"synset folders with no class id {whose} (is it another dataset?)", unknown)
     records: list[Record] = []
     others: list[str] = []
     stats: dict[str, os.stat_result] = {}
-    for label, synset in enumerate(synsets):
+    for synset in synsets:
+        if synset not in ids:
+            continue
+        label = ids[synset]
         images, extra = _images_in(root / synset, problems)
         others += [f"{synset}/{o}" for o in extra]
         for name, st in images.items():
@@ -350,16 +383,20 @@ def scan(spec: DataSpec, *, hash_cache: Path | None = None, workers: int = 4) ->
             )
         records, others, stats = _scan_flat(root, labels_file, spec.num_classes, problems)
     else:
-        if spec.labels:
-            problems.append(
-                f"--labels {spec.labels} given for synset folders, whose classes come from the folder names"
+        labels_file = Path(spec.labels).expanduser() if spec.labels else None
+        if labels_file is not None and not labels_file.is_file():
+            raise DatasetError(
+                f"labels file {labels_file} does not exist",
+                "for synset folders --labels is optional: lines '<synset folder> <class>' (default: ImageNet-1k's ids)",
             )
-        records, synsets, others, stats = _scan_synset(root, spec.num_classes, problems)
+        records, synsets, others, stats = _scan_synset(root, spec.num_classes, problems, labels_file)
     names_file = Path(spec.names).expanduser() if spec.names else _find_beside(root, NAME_FILES)
     if spec.names and (names_file is None or not names_file.is_file()):
         problems.append(f"class-names file {spec.names} does not exist")
         names_file = None
     class_names = _read_names(names_file, spec.num_classes, problems) if names_file else None
+    if class_names is None and not spec.names and spec.num_classes == len(imagenet.synsets()):
+        class_names = imagenet.class_names()  # ImageNet-1k's, as mmcls spells them
     if not records and not problems:
         problems.append(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root}")
     if problems:

@@ -19,11 +19,12 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from zooflow import imagenet
 from zooflow.config import DemoDataSpec
 from zooflow.store import ArtifactRef, Store
 
 STAGE = "demo-data"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: synset folders are the classes' real ImageNet-1k synsets
 SIZES = ((500, 375), (375, 500), (400, 400), (200, 150), (640, 360), (333, 500), (500, 333), (281, 500))
 GREY_INDEX = 0  # first image: greyscale (mode L)
 CMYK_INDEX = 1  # second image: CMYK
@@ -84,7 +85,7 @@ def write_demo_dataset(
         modes[mode] += 1
         name = f"ILSVRC2012_val_{number:08d}.JPEG"
         if layout == "synset":
-            folder = val / f"n{label:08d}"
+            folder = val / imagenet.synsets()[label]  # the class's real ImageNet-1k synset
             folder.mkdir(exist_ok=True)
             image.save(folder / name, quality=90)
         else:

@@ -160,9 +160,13 @@ def read_vamp_folder(folder: Path, count: int) -> np.ndarray:
 
 
 def read_class_names(path: Path | None, expected: int | None = None) -> list[str] | None:
-    """``imagenet.txt``: one name per line (line = class id)."""
+    """``imagenet.txt``: one name per line (line = class id). Without a file, ImageNet-1k's names (as mmcls
+    spells them) for outputs of 1000 classes, else None."""
     if path is None:
-        return None
+        from zooflow import imagenet
+
+        known = imagenet.class_names()
+        return list(known) if expected == len(known) else None
     if not path.is_file():
         raise EvaluationError(f"class-names file not found: {path}", "pass --names imagenet.txt or leave it out")
     names = [line.strip() for line in _lines(path, "class-names file") if line.strip()]

@@ -34,13 +34,32 @@ def test_flat_layout_with_labels_and_names(demo_small: Path) -> None:
     assert {r.label for r in data.records} == set(range(12))
 
 
-def test_synset_layout_class_is_sorted_folder_position(tmp_path: Path) -> None:
+def test_synset_folders_are_labelled_by_their_imagenet_id_not_their_position(tmp_path: Path) -> None:
+    from zooflow import imagenet
+
     write_demo_dataset(tmp_path, classes=5, per_class=2, layout="synset", seed=0)
-    data = _scan(tmp_path / "val")
-    assert data.layout == "synset" and data.synsets == tuple(f"n{i:08d}" for i in range(5))
-    assert all(r.name.startswith(f"n{r.label:08d}/") for r in data.records)
-    with pytest.raises(DatasetError, match="classes come from the folder names"):
-        _scan(tmp_path / "val", labels=str(tmp_path / "x.txt"))
+    val = tmp_path / "val"
+    data = _scan(val)
+    assert data.synsets == ("n01440764", "n01443537", "n01484850", "n01491361", "n01494475")  # ids 0..4
+    assert all(imagenet.synset_ids()[r.name.split("/")[0]] == r.label for r in data.records)
+    # a subset with gaps: goldfish (1), tiger shark (3), hen (8); positions would say 0, 1, 2
+    shutil.rmtree(val / "n01440764")
+    shutil.rmtree(val / "n01484850")
+    (val / "n01494475").rename(val / "n01514859")
+    data = _scan(val)
+    assert {r.name.split("/")[0]: r.label for r in data.records} == {"n01443537": 1, "n01491361": 3, "n01514859": 8}
+    before = data.identity
+    (tmp_path / "ids.txt").write_text("n01443537 7\nn01491361 3\nn01514859 8\n")  # --labels overrides
+    relabelled = _scan(val, labels=str(tmp_path / "ids.txt"))
+    assert {r.label for r in relabelled.records if r.name.startswith("n01443537/")} == {7}
+    assert relabelled.identity != before  # a dataset's identity changes with its labels
+    (val / "n99999999").mkdir()
+    shutil.copyfile(next(val.glob("n*/*.JPEG")), val / "n99999999" / "x.JPEG")
+    with pytest.raises(
+        DatasetError,
+        match=r"synset folders with no class id among ImageNet-1k's 1000 classes \(is it another dataset\?\) \(1\): n99999999",
+    ):
+        _scan(val)
 
 
 def test_identity_ignores_listing_order_and_location(

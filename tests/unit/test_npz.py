@@ -76,8 +76,10 @@ def test_vastai_npz_is_bit_identical_to_image2npz_on_real_photographs(tmp_path: 
 
     val = tmp_path / "val"
     files = {}
+    from zooflow import imagenet
+
     for i, name in enumerate(("astronaut", "chelsea", "coffee", "camera", "rocket")):
-        folder = val / f"n0000000{i}"
+        folder = val / imagenet.synsets()[i * 100]
         folder.mkdir(parents=True)
         image = photo(name)
         if name == "camera":
