@@ -179,12 +179,30 @@ def _tied_server() -> Any:
     return TiedServer(port)
 
 
+def require_api_for(execution: ExecutionOptions | None) -> None:
+    """An external Dask cluster needs a Prefect API that outlives each run: its workers keep the API
+    they first talked to, and a run's temporary API is gone when the run ends (the next run's shard
+    tasks then failed to take their concurrency slots, after minutes of retries)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if execution is not None and execution.dask_address and not PREFECT_API_URL.value():
+        raise ConfigError(
+            f"--dask-address {execution.dask_address} needs a Prefect server that its workers and zooflow share; "
+            "none is configured (PREFECT_API_URL is not set), and a run's temporary API ends with the run",
+            "start one (`prefect server start`) and set PREFECT_API_URL for zooflow and the Dask workers "
+            "(README, 'For a team'); or leave --dask-address out for a temporary local cluster",
+        )
+
+
 def _with_runner(flow: Any, execution: ExecutionOptions | None) -> Any:
     """The flow on the chosen task runner: threads (Prefect's default) or a Dask cluster."""
     if execution is None or execution.runner == "threads":
         return flow
     from prefect_dask import DaskTaskRunner
 
+    # the cluster's own chatter (workers starting and retiring, a traceback logged at INFO as a temporary
+    # cluster closes its connections) is not the run's news
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     runner = DaskTaskRunner(address=execution.dask_address) if execution.dask_address else DaskTaskRunner()
     return flow.with_options(task_runner=runner)
 
@@ -193,6 +211,7 @@ def run_deploy(config: RunConfig, execution: ExecutionOptions | None = None) -> 
     """Run `deploy_classifier` in this process (Prefect's ephemeral API unless one is configured)."""
     from flows.deploy_classifier import deploy_classifier
 
+    require_api_for(execution)
     with temporary_api():
         _mark_cancelled_on_abort()
         return _finish(_with_runner(deploy_classifier, execution)(config, return_state=True))
@@ -202,6 +221,7 @@ def run_sweep(config: SweepConfig, execution: ExecutionOptions | None = None) ->
     """Run `quant_sweep` in this process."""
     from flows.quant_sweep import quant_sweep
 
+    require_api_for(execution)
     with temporary_api():
         _mark_cancelled_on_abort()
         return _finish(_with_runner(quant_sweep, execution)(config, return_state=True))

@@ -31,6 +31,12 @@ class FlockLockManager:
     def __deepcopy__(self, memo: dict[int, Any]) -> FlockLockManager:
         return self  # shared by every copy of a cache policy: the held locks live here
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A task sent to a Dask worker carries its cache policy, and with it this manager: the worker
+        # takes its own process's manager of the same folder (locks held here never travel; a
+        # threading.Lock cannot be pickled, which stopped every `--runner dask` on a local store).
+        return (lock_manager, (self.folder,))
+
     def _path(self, key: str) -> Path:
         return self.folder / f"{key.replace('/', '_')}.lock"
 
