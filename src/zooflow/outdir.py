@@ -76,20 +76,29 @@ def check_overlap(out: Path, inputs: Sequence[Input], what: str = "--out") -> No
         )
 
 
+def marker_path(folder: Path, beside: bool = False) -> Path:
+    """Where a folder's marker lives: inside it, or (for a folder a vendor tool lists, such as vamp's
+    output_%06d.npz files, which the zoo's scripts pair by sorted listing) beside it as ``<name>.zooflow-out.json``."""
+    return folder.parent / f"{folder.name}{MARKER}" if beside else folder / MARKER
+
+
 def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The marker's content if it is zooflow's, else None."""
-    try:
-        doc = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("zooflow") != _MAGIC or not isinstance(doc.get("files"), list):
-        return None
-    return doc
+    """The marker's content (inside the folder or beside it) if it is zooflow's, else None."""
+    for path in (marker_path(folder), marker_path(folder, beside=True)):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("zooflow") == _MAGIC and isinstance(doc.get("files"), list):
+            return doc
+    return None
 
 
-def _write_marker(folder: Path, command: str, files: Iterable[str], extra: dict[str, Any] | None) -> None:
+def _write_marker(
+    folder: Path, command: str, files: Iterable[str], extra: dict[str, Any] | None, beside: bool = False
+) -> None:
     doc = {"zooflow": _MAGIC, "command": command, "files": sorted(set(files)), **(extra or {})}
-    durable.write_atomic(folder / MARKER, json.dumps(doc, indent=1).encode())
+    durable.write_atomic(marker_path(folder, beside), json.dumps(doc, indent=1).encode())
 
 
 def _show(items: list[str]) -> str:
@@ -115,11 +124,14 @@ def _inside(folder: Path, rel: str) -> Path:
 class OutputFolder:
     """An --out folder: `claim()` before writing the planned files into it, `done()` after."""
 
-    def __init__(self, path: Path, command: str, planned: Iterable[str], inputs: Sequence[Input] = ()) -> None:
+    def __init__(
+        self, path: Path, command: str, planned: Iterable[str], inputs: Sequence[Input] = (), *, beside: bool = False
+    ) -> None:
         self.path = path.expanduser()
         self.command = command
         self.planned = sorted(set(planned))
         self.inputs = list(inputs)
+        self.beside = beside  # the marker beside the folder: it holds only what the vendor tool reads
 
     def check(self) -> set[str]:
         """Refuse (ConfigError) unless the folder may be written; returns the files zooflow wrote there before."""
@@ -162,7 +174,9 @@ class OutputFolder:
         folder = self.path
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_marker(folder, self.command, ours | set(self.planned), None)
+            _write_marker(folder, self.command, ours | set(self.planned), None, self.beside)
+            if self.beside and read_marker(folder) is not None:
+                marker_path(folder).unlink(missing_ok=True)  # an older zooflow's marker inside the folder
             for rel in sorted(ours):
                 path = _inside(folder, rel)
                 if path.is_file() or path.is_symlink():
@@ -207,7 +221,7 @@ class OutputFolder:
 
     def done(self, **extra: Any) -> None:
         """Record exactly the files written by this command (plus `extra` facts, e.g. the artifact digest)."""
-        _write_marker(self.path, self.command, self.planned, extra)
+        _write_marker(self.path, self.command, self.planned, extra, self.beside)
 
 
 def _written_record(path: Path) -> Path:

@@ -157,15 +157,16 @@ def export_vamp_layout(store: Store, outputs: ArtifactRef, folder: Path) -> int:
     """Write ``output_%06d.npz`` (key ``output_0``, shape (1, C)) in record order; returns the count.
 
     The folder must be new, empty or an earlier export of zooflow's (`zooflow.outdir`): its old
-    output files are removed first, so a stale file can never shift the pairs.
+    output files are removed first, so a stale file can never shift the pairs. The folder holds only
+    the output files (the zoo's vamp_npz_decode.py pairs them by sorted listing); zooflow's marker
+    lies beside it, ``<folder>.zooflow-out.json``.
     """
     from zooflow.outdir import OutputFolder
 
     index, _, rows = read(store, outputs)
     planned = [f"output_{i:06d}.npz" for i in range(len(rows))]
-    target = OutputFolder(
-        folder, "export-outputs", planned, [("the artifact store", store.root)] if store.is_local else []
-    )
+    store_input = [("the artifact store", store.root)] if store.is_local else []
+    target = OutputFolder(folder, "export-outputs", planned, store_input, beside=True)  # the folder: only vamp's files
     target.claim()
     for position, row in enumerate(rows):
         with open(folder / f"output_{position:06d}.npz", "wb") as fh:
