@@ -33,7 +33,7 @@ from zooflow.store import ArtifactRef, Store
 from zooflow.truth import EvaluationError, Truth, image_stem, pair, truth_from_npz
 
 STAGE = "evaluate"
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: results.txt in the zoo's layout (synset folder, ImageNet names by default)
 TOPK = 5
 
 
@@ -191,6 +191,21 @@ def sqnr_db(rows: np.ndarray, reference: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------- text export
+def zoo_name(name: str, label: int | None, classes: int) -> str:
+    """An image's name as the zoo's ``eval_topk.py`` reads it: the true class is the synset folder
+    around the file (``path.split("/")[-2]``). A name already in a synset folder is kept; one from a
+    flat ImageNet set (or a datalist of npz paths) gets its label's synset as folder."""
+    from zooflow import imagenet
+
+    parts = name.split("/")
+    if len(parts) > 1 and imagenet.SYNSET_RE.match(parts[-2]):
+        return name
+    synsets = imagenet.synsets()
+    if label is None or classes != len(synsets) or not 0 <= label < classes:
+        return name
+    return "/".join([*parts[:-1], synsets[label], parts[-1]])
+
+
 def write_text(
     path: Path,
     names: Sequence[str],
@@ -198,12 +213,19 @@ def write_text(
     probs: np.ndarray,
     class_names: Sequence[str] | None,
     prefix: str = "",
+    labels: np.ndarray | None = None,
+    classes: int = 0,
 ) -> Path:
     """The zoo's result format, 5 lines per image: ``<path>: Relay top-<k> id: <id>, prob: <p>, class name: <name>``.
 
     k counts from 0 as the zoo's loop does; prob is the softmax probability with the zoo's 8
-    decimals (the zoo printed a raw logit); names keep their synset folder where the dataset has one. Written to a temporary file and renamed: never appended to an older result.
+    decimals (the zoo printed a raw logit); the zoo's eval_topk.py compares the class name after the
+    fourth ':' with the name of the synset folder around the path, so names keep their synset folder
+    and, with `labels` of an ImageNet-1k model (`classes` 1000), a flat set's names gain their true
+    class's (`zoo_name`). Written to a temporary file and renamed: never appended to an older result.
     """
+    if labels is not None:
+        names = [zoo_name(n, int(lab), classes) for n, lab in zip(names, labels, strict=True)]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -455,7 +477,15 @@ def evaluate_run(
                 reference_top1=(ref_scores.ids[:, 0] if ref_scores is not None else scores.ids[:, 0]).astype(np.int32),
             )
         (staged / "names.json").write_text(json.dumps(truth.names))
-        write_text(staged / "results.txt", truth.names, scores.ids, top_probs, class_names)
+        write_text(
+            staged / "results.txt",
+            truth.names,
+            scores.ids,
+            top_probs,
+            class_names,
+            labels=truth.labels,
+            classes=rows.shape[1],
+        )
         inputs = {"outputs": outputs}
         inputs.update({k: v for k, v in (("reference", reference), ("probe", probe), ("parity", parity)) if v})
         name = (outputs.name or "run").rsplit("/", 1)[0]

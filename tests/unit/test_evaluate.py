@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tests.support.outputs import labelled_npz, stored_outputs
 from zooflow import evaluate as ev
-from zooflow import report
+from zooflow import imagenet, report
 from zooflow import truth as tr
 from zooflow.cli import app
 from zooflow.config import EvaluationOptions, Gate, QuantSpec
@@ -95,10 +95,23 @@ def test_cli_eval_on_a_vamp_folder_and_a_stale_file_is_an_error(tmp_path: Path) 
     assert "top1_rate: 37.500 top5_rate: 75.000" in result.stdout
     lines = (tmp_path / "result.txt").read_text().splitlines()
     assert len(lines) == 40  # five per image
-    # the machine crane (517) predicted as the bird crane (134): same name, counted wrong by id
-    assert lines[5].startswith("/data/npz/n0000/ILSVRC2012_val_00000002.npz: Relay top-0 id: 134, prob: 0.")
+    # the machine crane (517) predicted as the bird crane (134): same name, counted wrong by id; the flat
+    # set's name gains its true class's synset folder, where the zoo's eval_topk.py reads the truth
+    synset_517 = imagenet.synsets()[CRANE_MACHINE]
+    assert lines[5].startswith(
+        f"/data/npz/n0000/{synset_517}/ILSVRC2012_val_00000002.npz: Relay top-0 id: 134, prob: 0."
+    )
     p517 = math.exp(8) / (math.exp(9) + math.exp(8) + (C - 2))  # a real softmax probability, not the logit
     assert lines[5].endswith("class name: crane") and lines[6].endswith(f"id: 517, prob: {p517:.8f}, class name: crane")
+    # read as the zoo's eval_topk.py reads it (published rule: truth = the synset folder around the path,
+    # prediction = the text after the fourth ':'), ImageNet's names without --names: its top-1 and top-5
+    # by name (a crane counts as a crane, whichever crane: 4 of 8 and 6 of 8 here)
+    plain = tmp_path / "plain.txt"
+    assert CliRunner().invoke(app, [*args, "--text", str(plain)]).exit_code == 0
+    truth_names = dict(zip(imagenet.synsets(), imagenet.class_names(), strict=True))
+    hits = [truth_names[line.split("/")[-2]] == line.split(":")[4].strip() for line in plain.read_text().splitlines()]
+    per_image = [hits[i : i + 5] for i in range(0, len(hits), 5)]
+    assert sum(h[0] for h in per_image) == 4 and sum(any(h) for h in per_image) == 6
     # written fresh: a second run replaces the file instead of appending to it
     assert CliRunner().invoke(app, [*args, "--text", str(tmp_path / "result.txt")]).exit_code == 0
     assert len((tmp_path / "result.txt").read_text().splitlines()) == 40

@@ -104,7 +104,15 @@ def eval_command(
         class_names = tr.read_class_names(names.expanduser() if names else None, rows.shape[1])
         if text is not None:
             probs = np.take_along_axis(ev.probabilities(rows, semantics), scores.ids, axis=1)
-            ev.write_text(text.expanduser(), truth.names, scores.ids, probs, class_names)
+            ev.write_text(
+                text.expanduser(),
+                truth.names,
+                scores.ids,
+                probs,
+                class_names,
+                labels=truth.labels,
+                classes=rows.shape[1],
+            )
             outdir.remember(text, "eval")
     counts, per_class = scores.per_class()
     present = np.flatnonzero(counts > 0)
