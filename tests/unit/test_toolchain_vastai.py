@@ -283,7 +283,7 @@ def _vamp_command(store, ref) -> str:  # type: ignore[no-untyped-def]
     return store.path(ref, "vamp-b2.log").read_text().splitlines()[0]
 
 
-def test_vamp_gets_no_shape_or_device_unless_asked(emulators, toolchain_store) -> None:  # type: ignore[no-untyped-def]
+def test_vamp_gets_the_shape_on_v3_only_and_a_device_only_when_asked(emulators, toolchain_store) -> None:  # type: ignore[no-untyped-def]
     store = toolchain_store["store"]
     calib, onnx = toolchain_store["calibration"], toolchain_store["onnx"]
     compiled = toolchains.get("vastai").compile(onnx, calib, QuantSpec.from_preset("fp16"), store)
@@ -299,6 +299,11 @@ def test_vamp_gets_no_shape_or_device_unless_asked(emulators, toolchain_store) -
         toolchains.get("vastai", wrong).benchmark(compiled, BenchmarkSpec(batch_sizes=(2,)), store)
     with pytest.raises(ValueError, match="vamp_args may not set -b"):
         ToolchainOptions(vamp_args=("-b", "4"))
+    # v3: every v3-era mmcls page of the zoo passes the model's input shape, on the speed and datalist runs
+    v3 = toolchains.get("vastai", ToolchainOptions(vamc_generation="v3"))
+    compiled_v3 = v3.compile(onnx, calib, QuantSpec.from_preset("fp16"), store)
+    words = _vamp_command(store, v3.benchmark(compiled_v3, BenchmarkSpec(batch_sizes=(2,)), store)).split()
+    assert words[words.index("-s") + 1] == "[3,224,224]" and words.count("-s") == 1
 
 
 def test_the_emulated_dsp_on_full_size_images_is_zooflows_device_dsp(emulators, toolchain_store, vastai_npz) -> None:  # type: ignore[no-untyped-def]

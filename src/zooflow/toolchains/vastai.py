@@ -40,10 +40,11 @@ from zooflow.toolchains import outputs as outputs_mod
 from zooflow.toolchains.vastai_schema import dump, percentile_used, skip_lists, vamc_config, vdsp_params
 
 COMPILE_STAGE = "compile"
-COMPILE_VERSION = "2"  # 2: published vdsp enums/DTypes, v2 fp16 keeps its dataset block, found by prefix
+COMPILE_VERSION = "3"  # 2: published vdsp enums/DTypes, v2 fp16 keeps its dataset block, found by prefix;
+# 3: v3 configs hold only keys published classification configs have (no calibrate_range)
 # (int8-mixed's skip lists enter through the quant spec and the layers, both in the compile key)
 BENCH_STAGE = "benchmark"
-BENCH_VERSION = "2"  # 2: no -s/-d unless asked
+BENCH_VERSION = "3"  # 2: no -s/-d unless asked; 3: v3 passes -s [3,H,W], as the zoo's v3-era pages
 COMPILED_SUFFIXES = (".so", ".json", ".params")  # library, graph, weights
 _OUTPUT_RE = re.compile(r"^output_(\d{6})\.npz$")
 
@@ -410,8 +411,15 @@ class VastaiToolchain:
             )
 
     def _vamp(self, compiled: ArtifactRef, store: Store, batch: int, extra: list[str]) -> list[str]:
-        """vamp's argument list: the seed's flags; ``-d`` and anything else only where the user asked."""
+        """vamp's argument list: the seed's flags (v2), plus ``-s [3,H,W]`` from the model's input on v3 as
+        every v3-era mmcls page of the zoo passes it; ``-d`` and anything else only where the user asked."""
         folder = store.directory(compiled)
+        crop = (compiled.meta.get("preprocess") or {}).get("crop")
+        shape = (
+            ["-s", f"[3,{crop[0]},{crop[1]}]"]
+            if compiled.meta.get("generation") == "v3" and crop and "-s" not in self.options.vamp_args
+            else []
+        )
         return [
             shutil.which("vamp") or "vamp",
             "-m",
@@ -424,6 +432,7 @@ class VastaiToolchain:
             str(self.options.vamp_processes),
             "-b",
             str(batch),
+            *shape,
             *(["-d", str(self.options.device)] if self.options.device is not None else []),
             *self.options.vamp_args,
             *extra,

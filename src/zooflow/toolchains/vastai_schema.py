@@ -9,7 +9,6 @@ Where the public material does not say a value, the choice is marked "inferred".
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +83,6 @@ class V3Frontend(_Strict):
 class V3Quantize(_Strict):
     calibrate_mode: Literal["max", "percentile", "kl_divergence", "mse"]
     quantize_per_channel: bool
-    calibrate_range: float | None = None  # percentile mode: the kept fraction (inferred from the zoo's configs)
     # layers left unquantised, by index (the zoo's cv/detection/yolov12/.../official_yolov12_int8.yaml and
     # cv/classification/yolov11_cls/.../official_yolov11_cls_int8.yaml)
     skip_conv_layers: list[int] | None = None
@@ -129,11 +127,6 @@ def transform_ops(preprocess: dict[str, Any]) -> list[dict[str, Any]]:
 def resize_side(preprocess: dict[str, Any]) -> int:
     """The DSP's square resize: the model's short-side resize (or its crop when it has none)."""
     return Transform.from_spec(preprocess).resize
-
-
-def as_written(value: float) -> float:
-    """`value` / 100 as the decimal a person writes (99.999 -> 0.99999, not 0.9999899999999999)."""
-    return float(Decimal(repr(value)) / 100)
 
 
 SKIP_INDEX = (
@@ -202,14 +195,22 @@ def vamc_config(
         raise ToolError(f"{need} needs a calibration set", "run the calibration stage first (or pass --calibration)")
     ops = transform_ops(preprocess)
     sampler = Sampler(suffix=suffix, get_data_num=calibration_count)
-    if generation == "v2":
-        if quant.calibrate == "percentile" and quant.percentile != DEFAULT_PERCENTILE:
-            raise ToolError(
-                f"vamc v2 configs cannot express a percentile of {quant.percentile:g}: their calibration block has "
-                "only quant_mode and per_channel, so vamc applies its own built-in percentile",
-                f"use --vamc-generation v3 (backend.quantize.calibrate_range), or leave the percentile at its "
-                f"default {DEFAULT_PERCENTILE:g} to accept vamc's built-in value",
+    if quant.calibrate == "percentile" and quant.percentile != DEFAULT_PERCENTILE:
+        where = (
+            "calibration block has only quant_mode and per_channel"
+            if generation == "v2"
+            else (
+                "quantize block has no key for it (calibrate_range appears only in the zoo's NLP configs, with "
+                "calibrate_mode max, so what it means for percentile is not published)"
             )
+        )
+        raise ToolError(
+            f"vamc {generation} classification configs cannot express a percentile of {quant.percentile:g}: their "
+            f"{where}, so vamc applies its own built-in percentile",
+            f"leave the percentile at its default {DEFAULT_PERCENTILE:g} to accept vamc's built-in value, or use "
+            "another calibration mode (int8-max, int8-mse, int8-kl_divergence)",
+        )
+    if generation == "v2":
         return V2Config(
             model=V2Model(name=name, inputs={"input": input_shape}, checkpoint=str(onnx_path)),
             engine=V2Engine(
@@ -232,7 +233,6 @@ def vamc_config(
             quantize=V3Quantize(
                 calibrate_mode=quant.calibrate,
                 quantize_per_channel=quant.per_channel,
-                calibrate_range=as_written(quant.percentile) if quant.calibrate == "percentile" else None,
                 skip_conv_layers=skip.get("skip_conv_layers"),
                 skip_matmul_layers=skip.get("skip_matmul_layers"),
             )
@@ -245,10 +245,11 @@ def vamc_config(
 
 
 def percentile_used(generation: Generation, quant: QuantSpec) -> float | str | None:
-    """What the compiled model's percentile really is (v2 cannot say one, so vamc's own applies)."""
+    """What the compiled model's percentile really is: vamc's own (no published classification config,
+    v2 or v3, has a key for it)."""
     if quant.calibrate != "percentile":
         return None
-    return "vamc v2 built-in (a v2 config has no key for it)" if generation == "v2" else quant.percentile
+    return f"vamc {generation} built-in (a {generation} classification config has no key for it)"
 
 
 def dump(config: BaseModel) -> dict[str, Any]:
