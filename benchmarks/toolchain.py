@@ -1,6 +1,7 @@
 """Benchmark: the embedded toolchain's presets against the plain export and the fp32 preset, calibration cost.
 
-1. Throughput of every preset's compiled model, the unmodified fp32 export ("plain export") and
+1. Throughput of every preset's compiled model (int8-mixed with the K layers its sensitivity ranking
+   puts first kept in float, ``--keep-float``, default 2), the unmodified fp32 export ("plain export") and
    a byte-identical copy of the fp32 preset (the control), in one run, round-robin: every round
    times every model once, so drift on a shared machine hits all of them alike. The estimator is
    the median over rounds, with its IQR and min-max. Fixed setting: batch 8, 1 thread; also the
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="calibrate on 50 and 200 images only; fewer rounds")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds at the fixed setting")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--keep-float", type=int, default=2, help="int8-mixed: layers kept in float (K)")
     parser.add_argument(
         "--calibrate", nargs=4, metavar=("STORE", "ONNX", "CALIBRATION", "MODE"), help=argparse.SUPPRESS
     )
@@ -133,6 +135,7 @@ def main() -> None:
 
     from zooflow import toolchains
     from zooflow.config import PRESETS, BenchmarkSpec, QuantSpec
+    from zooflow.sensitivity_report import measure as rank_layers
     from zooflow.store import Store
     from zooflow.toolchains.onnxruntime import measure, session, spread
 
@@ -144,10 +147,19 @@ def main() -> None:
         store = Store(refs["store"])
         tc = toolchains.get("onnxruntime")
         print(f"int8 scheme on this CPU: {tc.int8_scheme().reason}")
-        compiled = {
-            p: tc.compile(store.ref(refs["onnx"]), store.ref(refs["calibration-200"]), QuantSpec.from_preset(p), store)
-            for p in PRESETS
-        }
+        onnx, calib = store.ref(refs["onnx"]), store.ref(refs["calibration-200"])
+        compiled = {}
+        for preset in PRESETS:
+            spec = QuantSpec.from_preset(preset)
+            if not spec.mixed:
+                compiled[preset] = tc.compile(onnx, calib, spec, store)
+                continue
+            # int8-mixed keeps the K layers its sensitivity ranking puts first in float (the flow's `auto`
+            # searches K against the agreement gate; here K is fixed so every run measures the same model)
+            ranking = rank_layers(store, tc.compile(onnx, calib, spec.base(), store), onnx, calib, 50).meta["ranking"]
+            k = min(args.keep_float, len(ranking))
+            mixed = spec.model_copy(update={"keep_float": k})
+            compiled[f"{preset} (K={k})"] = tc.compile(onnx, calib, mixed, store, float_layers=ranking[:k])
         paths = {PLAIN: store.path(refs["onnx"]), **{p: store.path(ref, "model.onnx") for p, ref in compiled.items()}}
         control = Path(tmp) / "control.onnx"
         shutil.copyfile(paths["fp32"], control)
