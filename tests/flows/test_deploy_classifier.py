@@ -414,7 +414,7 @@ def test_vastai_flow_full_resolution_every_layout_and_a_pip_vamc_upgrade(
     assert compiled.meta["layout"].endswith("-int8-percentile-3_224_224-vacc/shufflenet_v1_1x_16xb64_in1k")
     assert compiled.producer.toolchain["vamc"].startswith("vamc-emulated 1.0 (RECORD sha256:")
     assert compiled.producer.toolchain["vamc_source"] == "installed distribution (importlib.metadata)"
-    assert compiled.meta["percentile"] == "vamc v2 built-in (a v2 config has no key for it)"
+    assert compiled.meta["percentile"] == "vamc v2 built-in (a v2 classification config has no key for it)"
     npz_index = store.ref(
         next(i.digest for i in store.manifest(result["artifacts"]["outputs"]["digest"]).inputs if i.role == "npz")
     )
