@@ -203,7 +203,12 @@ def _with_runner(flow: Any, execution: ExecutionOptions | None) -> Any:
     # the cluster's own chatter (workers starting and retiring, a traceback logged at INFO as a temporary
     # cluster closes its connections) is not the run's news
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    runner = DaskTaskRunner(address=execution.dask_address) if execution.dask_address else DaskTaskRunner()
+    if execution.dask_address:
+        return flow.with_options(task_runner=DaskTaskRunner(address=execution.dask_address))
+    # a temporary cluster is ours: its worker processes log only what is critical (as it closes, a worker's
+    # last heartbeat can race the scheduler's exit and log a traceback; the tasks' own errors reach
+    # Prefect and the run's summary, not these logs)
+    runner = DaskTaskRunner(cluster_kwargs={"silence_logs": logging.CRITICAL})
     return flow.with_options(task_runner=runner)
 
 
