@@ -27,7 +27,11 @@ from typing import Any
 _progress: list[Callable[[], dict[str, Any]]] = []
 _on_abort: list[Callable[[str], None]] = []
 _lock = threading.Lock()
-_state: dict[str, Any] = {"active": False, "as_json": False, "what": "zooflow", "ending": False}
+_state: dict[str, Any] = {"active": False, "as_json": False, "what": "zooflow", "ending": False, "closed": False}
+# Held while a child process starts, and by `abort` while it closes the gate: a child that a task
+# thread starts after the last sweep of `_stop_children` (a vamc after its `--version` probe was
+# stopped) would outlive us. Once closed, `spawning` refuses, so every child is seen by the sweep.
+_spawn_lock = threading.Lock()
 
 ABORT_NOTE_SECONDS = 3.0  # how long the API may take to record the run's end before the process exits
 RESUME = "run the same command again: finished stages are reused from the store and only the rest is computed"
@@ -47,6 +51,20 @@ def reset_hooks() -> None:
     """Forget the registered hooks (between runs in one process)."""
     _progress.clear()
     _on_abort.clear()
+
+
+class EndingError(RuntimeError):
+    """Raised instead of starting a child process while this process is ending."""
+
+
+@contextlib.contextmanager
+def spawning() -> Iterator[None]:
+    """Hold around starting a child process (``Popen``): once `abort` began stopping children, no new one
+    may start, so none is left behind when the process exits."""
+    with _spawn_lock:
+        if _state["closed"]:
+            raise EndingError("this process is ending: no new child process is started")
+        yield
 
 
 def progress() -> dict[str, Any]:
@@ -167,6 +185,8 @@ def abort(status: str, problem: str, exit_code: int, *, tell_api: bool = True, *
         sys.stdout.flush()
         sys.stderr.flush()
     _silence()  # what the stopped children make the other threads log is noise after that line
+    with _spawn_lock:  # waits for a child being started now; it is then among the descendants swept
+        _state["closed"] = True
     _stop_children()
     os._exit(exit_code)
 

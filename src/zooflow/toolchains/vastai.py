@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from zooflow import provenance
+from zooflow import interrupts, provenance
 from zooflow.config import BenchmarkSpec, ExportOptions, QuantSpec, ToolchainOptions
 from zooflow.filehash import stamp
 from zooflow.npz import NpzParams
@@ -61,7 +61,8 @@ def run_tool(args: list[str], *, cwd: Path, timeout: float, log: Path) -> str:
         out.write(f"$ {' '.join(args)}\n")
         out.flush()
         try:
-            proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            with interrupts.spawning():
+                proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             raise ToolError(
                 f"cannot start {tool}: {exc.strerror}", f"check that {tool} is installed and executable"
@@ -156,10 +157,23 @@ def tool_fingerprint(tool: str) -> tuple[str, str]:
     return found
 
 
+def _capture(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(args, capture_output=True, text=True)``, started through the interrupt gate."""
+    with interrupts.spawning():
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def _identify(tool: str, path: str) -> tuple[tuple[str, str], str]:
     """tool_fingerprint's work, uncached: (identity, how found) and the RECORD file it came from ('' if none)."""
     try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+        done = _capture([path, "--version"], timeout=30)
         first = (done.stdout or done.stderr).strip().splitlines()
         if done.returncode == 0 and first:
             return (first[0].strip(), "--version"), ""
@@ -168,9 +182,7 @@ def _identify(tool: str, path: str) -> tuple[tuple[str, str], str]:
     python = _interpreter(Path(path))
     if python:
         try:
-            probe = subprocess.run(
-                [python, "-c", _DISTRIBUTION_PROBE, tool, path], capture_output=True, text=True, timeout=60
-            )
+            probe = _capture([python, "-c", _DISTRIBUTION_PROBE, tool, path], timeout=60)
             if probe.returncode == 0 and probe.stdout.strip():
                 info = json.loads(probe.stdout.strip().splitlines()[-1])
                 return (
