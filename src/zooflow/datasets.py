@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from zooflow import imagenet, interrupts
 from zooflow.config import DataSpec
 from zooflow.errors import DatasetError
-from zooflow.filehash import HashCache
+from zooflow.filehash import HashCache, Stamp, stamp
 from zooflow.preprocess import load_rgb
 from zooflow.store import ArtifactRef, Store
 
@@ -191,10 +191,10 @@ def shown(name: str) -> str:
     return repr(name)
 
 
-def _images_in(folder: Path, problems: list[str] | None = None) -> tuple[dict[str, os.stat_result], list[str]]:
+def _images_in(folder: Path, problems: list[str] | None = None) -> tuple[dict[str, Stamp], list[str]]:
     """Image file name -> stat, and the other files (streamed: no DirEntry list is kept). An image whose
     name cannot be recorded, or a link that leads nowhere or loops, is a problem named here."""
-    images: dict[str, os.stat_result] = {}
+    images: dict[str, Stamp] = {}
     others: list[str] = []
     bad_names: list[str] = []
     bad_links: list[str] = []
@@ -219,7 +219,7 @@ def _images_in(folder: Path, problems: list[str] | None = None) -> tuple[dict[st
             if why is not None:
                 bad_names.append(f"{shown(entry.name)} {why}")
                 continue
-            images[entry.name] = entry.stat()
+            images[entry.name] = stamp(entry.stat())
     if problems is not None:
         _listing(problems, f"image names in {folder} that cannot be recorded: rename them", bad_names)
         _listing(problems, f"image links in {folder} that lead nowhere: fix or remove them", bad_links)
@@ -261,7 +261,7 @@ def read_lines(path: Path, what: str) -> list[str]:
 
 def _scan_flat(
     root: Path, labels_file: Path, num_classes: int, problems: list[str]
-) -> tuple[list[Record], list[str], dict[str, os.stat_result]]:
+) -> tuple[list[Record], list[str], dict[str, Stamp]]:
     stats, others = _images_in(root, problems)
     labels: dict[str, int] = {}
     mentioned: set[str] = set()  # named by some line, even a bad one: reported under that line's problem
@@ -290,7 +290,7 @@ def _scan_flat(
     _listing(problems, f"labels outside 0..{num_classes - 1}", out_of_range)
     _listing(problems, f"files listed more than once in {labels_file.name}", duplicates)
     _listing(problems, f"images in {root} without a label in {labels_file.name}", unlabelled)
-    records = [Record(name=n, label=labels[n], size=stats[n].st_size) for n in sorted(stats) if n in labels]
+    records = [Record(name=n, label=labels[n], size=stats[n][0]) for n in sorted(stats) if n in labels]
     return records, others, {r.name: stats[r.name] for r in records}
 
 
@@ -314,7 +314,7 @@ def _synset_labels(path: Path, num_classes: int, problems: list[str]) -> dict[st
 
 def _scan_synset(
     root: Path, num_classes: int, problems: list[str], labels_file: Path | None = None
-) -> tuple[list[Record], tuple[str, ...], list[str], dict[str, os.stat_result]]:
+) -> tuple[list[Record], tuple[str, ...], list[str], dict[str, Stamp]]:
     with os.scandir(root) as entries:
         items = list(entries)
     synsets = sorted(e.name for e in items if e.is_dir() and SYNSET_RE.match(e.name))
@@ -337,7 +337,7 @@ def _scan_synset(
         _listing(problems, f"synset folders with no class id {whose} (is it another dataset?)", unknown)
     records: list[Record] = []
     others: list[str] = []
-    stats: dict[str, os.stat_result] = {}
+    stats: dict[str, Stamp] = {}
     for synset in synsets:
         if synset not in ids:
             continue
@@ -345,7 +345,7 @@ def _scan_synset(
         images, extra = _images_in(root / synset, problems)
         others += [f"{synset}/{o}" for o in extra]
         for name, st in images.items():
-            records.append(Record(name=f"{synset}/{name}", label=label, size=st.st_size))
+            records.append(Record(name=f"{synset}/{name}", label=label, size=st[0]))
             stats[f"{synset}/{name}"] = st
     records.sort(key=lambda r: r.name)
     return records, tuple(synsets), others, stats

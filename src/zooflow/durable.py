@@ -25,7 +25,7 @@ import shutil
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from zooflow.errors import DiskFullError, ZooflowError
@@ -47,11 +47,16 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
+def _write_temp(path: Path, data: bytes | Iterable[str]) -> Path:
+    """A synced temp file beside `path` holding `data` (bytes, or text chunks streamed as UTF-8)."""
     tmp = path.with_name(f"{path.name}{_TMP_MARK}{uuid.uuid4().hex}")
     try:
         with open(tmp, "xb") as fh:
-            fh.write(data)
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                for chunk in data:  # e.g. json's iterencode: no whole copy of a large document in memory
+                    fh.write(chunk.encode())
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException:
@@ -60,8 +65,8 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace `path` with `data` atomically and durably."""
+def write_atomic(path: str | os.PathLike[str], data: bytes | Iterable[str]) -> None:
+    """Replace `path` with `data` (bytes, or text chunks) atomically and durably."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(target, data)

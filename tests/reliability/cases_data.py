@@ -113,11 +113,11 @@ def image_changed_during_run(request: pytest.FixtureRequest) -> None:
 def rescan_cached(request: pytest.FixtureRequest) -> None:
     import time
 
-    from zooflow.filehash import HashCache
+    from zooflow.filehash import HashCache, stamp
 
     root = _copy(request)
     cache = request.getfixturevalue("tmp_path") / "hashes"
-    stats = {p.name: p.stat() for p in (root / "val").iterdir()}
+    stats = {p.name: stamp(p.stat()) for p in (root / "val").iterdir()}
     first = HashCache(cache, root / "val")
     digests = first.digests(stats)
     assert first.rehashed == len(stats)
