@@ -140,7 +140,7 @@ def main() -> None:
     from zooflow.toolchains.onnxruntime import measure, session, spread
 
     sizes = (50, 200) if args.quick else (50, 200, 1000)
-    rounds = 5 if args.quick else args.rounds
+    rounds = min(5, args.rounds) if args.quick else args.rounds
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         refs = prepare(Path(tmp), max(sizes))
