@@ -65,6 +65,13 @@ StoreOpt = Annotated[
     typer.Option("--store", help=f"artifact store path or fsspec URL [default: ${STORE_ENV} or a per-user data dir]"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object as the last line of stdout")]
+PrintConfigOpt = Annotated[
+    bool,
+    typer.Option(
+        "--print-config",
+        help="print the flow's config (as the Prefect form stores it) and the runner, checked, then stop without running",
+    ),
+]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name from mmcls's model index")]
 TrustOpt = Annotated[
     bool,
@@ -166,6 +173,14 @@ Int8WeightsOpt = Annotated[
 ]
 VamcOpt = Annotated[
     str, typer.Option(help="vastai: v2 (`vamc build`) | v3 (`vamc compile`)", rich_help_panel="toolchain")
+]
+VamcRangeOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="vastai v3 int8: write calibrate_range (a fraction, e.g. 0.9999) into vamc's quantize block; published "
+        "only in the zoo's NLP configs, so written only when passed",
+        rich_help_panel="toolchain",
+    ),
 ]
 BenchBatchOpt = Annotated[str, typer.Option(help="benchmark batch sizes, comma-separated", rich_help_panel="toolchain")]
 BenchThreadsOpt = Annotated[

@@ -29,6 +29,7 @@ from zooflow.cli.common import (
     PerClassOpt,
     PerTensorOpt,
     PreResizeOpt,
+    PrintConfigOpt,
     RehashOpt,
     RunQuantOpt,
     SensitivityOpt,
@@ -38,6 +39,7 @@ from zooflow.cli.common import (
     ToolchainOpt,
     TrustOpt,
     VamcOpt,
+    VamcRangeOpt,
     VampArgOpt,
     app,
     data_values,
@@ -84,7 +86,7 @@ GateOpt = Annotated[
         rich_help_panel="evaluation",
     ),
 ]
-NoGatesOpt = Annotated[bool, typer.Option(help="record no gates at all", rich_help_panel="evaluation")]
+NoGatesOpt = Annotated[bool, typer.Option("--no-gates", help="record no gates at all", rich_help_panel="evaluation")]
 ProbeImagesOpt = Annotated[
     int, typer.Option(help="images also run through PyTorch (0 = none)", rich_help_panel="evaluation")
 ]
@@ -109,6 +111,14 @@ def _launch(runner_name: str, config: Any, runner: str, dask_address: str | None
     return result
 
 
+def _print_config(flow: str, config: Any, o: dict[str, Any]) -> None:
+    """Print the flow's parameter as its Prefect form would store it, and the runner, then stop: what a
+    run with these options would do, checked (a bad value exits 2 as the run would) but not started."""
+    execution = build(ExecutionOptions, runner=o["runner"], dask_address=o["dask_address"])
+    doc = {"flow": flow, "config": config.model_dump(mode="json"), "execution": execution.model_dump(mode="json")}
+    print(json.dumps(doc, indent=None if o["as_json"] else 2))
+
+
 def _pipeline_values(o: dict[str, Any]) -> dict[str, Any]:
     """The `PipelineConfig` fields from the options `run` and `sweep` share (`o`: the command's parameters),
     so a sweep takes every data, export, calibration, toolchain, benchmark and gate option a run takes."""
@@ -129,6 +139,7 @@ def _pipeline_values(o: dict[str, Any]) -> dict[str, Any]:
         "toolchain": o["toolchain"],
         "toolchain_options": {
             "vamc_generation": o["vamc_generation"],
+            "vamc_calibrate_range": o["vamc_calibrate_range"],
             "int8_weights": o["int8_weights"],
             **vastai_values(o["vamp_arg"], o["device"], o["pre_resize"]),
         },
@@ -168,6 +179,7 @@ def _pipeline_options(
     per_tensor: PerTensorOpt = False,
     int8_weights: Int8WeightsOpt = "auto",
     vamc_generation: VamcOpt = "v2",
+    vamc_calibrate_range: VamcRangeOpt = None,
     vamp_arg: VampArgOpt = None,
     device: DeviceOpt = None,
     pre_resize: PreResizeOpt = None,
@@ -185,6 +197,7 @@ def _pipeline_options(
     dask_address: DaskAddressOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
+    print_config: PrintConfigOpt = False,
 ) -> None:
     """The options `run` and `sweep` share, declared once: only its signature is used."""
 
@@ -213,6 +226,8 @@ def run(quant: RunQuantOpt = None, **options: Any) -> None:
             quant=quant_value(quant, options["per_tensor"], options["toolchain"], options["keep_float"]),
             **_pipeline_values(options),
         )
+        if options["print_config"]:
+            return _print_config("deploy-classifier", config, options)
         result = _launch("deploy", config, options["runner"], options["dask_address"])
     finish_flow(result, options["as_json"], _print_stages)
 
@@ -239,6 +254,8 @@ def sweep(
             **({"keep_float": keep_float_value(keep_float)} if keep_float is not None else {}),
             **_pipeline_values(options),
         )
+        if options["print_config"]:
+            return _print_config("quant-sweep", config, options)
         result = _launch("sweep", config, options["runner"], options["dask_address"])
     finish_flow(result, options["as_json"], _print_sweep)
 
