@@ -52,6 +52,7 @@ _OWN = {
     "onnxruntime": ("int8_weights", "run_batch", "run_threads"),
     "vastai": (
         "vamc_generation",
+        "vamc_calibrate_range",
         "vamp_instances",
         "vamp_processes",
         "vamp_batch",

@@ -267,6 +267,15 @@ class ToolchainOptions(Spec):
     vamc_generation: Literal["v2", "v3"] = Field(
         default="v2", description="vastai: `vamc build` (v2) or `vamc compile` (v3)"
     )
+    vamc_calibrate_range: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=(
+            "vastai v3, int8: write calibrate_range (a fraction, e.g. 0.9999) into vamc's quantize block; the zoo's "
+            "v3 NLP configs use it, no published classification config does, so it is written only when passed"
+        ),
+    )
     vamc_timeout: float = Field(
         default=3600.0, gt=0, le=7 * 86400, description="vastai: seconds before vamc is stopped"
     )

@@ -19,7 +19,7 @@ import yaml
 from tests.support import vastai_emulator as emu
 from zooflow.config import QuantSpec
 from zooflow.toolchains import ToolError
-from zooflow.toolchains.vastai_schema import dump, vamc_config, vdsp_params
+from zooflow.toolchains.vastai_schema import dump, percentile_used, vamc_config, vdsp_params
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vastai"
 # mmcls ShuffleNetV1's test pipeline, as zooflow reads it from the mmcls config
@@ -157,6 +157,38 @@ def test_percentiles_no_classification_config_can_express_are_refused_in_v2_and_
     }
     quantize = dump(vamc_config("v3", **default))["backend"]["quantize"]
     assert quantize == {"calibrate_mode": "percentile", "quantize_per_channel": True}  # the published key set
+
+
+def test_calibrate_range_is_written_only_when_passed_and_only_where_vamc_v3_has_it() -> None:
+    """The escape the refusal names: the user passes v3's calibrate_range (a key of the zoo's v3 NLP configs)
+    and it is written as given. v2 has no such key, fp16 has no quantize block, and a --percentile that
+    disagrees with it is refused."""
+    kwargs: dict[str, Any] = {
+        "name": "m",
+        "onnx_path": Path("m.onnx"),
+        "input_shape": [1, 3, 224, 224],
+        "preprocess": PRE,
+        "calibration_dir": Path("c"),
+        "calibration_count": 1,
+        "suffix": "JPEG",
+        "workspace": Path("w"),
+    }
+    wanted = QuantSpec(dtype="int8", calibrate="percentile", percentile=99.99)
+    written = dump(vamc_config("v3", quant=wanted, calibrate_range=0.9999, **kwargs))
+    assert written["backend"]["quantize"] == {
+        "calibrate_mode": "percentile",
+        "quantize_per_channel": True,
+        "calibrate_range": 0.9999,
+    }
+    assert percentile_used("v3", wanted, 0.9999).startswith("calibrate_range 0.9999")  # type: ignore[union-attr]
+    with pytest.raises(ToolError, match="v2 config has no such key"):
+        vamc_config("v2", quant=wanted, calibrate_range=0.9999, **kwargs)
+    with pytest.raises(ToolError, match="fp16 has no quantize block"):
+        vamc_config("v3", quant=QuantSpec.from_preset("fp16"), calibrate_range=0.9999, **kwargs)
+    with pytest.raises(ToolError, match="disagree"):
+        vamc_config("v3", quant=wanted, calibrate_range=0.999, **kwargs)
+    with pytest.raises(ToolError, match=r"--vamc-calibrate-range 0\.9999"):  # the refusal names the escape
+        vamc_config("v3", quant=wanted, **kwargs)
 
 
 # ----------------------------------------------------------- (c) mutated copies are rejected

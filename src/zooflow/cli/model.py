@@ -23,6 +23,7 @@ from zooflow.cli.common import (
     ToolchainOpt,
     TrustOpt,
     VamcOpt,
+    VamcRangeOpt,
     app,
     err,
     failing,
@@ -193,6 +194,7 @@ def compile_cmd(
     per_tensor: PerTensorOpt = False,
     int8_weights: Int8WeightsOpt = "auto",
     vamc_generation: VamcOpt = "v2",
+    vamc_calibrate_range: VamcRangeOpt = None,
     model: ModelOpt = registry.DEFAULT_MODEL,
     out_dir: Annotated[Path | None, typer.Option("--out", help="copy the compiled files here")] = None,
     store: StoreOpt = None,
@@ -204,7 +206,13 @@ def compile_cmd(
     with failing(as_json, "the compile stage"):
         spec = build(QuantSpec, **QuantSpec.from_preset(quant, per_channel=not per_tensor).model_dump())
         tc = toolchains.require(
-            toolchain, build(ToolchainOptions, vamc_generation=vamc_generation, int8_weights=int8_weights)
+            toolchain,
+            build(
+                ToolchainOptions,
+                vamc_generation=vamc_generation,
+                vamc_calibrate_range=vamc_calibrate_range,
+                int8_weights=int8_weights,
+            ),
         )
         st = open_store(store)
         inputs = inputs_of(st, **{k: v for k, v in {"onnx": onnx, "calibration": calibration}.items() if _is_path(v)})

@@ -371,6 +371,7 @@ class VastaiToolchain:
             suffix=(calib_doc["suffixes"][0] if calib_doc and calib_doc["suffixes"] else "JPEG"),
             workspace=Path("deploy_weights"),  # relative to vamc's working folder: the config stays reproducible
             skip=skip["lists"] if skip else None,
+            calibrate_range=self.options.vamc_calibrate_range,
         )
         with store.staging("compile") as staged, tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -414,7 +415,12 @@ class VastaiToolchain:
                     "layout": str(prefix.relative_to(work)),
                     "generation": generation,
                     "calibration_images": calib_doc["count"] if calib_doc and quant.dtype == "int8" else 0,
-                    "percentile": percentile_used(generation, quant),
+                    "percentile": percentile_used(generation, quant, self.options.vamc_calibrate_range),
+                    **(
+                        {"calibrate_range": self.options.vamc_calibrate_range}
+                        if self.options.vamc_calibrate_range is not None
+                        else {}
+                    ),
                     **({"float_layers": skip} if skip else {}),
                     "output": onnx.meta.get("output", {}),
                     "preprocess": preprocess,

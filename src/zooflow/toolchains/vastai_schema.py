@@ -9,6 +9,7 @@ Where the public material does not say a value, the choice is marked "inferred".
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +88,9 @@ class V3Quantize(_Strict):
     # cv/classification/yolov11_cls/.../official_yolov11_cls_int8.yaml)
     skip_conv_layers: list[int] | None = None
     skip_matmul_layers: list[int] | None = None
+    # only when the user passes it (--vamc-calibrate-range): the zoo's v3 NLP configs have it, with
+    # calibrate_mode max; no published classification config does
+    calibrate_range: float | None = None
 
 
 class V3Backend(_Strict):
@@ -182,10 +186,14 @@ def vamc_config(
     suffix: str,
     workspace: Path,
     skip: dict[str, list[int]] | None = None,
+    calibrate_range: float | None = None,
 ) -> BaseModel:
-    """The compile config for one model and quantisation spec (`skip`: `skip_lists`' lists, int8-mixed)."""
+    """The compile config for one model and quantisation spec (`skip`: `skip_lists`' lists, int8-mixed;
+    `calibrate_range`: the v3 key, written only when the user passed it)."""
     skip = skip or {}
     int8 = quant.dtype == "int8"
+    if calibrate_range is not None:
+        _check_calibrate_range(generation, quant, calibrate_range)
     if quant.dtype not in ("int8", "fp16"):
         raise ToolError(
             "vamc compiles fp16 and int8 only", "use --quant fp16 or an int8 preset with --toolchain vastai"
@@ -195,7 +203,7 @@ def vamc_config(
         raise ToolError(f"{need} needs a calibration set", "run the calibration stage first (or pass --calibration)")
     ops = transform_ops(preprocess)
     sampler = Sampler(suffix=suffix, get_data_num=calibration_count)
-    if quant.calibrate == "percentile" and quant.percentile != DEFAULT_PERCENTILE:
+    if quant.calibrate == "percentile" and quant.percentile != DEFAULT_PERCENTILE and calibrate_range is None:
         where = (
             "calibration block has only quant_mode and per_channel"
             if generation == "v2"
@@ -207,8 +215,14 @@ def vamc_config(
         raise ToolError(
             f"vamc {generation} classification configs cannot express a percentile of {quant.percentile:g}: their "
             f"{where}, so vamc applies its own built-in percentile",
-            f"leave the percentile at its default {DEFAULT_PERCENTILE:g} to accept vamc's built-in value, or use "
-            "another calibration mode (int8-max, int8-mse, int8-kl_divergence)",
+            f"leave the percentile at its default {DEFAULT_PERCENTILE:g} to accept vamc's built-in value, use "
+            "another calibration mode (int8-max, int8-mse, int8-kl_divergence)"
+            + (
+                f", or on v3 pass the key yourself: --vamc-calibrate-range {quant.percentile / 100:g} (unpublished for "
+                "classification: only if your vamc release documents it)"
+                if generation == "v3"
+                else ""
+            ),
         )
     if generation == "v2":
         return V2Config(
@@ -235,6 +249,7 @@ def vamc_config(
                 quantize_per_channel=quant.per_channel,
                 skip_conv_layers=skip.get("skip_conv_layers"),
                 skip_matmul_layers=skip.get("skip_matmul_layers"),
+                calibrate_range=calibrate_range,
             )
             if int8 and quant.calibrate
             else None,
@@ -244,11 +259,39 @@ def vamc_config(
     )
 
 
-def percentile_used(generation: Generation, quant: QuantSpec) -> float | str | None:
+def _check_calibrate_range(generation: Generation, quant: QuantSpec, value: float) -> None:
+    """The explicit v3 key is refused where it cannot be written, or where it would contradict --percentile."""
+    if generation != "v3":
+        raise ToolError(
+            "--vamc-calibrate-range is a key of vamc v3's quantize block; a v2 config has no such key",
+            "add --vamc-generation v3, or leave --vamc-calibrate-range out",
+        )
+    if quant.dtype != "int8":
+        raise ToolError(
+            f"--vamc-calibrate-range applies to int8 compiles; {quant.dtype} has no quantize block",
+            "use an int8 preset, or leave --vamc-calibrate-range out",
+        )
+    if (
+        quant.calibrate == "percentile"
+        and quant.percentile != DEFAULT_PERCENTILE
+        and not math.isclose(quant.percentile / 100, value, rel_tol=1e-9)
+    ):
+        raise ToolError(
+            f"--percentile {quant.percentile:g} and --vamc-calibrate-range {value:g} disagree "
+            f"(the key is a fraction: {quant.percentile / 100:g} for that percentile)",
+            "pass one of them, or make them agree",
+        )
+
+
+def percentile_used(
+    generation: Generation, quant: QuantSpec, calibrate_range: float | None = None
+) -> float | str | None:
     """What the compiled model's percentile really is: vamc's own (no published classification config,
-    v2 or v3, has a key for it)."""
+    v2 or v3, has a key for it), unless the user wrote v3's calibrate_range themselves."""
     if quant.calibrate != "percentile":
         return None
+    if calibrate_range is not None and generation == "v3":
+        return f"calibrate_range {calibrate_range:g}, written as the user passed it (--vamc-calibrate-range)"
     return f"vamc {generation} built-in (a {generation} classification config has no key for it)"
 
 
