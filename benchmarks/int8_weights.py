@@ -32,7 +32,7 @@ def main() -> None:
     from zooflow.toolchains.onnxruntime import OnnxRuntimeToolchain, spread
 
     with tempfile.TemporaryDirectory() as tmp:
-        refs = prepare(Path(tmp), 200)
+        refs = prepare(Path(tmp), (200,))
         store = Store(refs["store"])
         onnx, calibration = store.ref(refs["onnx"]), store.ref(refs["calibration-200"])
         fp32 = OnnxRuntimeToolchain(ToolchainOptions()).compile(onnx, None, QuantSpec.from_preset("fp32"), store)

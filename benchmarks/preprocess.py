@@ -225,5 +225,6 @@ def memory_report(small: dict[str, float], big: dict[str, float]) -> str:
     )
     return "\n".join(lines)
 
+
 if __name__ == "__main__":
     main()

@@ -40,20 +40,20 @@ CONTROL = "fp32 (identical copy)"
 PLAIN = "plain export"
 
 
-def prepare(root: Path, images: int) -> dict[str, str]:
-    """A store with a dynamic-batch export and a calibration set of `images` classes (1 image each)."""
+def prepare(root: Path, sizes: tuple[int, ...]) -> dict[str, str]:
+    """A store with a dynamic-batch export and, per size n, a calibration set of n classes (1 image each)."""
     from zooflow import calibration, datasets, demo, export
     from zooflow.config import CalibrationOptions, DataSpec, ExportOptions
     from zooflow.fetch import fetch_checkpoint
     from zooflow.store import Store
 
     store = Store(root / "store")
-    demo.write_demo_dataset(root / "data", classes=1000, per_class=1, seed=0)
+    demo.write_demo_dataset(root / "data", classes=max(sizes), per_class=1, seed=0)
     ckpt = fetch_checkpoint("local-init", store, model=MODEL, show_progress=False)
     onnx = export.export_checkpoint(ckpt, store, model=MODEL, options=ExportOptions(dynamic_batch=True))
     dataset = datasets.scan(DataSpec(path=str(root / "data" / "val")))
     refs = {"store": str(root / "store"), "onnx": onnx.digest}
-    for n in sorted({50, 200, images}):
+    for n in sorted(set(sizes)):
         records = tuple(r for r in dataset.records if r.label < n)  # classes 0..n-1, one image each
         subset = datasets.Dataset(dataset.root, dataset.layout, records, n, None, dataset.labels_file, None)
         ref = calibration.build_calibration(subset, store, CalibrationOptions(per_class=1), seed=0)
@@ -123,6 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="calibrate on 50 and 200 images only; fewer rounds")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds at the fixed setting")
+    parser.add_argument(
+        "--smoke", action="store_true", help="every step at the smallest size (20 images, 1 round): checks the script"
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep-float", type=int, default=2, help="int8-mixed: layers kept in float (K)")
     parser.add_argument(
@@ -139,15 +142,16 @@ def main() -> None:
     from zooflow.store import Store
     from zooflow.toolchains.onnxruntime import measure, session, spread
 
-    sizes = (50, 200) if args.quick else (50, 200, 1000)
-    rounds = min(5, args.rounds) if args.quick else args.rounds
+    sizes = (20,) if args.smoke else (50, 200) if args.quick else (50, 200, 1000)
+    throughput_set = 20 if args.smoke else 200  # the calibration set of the throughput part's int8 models
+    rounds = 1 if args.smoke else min(5, args.rounds) if args.quick else args.rounds
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        refs = prepare(Path(tmp), max(sizes))
+        refs = prepare(Path(tmp), (*sizes, throughput_set))
         store = Store(refs["store"])
         tc = toolchains.get("onnxruntime")
         print(f"int8 scheme on this CPU: {tc.int8_scheme().reason}")
-        onnx, calib = store.ref(refs["onnx"]), store.ref(refs["calibration-200"])
+        onnx, calib = store.ref(refs["onnx"]), store.ref(refs[f"calibration-{throughput_set}"])
         compiled = {}
         for preset in PRESETS:
             spec = QuantSpec.from_preset(preset)
@@ -156,7 +160,9 @@ def main() -> None:
                 continue
             # int8-mixed keeps the K layers its sensitivity ranking puts first in float (the flow's `auto`
             # searches K against the agreement gate; here K is fixed so every run measures the same model)
-            ranking = rank_layers(store, tc.compile(onnx, calib, spec.base(), store), onnx, calib, 50).meta["ranking"]
+            ranking = rank_layers(
+                store, tc.compile(onnx, calib, spec.base(), store), onnx, calib, min(50, throughput_set)
+            ).meta["ranking"]
             k = min(args.keep_float, len(ranking))
             mixed = spec.model_copy(update={"keep_float": k})
             compiled[f"{preset} (K={k})"] = tc.compile(onnx, calib, mixed, store, float_layers=ranking[:k])
@@ -167,7 +173,7 @@ def main() -> None:
 
         print(f"1. throughput, median of {rounds} round-robin rounds (images/s; spread = IQR and min-max)")
         fixed = throughputs(paths, rounds, (FIXED,))
-        others = throughputs(paths, max(3, rounds // 3), tuple(s for s in SETTINGS if s != FIXED))
+        others = throughputs(paths, 1 if args.smoke else max(3, rounds // 3), tuple(s for s in SETTINGS if s != FIXED))
         rows = {}
         for name in paths:
             rates = {FIXED: spread(fixed[f"{name}|{FIXED[0]}|{FIXED[1]}"], "rate")}
@@ -240,7 +246,7 @@ def main() -> None:
         path = store.path(compiled["int8-max"], "model.onnx")
         spec = BenchmarkSpec(batch_sizes=(8,), threads=(1,), warmup=3, trials=5, iterations=30)
         harness, bare = [], []
-        for _ in range(3):  # interleaved, so drift affects both
+        for _ in range(1 if args.smoke else 3):  # interleaved, so drift affects both
             harness.append(measure(path, [8, 3, 224, 224], spec, dynamic=True)[0]["throughput"])
             sess = session(path, 1)
             feed = _feed(sess, 8)

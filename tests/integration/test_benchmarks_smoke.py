@@ -27,7 +27,7 @@ QUICK: dict[str, tuple[list[str], list[str]]] = {
     ),
     "rescan.py": (["--images", "300"], ["rescan, unchanged:", "identity changed: True"]),
     "sensitivity.py": (["--images", "8"], ["sensitivity stage:", "most sensitive:"]),
-    "toolchain.py": (["--quick", "--rounds", "1"], ["int8-mixed", "control"]),
+    "toolchain.py": (["--smoke"], ["int8-mixed (K=2)", "identical models:", "worst at 20 images", "harness"]),
 }
 
 
