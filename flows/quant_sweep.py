@@ -16,13 +16,13 @@ from flows._stages import Stages
 from flows._summary import publish_summary, run_name, tag_run
 from tasks.compare import sweep_table
 from zooflow import toolchains
-from zooflow.runconfig import SweepConfig, SweepParameter
+from zooflow.runconfig import SweepConfig, SweepParameter, form_default
 from zooflow.store import open_store
 from zooflow.storecheck import clean_staging
 
 
 @flow(name="quant-sweep", flow_run_name=run_name("quant-sweep", SweepConfig), log_prints=True)
-def quant_sweep(config: SweepParameter = SweepConfig(demo=True)) -> dict[str, Any]:  # noqa: B008 - immutable default
+def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -> dict[str, Any]:  # noqa: B008 - a fresh dict
     """Compare presets on one model and dataset; failed gates fail the run after the table is stored."""
     store_url = config.store_url()
     clean_staging(open_store(store_url))  # staging left by killed runs goes first

@@ -216,7 +216,8 @@ class Checks:
 class UI:
     """The Prefect UI and API of one server, for one deployment."""
 
-    def __init__(self, page: Browser, base: str, deployment_id: str, out: Path) -> None:
+    def __init__(self, page: Browser, base: str, deployment_id: str, out: Path, env: dict[str, str]) -> None:
+        self.env = env  # the server's API and store, for the CLI run beside the form's
         self.page, self.base, self.api, self.out = page, base, f"{base}/api", out
         self.deployment_id = deployment_id
 
@@ -324,7 +325,33 @@ async def fill_and_run(ui: UI, preset: str, check: Checks, timeout: float, tag: 
         run["parameters"]["config"].get("quant"),
     )
     check(run["name"].endswith(f" {preset} demo (onnxruntime)"), "its name says model, preset, data", run["name"])
+    export = run["parameters"]["config"].get("export", {})
+    check(
+        export.get("dynamic_batch", "auto") == "auto",
+        "the untouched Dynamic Batch drop-down sent auto (the toolchain's choice, as the CLI's default)",
+        export,
+    )
     return run
+
+
+def cli_equivalent(ui: UI, preset: str, check: Checks) -> None:
+    """`zooflow run` with the options matching what was filled in: an untouched form means the CLI's
+    defaults, so the run reuses the form run's ONNX and fp32 reference (same config, same cache keys)."""
+    zooflow = str(Path(sys.executable).parent / "zooflow")
+    args = ["run", "--demo", "--demo-classes", "10", "--allow-short", "--quant", preset, "--json"]
+    done = subprocess.run([zooflow, *args], env=ui.env, capture_output=True, text=True, timeout=900)
+    try:
+        stages = json.loads(done.stdout.strip().splitlines()[-1])["stages"]
+    except (ValueError, IndexError, KeyError):
+        check(False, "`zooflow run` with the same settings completed", done.stderr[-2000:])
+        return
+    shared = ("checkpoint", "onnx", "reference-onnx", "reference-compiled", "reference-outputs", "compiled")
+    print(f"zooflow {' '.join(args)}: {stages}")
+    check(
+        all(stages.get(s) == "Cached" for s in shared),
+        "`zooflow run --demo` with the same settings reuses the form run's ONNX and fp32 reference",
+        {s: stages.get(s) for s in shared},
+    )
 
 
 async def screens(ui: UI, run: dict[str, Any], tag: str, check: Checks, preset: str) -> dict[str, dict[str, Any]]:
@@ -349,6 +376,7 @@ async def drive(ui: UI, preset: str, timeout: float) -> Checks:
     check = Checks()
     await refusals(ui, check)
     run = await fill_and_run(ui, preset, check, timeout, "3")
+    cli_equivalent(ui, preset, check)
     artifacts = await screens(ui, run, "4", check, preset)
     report = next((a for k, a in artifacts.items() if k.startswith("report-")), None)
     if check(report is not None, "the run published its report"):
@@ -441,7 +469,7 @@ def main() -> None:
 
         async def go() -> Checks:
             async with Browser() as page:
-                return await drive(UI(page, base, found[0]["id"], args.out), args.preset, args.timeout)
+                return await drive(UI(page, base, found[0]["id"], args.out, env), args.preset, args.timeout)
 
         checks = asyncio.run(go())
     finally:

@@ -45,7 +45,7 @@ class Spec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _blank_is_unset(cls, values: Any) -> Any:
-        return form.blank_is_unset(cls.model_fields, values)
+        return form.tri_state(cls.model_fields, form.blank_is_unset(cls.model_fields, values))
 
 
 def _suggest(value: str, allowed: tuple[str, ...] | list[str]) -> str:

@@ -8,9 +8,14 @@ a blank field falls back to its default, a blank preset or an inconsistent pair 
 
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any
 
 NULL = {"type": "null"}
+# A ``bool | None`` setting (None: the toolchain's or the flow's choice) as the form's drop-down. A toggle
+# cannot say "not set": an untouched one sent false (every UI run exported batch 1, issue 31).
+TRI_STATE: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 
 def plain_optionals(schema: dict[str, Any]) -> None:
@@ -28,6 +33,9 @@ def plain_optionals(schema: dict[str, Any]) -> None:
         if "type" not in kept:  # a $ref: null would no longer validate on the server, keep the union
             continue
         del prop["anyOf"]
+        if kept == {"type": "boolean"}:  # tri-state: auto (None) / on / off, default auto
+            prop.update(enum=list(TRI_STATE), default="auto")
+            continue
         for key, value in kept.items():
             prop.setdefault(key, value)
         if "default" in prop and prop["default"] is None:
@@ -39,6 +47,43 @@ def blank_is_unset(fields: dict[str, Any], values: Any) -> Any:
     if not isinstance(values, dict):
         return values
     return {k: v for k, v in values.items() if not (v == "" and k in fields and fields[k].default is None)}
+
+
+def _is_tri_state(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and set(typing.get_args(annotation)) == {
+        bool,
+        type(None),
+    }
+
+
+def tri_state(fields: dict[str, Any], values: Any) -> Any:
+    """The form's ``auto`` / ``on`` / ``off`` as None / True / False for ``bool | None`` fields."""
+    if not isinstance(values, dict):
+        return values
+    return {
+        k: TRI_STATE[v]
+        if isinstance(v, str) and v in TRI_STATE and k in fields and _is_tri_state(fields[k].annotation)
+        else v
+        for k, v in values.items()
+    }
+
+
+def as_form(model: Any, values: Any) -> Any:
+    """`values` (a JSON dump of pydantic `model`) with each tri-state setting in the form's words
+    (null/true/false -> auto/on/off), nested settings blocks included: what an untouched form holds and
+    what the server accepts."""
+    if not isinstance(values, dict) or not hasattr(model, "model_fields"):
+        return values
+    words = {value: word for word, value in TRI_STATE.items()}
+    out = dict(values)
+    for name, field in model.model_fields.items():
+        if name not in out:
+            continue
+        if _is_tri_state(field.annotation) and (out[name] is None or isinstance(out[name], bool)):
+            out[name] = words[out[name]]
+        elif isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
+            out[name] = as_form(field.annotation, out[name])
+    return out
 
 
 def ordered(schema: dict[str, Any], first: tuple[str, ...], titles: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 
 from pydantic import (
     ConfigDict,
@@ -289,6 +289,13 @@ class NightlyConfig(Spec):
 def _titled(cls: type[Spec], title: str) -> Any:
     """A flow parameter of type `cls` titled for the form (Prefect titles it by the argument's name)."""
     return Annotated[cls, Field(json_schema_extra={"title": title})]
+
+
+def form_default(cls: type[Spec], **values: Any) -> dict[str, Any]:
+    """A flow parameter's default as the form opens with it: `cls(**values)` as JSON, tri-state settings
+    spelled as the drop-down does (auto/on/off; a null there is refused by the server). Prefect turns it
+    into `cls` when the flow is called (its parameters are validated), so the flow sees the same config."""
+    return cast(dict[str, Any], form.as_form(cls, cls(**values).model_dump(mode="json")))
 
 
 RunParameter = _titled(RunConfig, "Run settings")

@@ -90,6 +90,50 @@ def test_the_form_has_no_null_switches_and_its_defaults_pass_the_servers_check()
     assert props["path"]["type"] == "string" and "default" not in props["path"]
 
 
+def _tri_states(node: Any, where: str = "") -> dict[str, Any]:
+    """Every property drawn as a boolean toggle or as the auto/on/off drop-down, by path."""
+    found: dict[str, Any] = {}
+    if isinstance(node, dict):
+        for key, value in node.get("properties", {}).items():
+            if isinstance(value, dict) and (
+                value.get("type") == "boolean" or value.get("enum") == ["auto", "on", "off"]
+            ):
+                found[f"{where}/{key}"] = value
+        for key, value in node.items():
+            if isinstance(value, dict | list):
+                found |= _tri_states(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found |= _tri_states(value, f"{where}/{i}")
+    return found
+
+
+def test_a_setting_that_can_be_unset_is_an_auto_on_off_drop_down_whose_untouched_value_is_the_clis_default() -> None:
+    """A toggle cannot say 'not set': an untouched one sent false, so every UI run exported batch 1 and
+    shared no artifact with the CLI's runs. Every `bool | None` setting is a drop-down defaulting to
+    auto; the server accepts auto/on/off, and the flow reads them as None/True/False."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.deploy_classifier import deploy_classifier
+    from zooflow.runconfig import RunConfig
+
+    schema = parameter_schema(deploy_classifier).model_dump()
+    drawn = _tri_states(schema)
+    tri = {path: v for path, v in drawn.items() if "enum" in v}
+    assert set(tri) == {"/definitions/ExportOptions/dynamic_batch"}, sorted(drawn)  # the one bool | None today
+    assert all(v["default"] == "auto" and "type" not in v for v in tri.values())
+    base = {"demo": True, "quant": "fp32", "calibration": {"allow_short": True}, "data": {"demo": {"classes": 4}}}
+    cli = RunConfig.model_validate(base)
+    for sent, meant in (("auto", None), ("on", True), ("off", False)):
+        form = {**base, "export": {"dynamic_batch": sent}}
+        assert _server_check(deploy_classifier, {"config": form}) is None, sent
+        config = RunConfig.model_validate(form)
+        assert config.export.dynamic_batch is meant
+        if sent == "auto":  # an untouched form is exactly the CLI's default run: same keys, same artifacts
+            assert config.model_dump() == cli.model_dump()
+    assert _server_check(deploy_classifier, {"config": {**base, "export": {"dynamic_batch": "maybe"}}})
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [

@@ -42,7 +42,7 @@ def _cases(tmp: Path, command: str) -> list[tuple[list[str], dict[str, list[Chec
         "--seed": (["--seed", "7"], [("config.seed", 7)]),
         "--opset": (["--opset", "13"], [("config.export.opset", 13)]),
         "--logits": (["--logits"], [("config.export.logits", True)]),
-        "--dynamic-batch": (["--dynamic-batch"], [("config.export.dynamic_batch", True)]),
+        "--dynamic-batch": (["--dynamic-batch"], [("config.export.dynamic_batch", "on")]),  # the form's word
         "--data": (["--data", str(tmp / "val")], [("config.data.path", str(tmp / "val")), ("config.demo", False)]),
         "--labels": (["--labels", str(tmp / "l.txt")], [("config.data.labels", str(tmp / "l.txt"))]),
         "--names": (["--names", str(tmp / "n.txt")], [("config.data.names", str(tmp / "n.txt"))]),
@@ -158,3 +158,22 @@ def test_a_bad_value_is_refused_before_anything_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "--allow-short" in done.stderr, done.stderr
     assert not done.stdout.strip()
+
+
+def test_the_printed_config_is_what_the_server_accepts_as_the_form_would_send_it(tmp_path: Path) -> None:
+    """`--print-config`'s config, given to `prefect deployment run --param config=...`, passes the server's
+    check of the one-off form and is the same run: tri-state settings are written as the drop-down's words."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.deploy_classifier import deploy_classifier
+    from zooflow.runconfig import RunConfig
+
+    exe = Path(sys.executable).with_name("zooflow")
+    args = ["run", "--demo", "--demo-classes", "4", "--allow-short", "--quant", "int8-max", "--no-dynamic-batch"]
+    done = subprocess.run([str(exe), *args, "--print-config"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)["config"]
+    assert config["export"]["dynamic_batch"] == "off"
+    validate({"config": config}, parameter_schema(deploy_classifier).model_dump(), raise_on_error=True)
+    assert RunConfig.model_validate(config).export.dynamic_batch is False

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from zooflow import registry
+from zooflow import form, registry
 from zooflow.cli.common import (
     AllowShortOpt,
     BenchBatchOpt,
@@ -115,7 +115,8 @@ def _print_config(flow: str, config: Any, o: dict[str, Any]) -> None:
     """Print the flow's parameter as its Prefect form would store it, and the runner, then stop: what a
     run with these options would do, checked (a bad value exits 2 as the run would) but not started."""
     execution = build(ExecutionOptions, runner=o["runner"], dask_address=o["dask_address"])
-    doc = {"flow": flow, "config": config.model_dump(mode="json"), "execution": execution.model_dump(mode="json")}
+    values = form.as_form(type(config), config.model_dump(mode="json"))  # tri-states as auto/on/off
+    doc = {"flow": flow, "config": values, "execution": execution.model_dump(mode="json")}
     print(json.dumps(doc, indent=None if o["as_json"] else 2))
 
 
