@@ -48,6 +48,25 @@ def run_name(kind: str, cls: type[PipelineConfig]) -> Any:
     return name
 
 
+def nightly_name() -> str:
+    """A nightly run's name: ``nightly <matrix name> <night>`` (the matrix file's stem if it cannot be read)."""
+    import datetime as dt
+
+    from zooflow.runconfig import NightlyConfig, RegressionMatrix
+
+    value = flow_run.parameters.get("config")
+    try:
+        config = value if isinstance(value, NightlyConfig) else NightlyConfig.model_validate(value or {})
+    except Exception:  # noqa: BLE001 - a name must never fail a run; validation reports the problem itself
+        return "nightly (invalid parameters)"
+    night = config.night or dt.datetime.now(dt.UTC).date().isoformat()
+    try:
+        name = RegressionMatrix.load(config.matrix).name
+    except Exception:  # noqa: BLE001 - as above: the run itself says what is wrong with the matrix
+        name = PurePosixPath(config.matrix).stem
+    return f"nightly {name} {night}"
+
+
 def tag_run(config: PipelineConfig, *extra: str) -> None:
     """Tag the current flow run with its model, toolchain and presets, so the runs list filters by them."""
     from prefect.client.orchestration import get_client

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow, get_run_logger, tags
 
 from flows._pipeline import deploy_presets, prepare
 from flows._stages import Stages
+from flows._summary import nightly_name
+from flows.team import refuse_repeated_rerun
 from tasks._cache import FULL_VERIFY_TAG
 from tasks.compare import append_history, regression_gates
 from zooflow.config import default_store_url
@@ -22,9 +24,10 @@ from zooflow.store import open_store
 from zooflow.storecheck import clean_staging
 
 
-@flow(name="nightly-regression", log_prints=True)
+@flow(name="nightly-regression", flow_run_name=nightly_name, log_prints=True)
 def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, Any]:  # noqa: B008 - immutable default
     """Run the matrix for one night; fail if any model/preset misses its goals."""
+    refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
     matrix = RegressionMatrix.load(config.matrix)  # a bad matrix fails before any work
     night = config.night or dt.datetime.now(dt.UTC).date().isoformat()
     store_url = config.store or matrix.defaults.get("store") or default_store_url()
@@ -43,6 +46,13 @@ def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, 
     summary = Stages(store_url)
     trend = summary.run("trend", append_history, night=night, entries=entries, name=matrix.name)
     found = summary.run("regressions", regression_gates, trend=trend, night=night)
+    get_run_logger().info(
+        "night %s of %s: %d model/preset result(s), no regressions; trend %s",
+        night,
+        matrix.name,
+        len(entries),
+        trend.digest[:16],
+    )
     return {
         "status": "completed",
         "night": night,

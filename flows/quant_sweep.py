@@ -14,6 +14,7 @@ from prefect import flow
 from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
 from flows._summary import publish_summary, run_name, tag_run
+from flows.team import refuse_repeated_rerun
 from tasks.compare import sweep_table
 from zooflow import toolchains
 from zooflow.runconfig import SweepConfig, SweepParameter, form_default
@@ -24,6 +25,7 @@ from zooflow.storecheck import clean_staging
 @flow(name="quant-sweep", flow_run_name=run_name("quant-sweep", SweepConfig), log_prints=True)
 def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -> dict[str, Any]:  # noqa: B008 - a fresh dict
     """Compare presets on one model and dataset; failed gates fail the run after the table is stored."""
+    refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
     store_url = config.store_url()
     clean_staging(open_store(store_url))  # staging left by killed runs goes first
     stages = Stages(store_url)

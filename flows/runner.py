@@ -285,4 +285,30 @@ def serve_all(file: Path, only: list[str]) -> None:
             )
         )
     with temporary_api():
+        _refuse_team_deployments([(d.flow_name, d.name) for d in deployments])
         serve(*deployments)
+
+
+def _refuse_team_deployments(names: list[tuple[str, str]]) -> None:
+    """`serve` registers its deployments under their names and pauses them when it stops: on a team's
+    server it would take over (and then stop) deployments that the team's workers run from a pool."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    taken = []
+    with get_client(sync_client=True) as client:
+        for flow_name, name in names:
+            try:
+                found = client.read_deployment_by_name(f"{flow_name}/{name}")
+            except ObjectNotFound:
+                continue
+            if found.work_pool_name:
+                taken.append(f"{flow_name}/{name} (work pool {found.work_pool_name})")
+    if taken:
+        raise ConfigError(
+            f"the server at {PREFECT_API_URL.value()} already runs {', '.join(taken)} from a work pool; serving "
+            "them here would take them over and pause them when this process stops",
+            "`zooflow serve` is for one machine: unset PREFECT_API_URL (it then starts its own server), or "
+            "start the team's runs from the UI or with `prefect deployment run`",
+        )

@@ -51,6 +51,7 @@ from zooflow.cli.common import (
     vastai_values,
 )
 from zooflow.config import ExecutionOptions, Gate, build
+from zooflow.errors import ConfigError
 from zooflow.runconfig import RunConfig, SweepConfig
 from zooflow.store import open_store
 
@@ -278,6 +279,34 @@ def nightly(
     finish_flow(
         result, as_json, lambda r: err.print(f"night {r['night']} of {r['matrix']}: no regressions", highlight=False)
     )
+
+
+@app.command(
+    name="team-setup",
+    epilog="PREFECT_API_URL=http://SERVER:4200/api zooflow team-setup --webhook https://chat.example.com/hooks/abc",
+)
+def team_setup(
+    webhook: Annotated[
+        str | None, typer.Option(help="incoming-webhook URL (Slack, Teams, Mattermost) for failed or crashed nightlies")
+    ] = None,
+    crash_after: Annotated[
+        int, typer.Option(help="seconds without a heartbeat before a run is marked Crashed (and re-run once)")
+    ] = 90,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set up the team's Prefect server: crashed runs are marked and re-run once, failed nightlies are posted."""
+    with failing(as_json, "the team setup"):
+        if webhook is not None and not webhook.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--webhook {webhook!r} is not an http(s) URL", "pass the incoming-webhook URL your chat gives"
+            )
+        result = load_runner("team")(webhook, crash_after)
+    for name in result["automations"]:
+        err.print(f"automation: {name}", highlight=False)
+    if result["notification_block"]:
+        err.print(f"notification block: {result['notification_block']} (CustomWebhook)", highlight=False)
+    if as_json:
+        print(json.dumps({"status": "completed", **result}))
 
 
 @app.command(epilog="zooflow serve\n\nzooflow serve --only one-off --only quant-sweep")
