@@ -6,6 +6,7 @@ schema is shaped by `zooflow.form` (field order, titles, server-side rules).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast, get_args
@@ -179,8 +180,16 @@ class RunConfig(PipelineConfig):
         return self
 
 
+def _sweep_form(schema: dict[str, Any]) -> None:
+    """The sweep form: as a run's, and the server refuses fp32 among the presets on the vastai toolchain."""
+    _pipeline_form(schema)
+    form.refuse_when(schema, "toolchain", "vastai", {"properties": {"presets": {"items": {"not": {"const": "fp32"}}}}})
+
+
 class SweepConfig(PipelineConfig):
     """`quant_sweep`: one model and dataset over a list of presets (default: every preset the toolchain compiles)."""
+
+    model_config = ConfigDict(json_schema_extra=_sweep_form)
 
     presets: tuple[PresetName, ...] | None = Field(
         default=None, description="presets to compare; default: fp32, fp16 and int8 with all four calibrate modes"
@@ -281,9 +290,22 @@ class NightlyConfig(Spec):
 
     matrix: str = Field(default="deployments/regression.yaml", description="regression matrix file (YAML)")
     night: str | None = Field(
-        default=None, pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="YYYY-MM-DD; default (or blank): today (UTC)"
+        default=None,
+        pattern=r"^(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))?$",  # the server refuses 2026-13-45 itself
+        description="YYYY-MM-DD; default (or blank): today (UTC)",
     )
     store: str | None = Field(default=None, description=f"artifact store path or fsspec URL; default ${STORE_ENV}")
+
+    @field_validator("night")
+    @classmethod
+    def _a_real_day(cls, value: str | None) -> str | None:
+        """A calendar day (2026-02-30 passes the pattern, not the calendar)."""
+        if value:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"night {value!r} is not a day of the calendar; write YYYY-MM-DD") from None
+        return value
 
 
 def _titled(cls: type[Spec], title: str) -> Any:

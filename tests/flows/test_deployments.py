@@ -277,3 +277,25 @@ def test_served_deployment_runs_with_parameters_and_a_bad_one_is_refused(tmp_pat
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_the_sweep_and_nightly_forms_refuse_what_cannot_run_before_a_run_exists() -> None:
+    """The server refuses fp32 among a vastai sweep's presets and a night that is no date; the flow's
+    own validation refuses a day the calendar lacks, in a sentence."""
+    from flows.nightly_regression import nightly_regression
+    from flows.quant_sweep import quant_sweep
+
+    sweep = {"demo": True, "toolchain": "vastai", "presets": ["fp16", "int8-max"]}
+    assert _server_check(quant_sweep, {"config": sweep}) is None
+    said = _server_check(quant_sweep, {"config": {**sweep, "presets": ["fp32", "int8-max"]}})
+    assert said is not None and "presets" in said, said
+    with pytest.raises(Exception, match="vastai toolchain compiles fp16 and int8 only"):
+        quant_sweep.validate_parameters({"config": {**sweep, "presets": ["fp32", "int8-max"]}})
+    assert _server_check(quant_sweep, {"config": {**sweep, "toolchain": "onnxruntime", "presets": ["fp32"]}}) is None
+
+    for night in ("2026-13-45", "2026-1-5", "tonight"):
+        said = _server_check(nightly_regression, {"config": {"night": night}})
+        assert said is not None and "night" in said, (night, said)
+    assert _server_check(nightly_regression, {"config": {"night": "2026-12-06"}}) is None
+    with pytest.raises(Exception, match="not a day of the calendar"):
+        nightly_regression.validate_parameters({"config": {"night": "2026-02-30"}})
