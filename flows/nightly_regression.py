@@ -17,7 +17,7 @@ from flows._stages import Stages
 from flows._summary import nightly_name
 from flows.team import refuse_repeated_rerun
 from tasks._cache import FULL_VERIFY_TAG
-from tasks.compare import append_history, regression_gates
+from tasks.compare import append_history, publish_night, regression_gates
 from zooflow.config import default_store_url
 from zooflow.runconfig import NightlyConfig, NightlyParameter, RegressionMatrix
 from zooflow.store import open_store
@@ -45,6 +45,7 @@ def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, 
             per_model[entry.model] = stages.summary()["artifacts"]
     summary = Stages(store_url)
     trend = summary.run("trend", append_history, night=night, entries=entries, name=matrix.name)
+    publish_night(trend, night, entries, matrix.name, store_url)  # in the flow: under "Flow run" in the UI
     found = summary.run("regressions", regression_gates, trend=trend, night=night)
     get_run_logger().info(
         "night %s of %s: %d model/preset result(s), no regressions; trend %s",

@@ -15,7 +15,7 @@ from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
 from flows._summary import publish_summary, run_name, tag_run
 from flows.team import refuse_repeated_rerun
-from tasks.compare import sweep_table
+from tasks.compare import publish_sweep, sweep_table
 from zooflow import toolchains
 from zooflow.runconfig import SweepConfig, SweepParameter, form_default
 from zooflow.store import open_store
@@ -35,13 +35,10 @@ def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -
     results = deploy_presets(stages, prepared, quants)
     for result in results:
         publish_summary(store_url, config, result, "sweep")
-    table = stages.run(
-        "sweep",
-        sweep_table,
-        results=results,
-        name=f"{config.model}/{config.toolchain}/sweep-{prepared.dataset.index.digest[:12]}",
-        title=f"{config.model} · {config.toolchain} · quantisation sweep",
-    )
+    name = f"{config.model}/{config.toolchain}/sweep-{prepared.dataset.index.digest[:12]}"
+    title = f"{config.model} · {config.toolchain} · quantisation sweep"
+    table = stages.run("sweep", sweep_table, results=results, name=name, title=title)
+    publish_sweep(results, table, name, title, store_url)  # in the flow: under "Flow run" in the UI
     verdicts = check_all(stages, results)
     return stages.summary(
         model=config.model,

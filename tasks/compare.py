@@ -9,35 +9,43 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.ui import artifact_key, publish_document
+from tasks.ui import artifact_key, publish_document, rounded
 from zooflow import compare
 from zooflow.store import ArtifactRef, open_store
 
 
 @task(name="sweep-table", cache_policy=NO_CACHE)
 def sweep_table(results: list[dict[str, Any]], name: str, title: str, store_url: str) -> ArtifactRef:
-    """One row per preset (accuracy, fidelity, speed, verdict) and the Pareto plot, in the store and the UI."""
+    """One row per preset (accuracy, fidelity, speed, verdict) and the Pareto plot, in the store."""
     store = open_store(store_url)
     rows = compare.sweep_rows(store, results)
     inputs = {f"{r['preset']}/evaluation": r["evaluation"] for r in results}
     inputs.update({f"{r['preset']}/benchmark": r["benchmark"] for r in results})
-    ref = compare.write_sweep(store, rows, name=name, title=title, inputs=inputs)
+    return compare.write_sweep(store, rows, name=name, title=title, inputs=inputs)
+
+
+def publish_sweep(results: list[dict[str, Any]], ref: ArtifactRef, name: str, title: str, store_url: str) -> None:
+    """The sweep's table (numbers to two decimals) and its report with the Pareto plot, for the UI.
+
+    Called from the flow, not a task, so they show under "Flow run" on the run's Artifacts tab, and by
+    every run, computed or cached."""
+    store = open_store(store_url)
     table = [
         {
             "preset": r["preset"],
-            "top-1": r["top1"],
-            "top-5": r["top5"],
-            "drop vs fp32": r["drop_top1"],
-            "agreement": r["agreement"],
-            "SQNR dB": r["sqnr_db"],
-            "int8 integer vs float dB": r["int8_gap_db"],
-            "images/s (batch 8, 1 thread)": r["throughput_fixed"],
-            "vs fp32": r["fixed_vs_fp32"],
-            "best images/s": r["throughput"],
-            "p99 ms": r["latency_p99_ms"],
+            "top-1": rounded(r["top1"]),
+            "top-5": rounded(r["top5"]),
+            "drop vs fp32": rounded(r["drop_top1"]),
+            "agreement": rounded(r["agreement"]),
+            "SQNR dB": rounded(r["sqnr_db"]),
+            "int8 integer vs float dB": rounded(r["int8_gap_db"]),
+            "images/s (batch 8, 1 thread)": rounded(r["throughput_fixed"], 1),
+            "vs fp32": rounded(r["fixed_vs_fp32"]),
+            "best images/s": rounded(r["throughput"], 1),
+            "p99 ms": rounded(r["latency_p99_ms"]),
             "gates": "pass" if r["passed"] else "FAIL",
         }
-        for r in rows
+        for r in compare.sweep_rows(store, results)
     ]
     create_table_artifact(table, key=artifact_key("sweep", name), description=title)
     publish_document(
@@ -48,7 +56,6 @@ def sweep_table(results: list[dict[str, Any]], name: str, title: str, store_url:
         description=title,
         footer=f"The same comparison as one HTML file: `{store.path(ref, 'sweep.html')}`",
     )
-    return ref
 
 
 @task(name="history", cache_policy=NO_CACHE)
@@ -58,7 +65,13 @@ def append_history(night: str, entries: list[dict[str, Any]], name: str, store_u
     rows = [compare.night_row(store, night, e["model"], e["preset"], e["evaluation"]) for e in entries]
     history = compare.append_history(store, f"regression/{name}/history", rows)
     store.set_alias(f"regression/{name}/history", f"nightly-{night}", history.version or 1)
-    trend = compare.write_trend(store, history, f"regression/{name}/trend")
+    return compare.write_trend(store, history, f"regression/{name}/trend")
+
+
+def publish_night(trend: ArtifactRef, night: str, entries: list[dict[str, Any]], name: str, store_url: str) -> None:
+    """The trend report and tonight's table for the UI, from the flow (under "Flow run"), by every run."""
+    store = open_store(store_url)
+    rows = [compare.night_row(store, night, e["model"], e["preset"], e["evaluation"]) for e in entries]
     publish_document(
         store,
         trend,
@@ -69,11 +82,10 @@ def append_history(night: str, entries: list[dict[str, Any]], name: str, store_u
     )
     found = json.loads(store.path(trend, "regressions.json").read_text())
     create_table_artifact(
-        [{k: r[k] for k in ("night", "model", "preset", "top1", "top5", "passed")} for r in rows],
+        [{k: rounded(r[k]) for k in ("night", "model", "preset", "top1", "top5", "passed")} for r in rows],
         key=artifact_key("night", name),
         description=f"{name}, night {night}" + (f": {len(found)} regression(s)" if found else ""),
     )
-    return trend
 
 
 @task(name="regression-gates", cache_policy=NO_CACHE)

@@ -134,6 +134,7 @@ def _ui(state: Any) -> dict[str, Any]:
         "tasks": [r.name for r in runs],
         "artifacts": {a.key: str(a.data) for a in artifacts if a.key},
         "ids": {a.key: str(a.id) for a in artifacts if a.key},
+        "flow_level": {a.key for a in artifacts if a.key and a.task_run_id is None},  # under "Flow run"
     }
 
 

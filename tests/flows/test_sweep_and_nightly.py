@@ -63,7 +63,12 @@ def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path:
     assert "| int8-max |" in table_md and "integer vs float dB" in table_md and "batch 8, 1 thread" in table_md
     assert store.path(sweep, "pareto.png").stat().st_size > 10_000
     # the UI's copy of the comparison shows the Pareto plot itself, not a path on the worker's disk
-    shown = next(v for k, v in _ui(state)["artifacts"].items() if k.startswith("sweep-summary-"))
+    ui = _ui(state)
+    shown = next(v for k, v in ui["artifacts"].items() if k.startswith("sweep-summary-"))
+    # the table and the report sit under "Flow run" (not among the task runs' artifacts), numbers rounded
+    assert {k for k in ui["artifacts"] if k.startswith("sweep")} <= ui["flow_level"], ui["flow_level"]
+    table = json.loads(next(v for k, v in ui["artifacts"].items() if k.startswith("sweep-") and "summary" not in k))
+    assert all(len(str(v).partition(".")[2]) <= 2 for row in table for v in row.values() if isinstance(v, float)), table
     (inlined,) = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", shown)
     assert base64.b64decode(inlined) == store.path(sweep, "pareto.png").read_bytes()
     assert {"fp32/report", "fp16/report", "int8-max/report"} <= set(result["artifacts"])
@@ -216,3 +221,6 @@ def test_two_nights_with_an_injected_regression_name_the_first_bad_night_and_the
         "REGRESSION: shufflenet-v1-1x_16xb64_in1k fp32: first bad night 2026-11-27 (last good night 2026-11-26)" in md
     )
     assert "| checkpoint |" in md and store.path(trend, "trend.png").stat().st_size > 10_000
+    ui = _ui(second)  # the failed night's trend and table sit under "Flow run", its name says matrix and night
+    assert {k for k in ui["artifacts"] if k.startswith(("trend-", "night-"))} <= ui["flow_level"], ui["flow_level"]
+    assert any(k.startswith("trend-") for k in ui["flow_level"]) and ui["name"] == "nightly test-nightly 2026-11-27"
