@@ -64,6 +64,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=2)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="no warm-up run (the cold run then pays the API's start): checks the script",
+    )
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="zooflow-bench-flow-")
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", os.path.join(root, "prefect-results"))
@@ -77,7 +82,8 @@ def main() -> None:
             calibration={"allow_short": classes < 1000},
         )
 
-    measure(config(os.path.join(root, "warmup"), 5, 1))  # starts the ephemeral API
+    if not args.smoke:
+        measure(config(os.path.join(root, "warmup"), 5, 1))  # starts the ephemeral API
     cold = measure(config(os.path.join(root, "store"), args.classes, args.per_class))
     warm = measure(config(os.path.join(root, "store"), args.classes, args.per_class))
     images = args.classes * args.per_class

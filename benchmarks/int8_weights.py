@@ -25,6 +25,11 @@ SETTING = (8, 1)  # batch, threads
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15, help="timed round-robin rounds")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="20 calibration images, one short round: checks the script, measures nothing",
+    )
     args = parser.parse_args()
 
     from zooflow.config import QuantSpec, ToolchainOptions
@@ -32,9 +37,10 @@ def main() -> None:
     from zooflow.toolchains.onnxruntime import OnnxRuntimeToolchain, spread
 
     with tempfile.TemporaryDirectory() as tmp:
-        refs = prepare(Path(tmp), (200,))
+        images = 20 if args.smoke else 200
+        refs = prepare(Path(tmp), (images,))
         store = Store(refs["store"])
-        onnx, calibration = store.ref(refs["onnx"]), store.ref(refs["calibration-200"])
+        onnx, calibration = store.ref(refs["onnx"]), store.ref(refs[f"calibration-{images}"])
         fp32 = OnnxRuntimeToolchain(ToolchainOptions()).compile(onnx, None, QuantSpec.from_preset("fp32"), store)
         paths = {"fp32": store.path(fp32, "model.onnx")}
         checks: dict[str, dict[str, Any]] = {}
@@ -43,7 +49,7 @@ def main() -> None:
             tc = OnnxRuntimeToolchain(ToolchainOptions(int8_weights=scheme))
             ref = tc.compile(onnx, calibration, QuantSpec.from_preset("int8-max"), store)
             paths[scheme], checks[scheme] = store.path(ref, "model.onnx"), ref.meta["kernel_check"]
-        rates = throughputs(paths, args.rounds, (SETTING,))
+        rates = throughputs(paths, 1 if args.smoke else args.rounds, (SETTING,), smoke=args.smoke)
         base = spread(rates[f"fp32|{SETTING[0]}|{SETTING[1]}"], "rate")["rate"]
         print(f"{'weights':14s} {'images/s':>8s} {'IQR':>6s} {'vs fp32':>7s}   SQNR integer / float / gap (dB)")
         for name in paths:

@@ -98,20 +98,23 @@ def _feed(session: Any, batch: int) -> dict[str, np.ndarray]:
     return {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
 
 
-def throughputs(paths: dict[str, Path], rounds: int, settings: tuple[tuple[int, int], ...]) -> dict[str, Any]:
-    """Per model and setting: images/s of each round (round-robin over every model and setting)."""
+def throughputs(
+    paths: dict[str, Path], rounds: int, settings: tuple[tuple[int, int], ...], smoke: bool = False
+) -> dict[str, Any]:
+    """Per model and setting: images/s of each round (round-robin over every model and setting); `smoke`:
+    one warm-up run and a few images per timing (it checks the script, it measures nothing)."""
     from zooflow.toolchains.onnxruntime import session
 
     # setting by setting: a 2-thread session's spinning worker never overlaps a 1-thread timing
     sessions = {(name, b, t): session(path, t) for b, t in settings for name, path in paths.items()}
     feeds = {(name, b, t): _feed(s, b) for (name, b, t), s in sessions.items()}
     for key, sess in sessions.items():  # warm-up: first runs allocate and tune
-        for _ in range(3):
+        for _ in range(1 if smoke else 3):
             sess.run(None, feeds[key])
     rates: dict[tuple[str, int, int], list[float]] = {key: [] for key in sessions}
     for _ in range(rounds):
         for key, sess in sessions.items():
-            iterations = 12 if key[1] == 8 else 48  # about the same images per timing either way
+            iterations = (12 if key[1] == 8 else 48) // (6 if smoke else 1)  # about the same images either way
             started = time.perf_counter()
             for _ in range(iterations):
                 sess.run(None, feeds[key])
@@ -172,8 +175,10 @@ def main() -> None:
         paths[CONTROL] = control
 
         print(f"1. throughput, median of {rounds} round-robin rounds (images/s; spread = IQR and min-max)")
-        fixed = throughputs(paths, rounds, (FIXED,))
-        others = throughputs(paths, 1 if args.smoke else max(3, rounds // 3), tuple(s for s in SETTINGS if s != FIXED))
+        fixed = throughputs(paths, rounds, (FIXED,), smoke=args.smoke)
+        others = throughputs(
+            paths, 1 if args.smoke else max(3, rounds // 3), tuple(s for s in SETTINGS if s != FIXED), smoke=args.smoke
+        )
         rows = {}
         for name in paths:
             rates = {FIXED: spread(fixed[f"{name}|{FIXED[0]}|{FIXED[1]}"], "rate")}

@@ -130,3 +130,10 @@ def emulators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("VASTAI_EMULATOR_FAULT", raising=False)
     return bin_dir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long files first (end-to-end tests, and the flows under Prefect): xdist hands out whole files in
+    collection order, and a long file handed out last ran alone at the end of CI for minutes."""
+    long = {item.path for item in items if item.get_closest_marker("slow") or item.path.parent.name == "flows"}
+    items.sort(key=lambda item: item.path not in long)  # stable: the order within each group is kept

@@ -19,8 +19,11 @@ QUICK: dict[str, tuple[list[str], list[str]]] = {
         ["--images", "2000", "--classes", "100", "--baseline-images", "200"],
         ["speed-up, top-1/top-5 vs baseline", "target <= "],
     ),
-    "flow.py": (["--classes", "4", "--per-class", "1"], ["cached / cold:", "orchestration overhead (cached)"]),
-    "int8_weights.py": (["--rounds", "1"], ["auto on this CPU:", "vs fp32"]),
+    "flow.py": (
+        ["--classes", "2", "--per-class", "1", "--smoke"],
+        ["cached / cold:", "orchestration overhead (cached)"],
+    ),
+    "int8_weights.py": (["--smoke"], ["auto on this CPU:", "vs fp32"]),
     "preprocess.py": (
         ["--images", "12", "--repeats", "1", "--quick"],
         ["exact path vs torchvision, per core:", "npz stage memory for 10x the images:", "bytes per image"],
