@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,9 @@ def _watch_server(server: Any, stopping: threading.Event) -> None:
         return
 
 
+CRASH_OVERRIDE_SECONDS = 1.5  # how long an aborting run waits for Prefect's own Crashed, to replace it
+
+
 def _mark_cancelled_on_abort() -> None:
     """If `zooflow.interrupts` ends the process, record in this run's API (the one in effect now: the
     abort runs in a thread of its own, which does not see these settings) that its flow run ended."""
@@ -147,6 +151,15 @@ def _mark_cancelled_on_abort() -> None:
         message = f"{reason}; re-running the same command resumes from the stages that finished"
         with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
             client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+            # Prefect's engine, in the main thread, answers the same signal by forcing Crashed; whichever
+            # write lands last stays (under load, theirs did). Wait for theirs, briefly, and write ours again.
+            deadline = time.monotonic() + CRASH_OVERRIDE_SECONDS
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                state = client.read_flow_run(run_id).state
+                if state is not None and state.type.value == "CRASHED":
+                    client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+                    return
 
     interrupts.add_on_abort(mark)
 
