@@ -29,6 +29,7 @@ def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, 
     """Run the matrix for one night; fail if any model/preset misses its goals."""
     refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
     matrix = RegressionMatrix.load(config.matrix)  # a bad matrix fails before any work
+    matrix.check_data(config.matrix)  # and so does one whose data is not on this host
     night = config.night or dt.datetime.now(dt.UTC).date().isoformat()
     store_url = config.store or matrix.defaults.get("store") or default_store_url()
     clean_staging(open_store(store_url))  # staging left by killed runs goes first

@@ -96,6 +96,16 @@ def ordered(schema: dict[str, Any], first: tuple[str, ...], titles: dict[str, st
             schema["properties"][key]["title"] = title
 
 
+def expect(condition: dict[str, Any], sentence: str) -> dict[str, Any]:
+    """A schema that holds when `condition` holds and otherwise fails with `sentence` as its message.
+
+    JSON Schema has no custom messages, and Prefect's server and form show jsonschema's own ("None is
+    not of type 'string'"). A failed ``const`` reads "'<const>' was expected", so the const is the
+    sentence: written as what was expected ("an ImageNet val folder in Data → Path, or Demo on").
+    """
+    return {"if": {"not": condition}, "then": {"const": sentence}}
+
+
 def refuse_when(schema: dict[str, Any], field: str, value: Any, then: dict[str, Any]) -> None:
     """Add a server-side rule: when `field` equals `value` (its default counts), `then` must hold.
 

@@ -84,27 +84,37 @@ FORM_TITLES = {
 }
 
 
+# What the server's refusal says (jsonschema's "'<sentence>' was expected", see `form.expect`).
+NEEDS_DATA = "a data folder in Data → Path (an ImageNet val folder), or Demo on"
+NO_FP32_ON_VASTAI = "fp16 or an int8 preset, because the vastai toolchain compiles no fp32"
+
+
 def _pipeline_form(schema: dict[str, Any]) -> None:
     """The shared form: plain optionals, the one-off fields first, and the server refuses a non-demo
-    run without a data folder (pydantic's `_needs_data`)."""
+    run without a data folder (pydantic's `_needs_data`), in a sentence."""
     form.plain_optionals(schema)
     form.ordered(schema, FORM_FIRST, FORM_TITLES)
-    path = {"type": "string", "minLength": 1}
+    a_path = {"required": ["path"], "properties": {"path": {"type": "string", "minLength": 1}}}
     form.refuse_when(
         schema,
         "demo",
         False,
-        {"required": ["data"], "properties": {"data": {"required": ["path"], "properties": {"path": path}}}},
+        {
+            "allOf": [
+                form.expect({"required": ["data"]}, NEEDS_DATA),
+                {"properties": {"data": form.expect(a_path, NEEDS_DATA)}},
+            ]
+        },
     )
 
 
 def _run_form(schema: dict[str, Any]) -> None:
-    """The one-off form: a preset must be chosen (never a blank one run as fp32), and the vastai toolchain
-    offers no fp32 (the server refuses it before a run is created)."""
+    """The one-off form: a blank preset ("" or null) is refused, never run as some default; no preset at
+    all (`--param config='{"demo": true}'`) is the default one, as on the CLI; the vastai toolchain offers
+    no fp32 (the server refuses it before a run is created). The drop-down has no blank entry."""
     _pipeline_form(schema)
-    schema["required"] = sorted({*schema.get("required", []), "quant"})
-    no_fp32 = {"enum": [p for p in PRESETS if p != "fp32"]}
-    form.refuse_when(schema, "toolchain", "vastai", {"properties": {"quant": no_fp32}})
+    not_fp32 = form.expect({"not": {"const": "fp32"}}, NO_FP32_ON_VASTAI)
+    form.refuse_when(schema, "toolchain", "vastai", {"properties": {"quant": not_fp32}})
 
 
 class PipelineConfig(ModelSource):
@@ -181,9 +191,22 @@ class RunConfig(PipelineConfig):
 
 
 def _sweep_form(schema: dict[str, Any]) -> None:
-    """The sweep form: as a run's, and the server refuses fp32 among the presets on the vastai toolchain."""
+    """The sweep form: as a run's, what a sweep chooses (presets, per-channel, keep-float) right below the
+    model, and the server refuses fp32 among the presets on the vastai toolchain."""
     _pipeline_form(schema)
-    form.refuse_when(schema, "toolchain", "vastai", {"properties": {"presets": {"items": {"not": {"const": "fp32"}}}}})
+    form.ordered(schema, ("model", "presets", "per_channel", "keep_float"), {})
+    not_fp32 = form.expect({"not": {"const": "fp32"}}, NO_FP32_ON_VASTAI)
+    form.refuse_when(schema, "toolchain", "vastai", {"properties": {"presets": {"items": not_fp32}}})
+
+
+# One text box (an int-or-"auto" union is drawn as a type switch with a const "auto" branch).
+_KEEP_FLOAT_SCHEMA = {
+    "title": "Keep Float",
+    "type": "string",
+    "default": "auto",
+    "description": "int8-mixed: layers left in float (1 or more), or auto (the smallest number meeting the gate)",
+    **form.expect({"pattern": r"^(auto|[1-9][0-9]{0,3})$"}, "auto, or a number of layers (1 or more)"),
+}
 
 
 class SweepConfig(PipelineConfig):
@@ -195,10 +218,7 @@ class SweepConfig(PipelineConfig):
         default=None, description="presets to compare; default: fp32, fp16 and int8 with all four calibrate modes"
     )
     per_channel: bool = Field(default=True, description="int8 presets: per-channel weight scales")
-    keep_float: int | Literal["auto"] = Field(
-        default="auto",
-        description="int8-mixed: layers left in float (K >= 1), or auto (the smallest K meeting the gate)",
-    )
+    keep_float: Annotated[int | Literal["auto"], WithJsonSchema(_KEEP_FLOAT_SCHEMA)] = "auto"
 
     def quants(self) -> list[QuantSpec]:
         """The specs to run, in order."""
@@ -207,6 +227,17 @@ class SweepConfig(PipelineConfig):
         )
         specs = [QuantSpec.from_preset(p, per_channel=self.per_channel) for p in names]
         return [q.model_copy(update={"keep_float": self.keep_float}) if q.mixed else q for q in specs]
+
+    @field_validator("keep_float", mode="before")
+    @classmethod
+    def _form_number(cls, value: Any) -> Any:
+        """The form's text box sends a number of layers as text ("3")."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_serializer("keep_float", when_used="json")
+    def _keep_float_as_text(self, value: int | str) -> str:
+        """As the form's text box holds it: "auto" or "3"."""
+        return str(value)
 
     @field_validator("keep_float")
     @classmethod
@@ -262,6 +293,19 @@ class RegressionMatrix(Spec):
                 ) from None
         return out
 
+    def check_data(self, file: str | os.PathLike[str]) -> None:
+        """Refuse, before any work, a matrix whose data files are missing on this host (the default
+        matrix reads ImageNet from /data/imagenet/val): a sentence naming the path, the file and the way out."""
+        for number, (entry, sweep) in enumerate(self.configs()):
+            for key, value in (("path", sweep.data.path), ("labels", sweep.data.labels), ("names", sweep.data.names)):
+                if value and not Path(value).expanduser().exists():
+                    raise ConfigError(
+                        f"regression matrix {self.name!r} ({file}), model #{number + 1} ({entry.model}), reads "
+                        f"data.{key} {value}, which does not exist on this host",
+                        f"put the ImageNet val set there or change data.{key} in {file}; "
+                        "deployments/regression-demo.yaml runs anywhere (generated images)",
+                    )
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RegressionMatrix:
         """Read and validate a matrix file (YAML)."""
@@ -285,13 +329,48 @@ class RegressionMatrix(Spec):
             ) from None
 
 
+MATRIX_FOLDER = Path("deployments")  # relative to the repository root, where deploy, serve and workers run
+NIGHT_PATTERN = r"^(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))?$"
+
+
+def matrices(folder: Path = MATRIX_FOLDER) -> list[str]:
+    """The regression matrices in `folder` (YAML files with a `models` list), as the form lists them."""
+    import yaml
+
+    found = []
+    for file in sorted(folder.glob("*.y*ml")):
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("models"), list):
+            found.append(file.as_posix())
+    return found
+
+
+def _nightly_form(schema: dict[str, Any]) -> None:
+    """The nightly form: the matrix is a drop-down of the matrices in deployments/ when the form is
+    registered (a misspelled path cannot be sent; another file is for the CLI), the night a date or blank.
+    Both refusals come from the server before a run exists, in sentences."""
+    form.plain_optionals(schema)
+    props = schema.get("properties", {})
+    found = matrices()
+    if props.get("matrix", {}).get("default") in found:  # registered from the repository root
+        props["matrix"]["enum"] = found
+    night = props.get("night", {})
+    pattern = night.pop("pattern", NIGHT_PATTERN)
+    night.update(form.expect({"pattern": pattern}, "a night as YYYY-MM-DD (2026-12-06), or blank for today (UTC)"))
+
+
 class NightlyConfig(Spec):
     """`nightly_regression`: which matrix, which night (default: today, UTC), where the store is."""
+
+    model_config = ConfigDict(json_schema_extra=_nightly_form)
 
     matrix: str = Field(default="deployments/regression.yaml", description="regression matrix file (YAML)")
     night: str | None = Field(
         default=None,
-        pattern=r"^(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))?$",  # the server refuses 2026-13-45 itself
+        pattern=NIGHT_PATTERN,  # the server refuses 2026-13-45 itself
         description="YYYY-MM-DD; default (or blank): today (UTC)",
     )
     store: str | None = Field(default=None, description=f"artifact store path or fsspec URL; default ${STORE_ENV}")

@@ -140,17 +140,15 @@ def test_a_setting_that_can_be_unset_is_an_auto_on_off_drop_down_whose_untouched
         ({"quant": None}, "quant"),
         ({"quant": ""}, "quant"),
         ({"quant": "int8-maxx"}, "quant"),
-        ("drop quant", "quant"),
         ({"toolchain": "vastai", "quant": "fp32"}, "quant"),
         ({"demo": False}, "data"),
-        ({"demo": False, "data": {"path": ""}}, "path"),
-        ({"demo": False, "data": {"path": None}}, "path"),
+        ({"demo": False, "data": {"path": ""}}, "data"),
+        ({"demo": False, "data": {"path": None}}, "data"),
     ],
     ids=[
         "null-preset",
         "empty-preset",
         "misspelt-preset",
-        "no-preset",
         "vastai-fp32",
         "no-data",
         "blank-path",
@@ -162,16 +160,17 @@ def test_the_server_refuses_a_blank_or_inconsistent_one_off_form(change: Any, na
     server refuses it, naming the field; the flow's own validation (pydantic) refuses it too."""
     from flows.deploy_classifier import deploy_classifier
 
-    form = {"demo": True, "quant": "int8-max", "store": "/tmp/x"}
-    if change == "drop quant":
-        form.pop("quant")
-    else:
-        form.update(change)
+    from zooflow.runconfig import NEEDS_DATA, NO_FP32_ON_VASTAI
+
+    form = {"demo": True, "quant": "int8-max", "store": "/tmp/x", **change}
     said = _server_check(deploy_classifier, {"config": form})
     assert said is not None and named in said, said
-    if change != "drop quant":  # the Python API keeps its default preset when none is given at all
-        with pytest.raises(Exception, match=named):
-            deploy_classifier.validate_parameters({"config": form})
+    if named == "data":  # a sentence, not "None is not of type 'string'"
+        assert f"'{NEEDS_DATA}' was expected" in said and "not of type" not in said, said
+    if form["toolchain" if "toolchain" in form else "quant"] == "vastai":
+        assert f"'{NO_FP32_ON_VASTAI}' was expected" in said, said
+    with pytest.raises(Exception, match=named):
+        deploy_classifier.validate_parameters({"config": form})
 
 
 def test_the_server_accepts_what_the_one_off_form_means() -> None:
@@ -187,8 +186,11 @@ def test_the_server_accepts_what_the_one_off_form_means() -> None:
         assert _server_check(deploy_classifier, {"config": form}) is None, form
         config = deploy_classifier.validate_parameters({"config": form})["config"]
         assert config.checkpoint is None and config.data.labels is None
-    vastai = deploy_classifier.validate_parameters({"config": {"demo": True, "toolchain": "vastai"}})["config"]
-    assert vastai.quant.preset == "int8-percentile"
+    # no preset at all (`prefect deployment run --param config='{"demo": true}'`) is the default preset, as
+    # on the CLI: fp32, and the seed's int8-percentile on vastai
+    for form, preset in (({"demo": True}, "fp32"), ({"demo": True, "toolchain": "vastai"}, "int8-percentile")):
+        assert _server_check(deploy_classifier, {"config": form}) is None, form
+        assert deploy_classifier.validate_parameters({"config": form})["config"].quant.preset == preset
 
 
 def _wait(condition: Any, timeout: float, what: str) -> Any:
@@ -280,22 +282,53 @@ def test_served_deployment_runs_with_parameters_and_a_bad_one_is_refused(tmp_pat
 
 
 def test_the_sweep_and_nightly_forms_refuse_what_cannot_run_before_a_run_exists() -> None:
-    """The server refuses fp32 among a vastai sweep's presets and a night that is no date; the flow's
-    own validation refuses a day the calendar lacks, in a sentence."""
+    """The server refuses fp32 among a vastai sweep's presets, a night that is no date and a matrix that is
+    not in deployments/, in sentences; the flow's own validation refuses a day the calendar lacks."""
+    from prefect.utilities.callables import parameter_schema
     from flows.nightly_regression import nightly_regression
     from flows.quant_sweep import quant_sweep
 
+    from zooflow.runconfig import NO_FP32_ON_VASTAI
+
     sweep = {"demo": True, "toolchain": "vastai", "presets": ["fp16", "int8-max"]}
     assert _server_check(quant_sweep, {"config": sweep}) is None
-    said = _server_check(quant_sweep, {"config": {**sweep, "presets": ["fp32", "int8-max"]}})
-    assert said is not None and "presets" in said, said
+    said = _server_check(quant_sweep, {"config": {**sweep, "presets": ["int8-max", "fp32"]}})
+    assert said is not None and "presets[1]" in said and f"'{NO_FP32_ON_VASTAI}' was expected" in said, said
     with pytest.raises(Exception, match="vastai toolchain compiles fp16 and int8 only"):
         quant_sweep.validate_parameters({"config": {**sweep, "presets": ["fp32", "int8-max"]}})
     assert _server_check(quant_sweep, {"config": {**sweep, "toolchain": "onnxruntime", "presets": ["fp32"]}}) is None
 
     for night in ("2026-13-45", "2026-1-5", "tonight"):
         said = _server_check(nightly_regression, {"config": {"night": night}})
-        assert said is not None and "night" in said, (night, said)
+        assert said is not None and "'a night as YYYY-MM-DD" in said, (night, said)
+    # the matrix is a drop-down of the matrices in deployments/ (prefect.yaml is not one): a misspelt
+    # path is refused by the server, before a run exists
+    schema = parameter_schema(nightly_regression).model_dump()["definitions"]["NightlyConfig"]["properties"]
+    assert schema["matrix"]["enum"] == ["deployments/regression-demo.yaml", "deployments/regression.yaml"]
+    said = _server_check(nightly_regression, {"config": {"matrix": "deployments/regresion.yaml"}})
+    assert said is not None and "config.matrix" in said and "is not one of" in said, said
+    assert _server_check(nightly_regression, {"config": {"matrix": "deployments/regression-demo.yaml"}}) is None
     assert _server_check(nightly_regression, {"config": {"night": "2026-12-06"}}) is None
     with pytest.raises(Exception, match="not a day of the calendar"):
         nightly_regression.validate_parameters({"config": {"night": "2026-02-30"}})
+
+
+def test_the_sweep_form_puts_what_a_sweep_chooses_first_and_keep_float_is_one_text_box() -> None:
+    """Presets, per-channel and keep-float sit right below the model (not under every Tuning section), and
+    keep-float is one text box ("auto" or a number), not an int/str switch with a const branch."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.quant_sweep import quant_sweep
+
+    schema = parameter_schema(quant_sweep).model_dump()["definitions"]["SweepConfig"]
+    assert list(schema["properties"])[:4] == ["model", "presets", "per_channel", "keep_float"]
+    keep = schema["properties"]["keep_float"]
+    assert keep["type"] == "string" and keep["default"] == "auto" and "anyOf" not in keep
+    for text, meant in (("auto", "auto"), ("3", 3)):
+        assert _server_check(quant_sweep, {"config": {"demo": True, "keep_float": text}}) is None
+        config = quant_sweep.validate_parameters({"config": {"demo": True, "keep_float": text}})["config"]
+        assert config.keep_float == meant
+        assert config.model_dump(mode="json")["keep_float"] == text  # what --print-config and the form hold
+    for bad in ("0", "two", "-1"):
+        said = _server_check(quant_sweep, {"config": {"demo": True, "keep_float": bad}})
+        assert said is not None and "'auto, or a number of layers (1 or more)' was expected" in said, (bad, said)

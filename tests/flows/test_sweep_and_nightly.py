@@ -224,3 +224,22 @@ def test_two_nights_with_an_injected_regression_name_the_first_bad_night_and_the
     ui = _ui(second)  # the failed night's trend and table sit under "Flow run", its name says matrix and night
     assert {k for k in ui["artifacts"] if k.startswith(("trend-", "night-"))} <= ui["flow_level"], ui["flow_level"]
     assert any(k.startswith("trend-") for k in ui["flow_level"]) and ui["name"] == "nightly test-nightly 2026-11-27"
+
+
+def test_a_matrix_whose_data_is_not_on_this_host_is_refused_in_a_sentence_before_any_work(tmp_path: Path) -> None:
+    """The nightly's default Run on a fresh clone: deployments/regression.yaml reads /data/imagenet/val.
+    The run fails at once, naming the matrix, the path and the way out (no CLI flag), with no task run."""
+    from flows.nightly_regression import nightly_regression
+
+    missing = tmp_path / "no-such-val"
+    matrix = {"name": "elsewhere", "defaults": {"data": {"path": str(missing)}}, "models": [{"model": MODEL}]}
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(matrix))
+    state, tasks = _run_flow(nightly_regression, NightlyConfig(matrix=str(path), store=str(tmp_path / "store")))
+    assert state.is_failed() and not tasks
+    with pytest.raises(Exception, match="data.path") as info:
+        state.result()
+    said = str(info.value)
+    assert f"regression matrix 'elsewhere' ({path})" in said and f"{missing}, which does not exist" in said
+    assert "regression-demo.yaml runs anywhere" in said and "--" not in said
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))

@@ -95,7 +95,8 @@ def _cases(tmp: Path, command: str) -> list[tuple[list[str], dict[str, list[Chec
         "--pre-resize": (["--pre-resize", "256x256"], [("config.toolchain_options.pre_resize", [256, 256])]),
         "--keep-float": (
             ["--keep-float", "3"],
-            [("config.quant.keep_float", 3) if command == "run" else ("config.keep_float", 3)],
+            # the sweep form's keep-float is a text box: "3" is what it holds (the flow reads 3)
+            [("config.quant.keep_float", 3) if command == "run" else ("config.keep_float", "3")],
         ),
         "--no-gates": (["--no-gates"], [("config.evaluation.gates", [])]),
     }
