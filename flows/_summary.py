@@ -9,6 +9,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from tasks.ui import artifact_key, rounded
 from zooflow import evaluate as evaluate_mod
@@ -148,3 +149,9 @@ def publish_summary(store_url: str, config: PipelineConfig, result: dict[str, An
     )
     get_run_logger().info(line)
     return line
+
+
+def completed(result: dict[str, Any], line: str) -> State[dict[str, Any]]:
+    """The flow's final state: Completed with its summary line as the state's message (the UI's "State
+    Message" read "None" on every run otherwise); callers still get `result` as the flow's return value."""
+    return Completed(message=line, data=result)

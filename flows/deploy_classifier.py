@@ -12,7 +12,7 @@ from prefect import flow
 
 from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
-from flows._summary import publish_summary, run_name, tag_run
+from flows._summary import completed, publish_summary, run_name, tag_run
 from flows.team import refuse_repeated_rerun
 from zooflow import toolchains
 from zooflow.runconfig import RunConfig, RunParameter, form_default
@@ -21,7 +21,7 @@ from zooflow.storecheck import clean_staging
 
 
 @flow(name="deploy-classifier", flow_run_name=run_name("deploy-classifier", RunConfig), log_prints=True)
-def deploy_classifier(config: RunParameter = form_default(RunConfig, demo=True)) -> dict[str, Any]:  # noqa: B008 - a fresh dict
+def deploy_classifier(config: RunParameter = form_default(RunConfig, demo=True)) -> Any:  # noqa: B008 - a fresh dict
     """Deploy one mmcls classifier; every stage is cached on its inputs' digests; failed gates fail the run."""
     refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
     store_url = config.store_url()
@@ -36,7 +36,7 @@ def deploy_classifier(config: RunParameter = form_default(RunConfig, demo=True))
     said = publish_summary(store_url, config, result, f"{cached} of {len(states)} cached" if cached else "all computed")
     verdict = check_all(stages, [result])[result["preset"]]
     evaluation = result["evaluation"]
-    return stages.summary(
+    summary = stages.summary(
         model=config.model,
         toolchain=config.toolchain,
         quant=toolchains.quant_label(config.quant),
@@ -45,3 +45,4 @@ def deploy_classifier(config: RunParameter = form_default(RunConfig, demo=True))
         warnings=run_warnings(prepared, [result]),
         summary=said,
     )
+    return completed(summary, said)

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, tags
 
 from flows._pipeline import deploy_presets, prepare
 from flows._stages import Stages
-from flows._summary import nightly_name
+from flows._summary import completed, nightly_name
 from flows.team import refuse_repeated_rerun
 from tasks._cache import FULL_VERIFY_TAG
 from tasks.compare import append_history, publish_night, regression_gates
@@ -25,7 +25,7 @@ from zooflow.storecheck import clean_staging
 
 
 @flow(name="nightly-regression", flow_run_name=nightly_name, log_prints=True)
-def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, Any]:  # noqa: B008 - immutable default
+def nightly_regression(config: NightlyParameter = NightlyConfig()) -> Any:  # noqa: B008 - immutable default
     """Run the matrix for one night; fail if any model/preset misses its goals."""
     refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
     matrix = RegressionMatrix.load(config.matrix)  # a bad matrix fails before any work
@@ -48,14 +48,9 @@ def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, 
     trend = summary.run("trend", append_history, night=night, entries=entries, name=matrix.name)
     publish_night(trend, night, entries, matrix.name, store_url)  # in the flow: under "Flow run" in the UI
     found = summary.run("regressions", regression_gates, trend=trend, night=night)
-    get_run_logger().info(
-        "night %s of %s: %d model/preset result(s), no regressions; trend %s",
-        night,
-        matrix.name,
-        len(entries),
-        trend.digest[:16],
-    )
-    return {
+    line = f"night {night} of {matrix.name}: {len(entries)} model/preset result(s), no regressions; trend {trend.digest[:16]}"
+    get_run_logger().info(line)
+    result = {
         "status": "completed",
         "night": night,
         "matrix": matrix.name,
@@ -64,3 +59,4 @@ def nightly_regression(config: NightlyParameter = NightlyConfig()) -> dict[str, 
         "regressions": found,
         "models": per_model,
     }
+    return completed(result, line)

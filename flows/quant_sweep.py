@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
-from flows._summary import publish_summary, run_name, tag_run
+from flows._summary import completed, publish_summary, run_name, tag_run
 from flows.team import refuse_repeated_rerun
 from tasks.compare import publish_sweep, sweep_table
 from zooflow import toolchains
@@ -23,7 +23,7 @@ from zooflow.storecheck import clean_staging
 
 
 @flow(name="quant-sweep", flow_run_name=run_name("quant-sweep", SweepConfig), log_prints=True)
-def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -> dict[str, Any]:  # noqa: B008 - a fresh dict
+def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -> Any:  # noqa: B008 - a fresh dict
     """Compare presets on one model and dataset; failed gates fail the run after the table is stored."""
     refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
     store_url = config.store_url()
@@ -38,9 +38,10 @@ def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -
     name = f"{config.model}/{config.toolchain}/sweep-{prepared.dataset.index.digest[:12]}"
     title = f"{config.model} · {config.toolchain} · quantisation sweep"
     table = stages.run("sweep", sweep_table, results=results, name=name, title=title)
-    publish_sweep(results, table, name, title, store_url)  # in the flow: under "Flow run" in the UI
+    line = publish_sweep(results, table, name, title, store_url)  # in the flow: under "Flow run" in the UI
+    get_run_logger().info(line)
     verdicts = check_all(stages, results)
-    return stages.summary(
+    summary = stages.summary(
         model=config.model,
         toolchain=config.toolchain,
         presets=[r["preset"] for r in results],
@@ -48,6 +49,7 @@ def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -
         verdicts=verdicts,
         warnings=run_warnings(prepared, results),
     )
+    return completed(summary, line)
 
 
 def _rows(table: Any, store_url: str) -> list[dict[str, Any]]:

@@ -23,211 +23,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ui_browser import FORM_READY, HELPERS, SUBMITTED, Browser, Checks, _free_port, _get  # beside this script
+
 from zooflow.config import PRESETS
+from zooflow.runconfig import NEEDS_DATA, NO_FP32_ON_VASTAI
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, body: dict[str, Any] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
-
-
-class Browser:
-    """One headless Chromium page, driven through the DevTools protocol."""
-
-    def __init__(self, width: int = 1400, height: int = 1800) -> None:
-        self.port = _free_port()
-        self.size = (width, height)
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("chromium") or "chromium",
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                f"--remote-debugging-port={self.port}",
-                f"--window-size={width},{height}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.ws: Any = None
-        self.n = 0
-
-    async def __aenter__(self) -> Browser:
-        import websockets
-
-        for _ in range(100):
-            try:
-                pages = [t for t in _get(f"http://127.0.0.1:{self.port}/json") if t["type"] == "page"]
-                break
-            except OSError:
-                await asyncio.sleep(0.2)
-        self.ws = await websockets.connect(pages[0]["webSocketDebuggerUrl"], max_size=100_000_000)
-        await self.call("Page.enable")
-        await self._resize(*self.size)
-        return self
-
-    async def _resize(self, width: int, height: int) -> None:
-        await self.call(
-            "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
-        )
-        await asyncio.sleep(1)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.ws.close()
-        self.proc.kill()
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.n += 1
-        await self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            message = json.loads(await self.ws.recv())
-            if message.get("id") == self.n:
-                return dict(message.get("result", {}))
-
-    async def js(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return result.get("result", {}).get("value")
-
-    async def until(self, expression: str, timeout: float = 30.0) -> Any:
-        """Poll a JS expression until it is truthy (its value) or `timeout` passes (None): no fixed sleeps."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = await self.js(  # an element found stands for true (it does not cross the protocol)
-                f"(() => {{ try {{ const v = {expression}; return v instanceof Node ? true : v; }} catch (e) {{ return null; }} }})()"
-            )
-            if value:
-                await asyncio.sleep(0.5)  # let the frame finish drawing
-                return value
-            await asyncio.sleep(0.25)
-        return None
-
-    async def click_text(self, text: str, ready: str = "true") -> None:
-        """Click the innermost element whose own text is `text` (a tab, a button), then wait for `ready`."""
-        clicked = await self.js(
-            "(() => { const t = " + json.dumps(text) + "; const all = [...document.querySelectorAll('*')]"
-            ".filter(e => e.children.length === 0 && (e.textContent || '').trim() === t);"
-            " const e = all[0]; if (!e) return false; (e.closest('button, a, [role=tab]') || e).click(); return true; })()"
-        )
-        if not clicked:
-            raise SystemExit(f"nothing to click reading {text!r}")
-        await self.until(ready)
-
-    async def type_into(self, element: str, text: str) -> None:
-        """Replace the text of `element` (a JS expression) by typing, as a person does (Vue sees key events)."""
-        if not await self.js(
-            f"(() => {{ const e = {element}; if (!e) return false; e.focus(); e.select(); return true; }})()"
-        ):
-            raise SystemExit(f"nothing to type into: {element}")
-        for kind in ("keyDown", "keyUp"):
-            await self.call(
-                "Input.dispatchKeyEvent", type=kind, key="Backspace", code="Backspace", windowsVirtualKeyCode=8
-            )
-        if text:
-            await self.call("Input.insertText", text=text)
-        await asyncio.sleep(0.5)
-
-    async def open(self, url: str, ready: str, timeout: float = 60.0) -> bool:
-        """Go to `url` and wait until the JS expression `ready` holds (the page has drawn what we need)."""
-        await self.call("Page.navigate", url=url)
-        await asyncio.sleep(0.5)
-        return bool(await self.until(ready, timeout))
-
-    async def shot(self, path: Path, full: bool = False) -> None:
-        width, height = self.size
-        if full:  # the UI scrolls an inner element, not the document: grow the window to its height
-            tallest = await self.js("Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))")
-            await self._resize(width, max(height, min(int(tallest or height) + 200, 16000)))
-        data = await self.call("Page.captureScreenshot", format="png")
-        if full:
-            await self._resize(width, height)
-        path.write_bytes(base64.b64decode(data["data"]))
-        print(f"screenshot -> {path}")
-
-
-# Form helpers, injected into each page: a form property is found by its label (" (Optional)" dropped).
-HELPERS = """
-window.zf = {
-  props(label) { return [...document.querySelectorAll('.schema-form-property')]
-    .filter(p => p.innerText.split('\\n')[0].replace(' (Optional)', '').trim() === label); },
-  prop(label, n) { const p = zf.props(label)[n || 0]; if (!p) throw new Error('no field ' + label); return p; },
-  fire(e) { e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); },
-  select(label, value, n) { const s = zf.prop(label, n).querySelector('select'); s.value = value; zf.fire(s);
-    return s.options[s.selectedIndex] ? s.options[s.selectedIndex].text : null; },
-  options(label, n) { return [...zf.prop(label, n).querySelector('select').options].map(o => o.text); },
-  number(label, value, n) { const i = zf.prop(label, n).querySelector('input'); i.value = String(value); zf.fire(i); return i.value; },
-  check(label, on, n) { const i = zf.prop(label, n).querySelector('input[type=checkbox]'); if (i.checked !== on) i.click(); return i.checked; },
-  submit() { const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Submit');
-    if (b) b.click(); return !!b; },
-  text() { return document.body.innerText; },
-};
-"""
-
-
-# What the pages show once drawn: the form with its Submit button; after a submit, the server's
-# refusal (a toast), the form's own check under a field, or the deployment page a run went to.
-FORM_READY = (
-    "document.querySelectorAll('.schema-form-property').length > 20 && "
-    "[...document.querySelectorAll('button')].some(b => b.innerText.trim() === 'Submit')"
-)
-SUBMITTED = (
-    "document.body.innerText.includes('Error creating flow run') || /is not one of|is a required property|"
-    "is not of type/.test(document.body.innerText) || !location.pathname.endsWith('/run')"
-)
-
-
-class Checks:
-    """PASS/FAIL lines, counted."""
-
-    def __init__(self) -> None:
-        self.failed: list[str] = []
-
-    def __call__(self, ok: bool, what: str, detail: Any = "") -> bool:
-        print(f"{'PASS' if ok else 'FAIL'}: {what}" + (f" ({detail})" if detail != "" else ""))
-        if not ok:
-            self.failed.append(what)
-        return ok
 
 
 class UI:
     """The Prefect UI and API of one server, for one deployment."""
 
-    def __init__(self, page: Browser, base: str, deployment_id: str, out: Path, env: dict[str, str]) -> None:
+    def __init__(self, page: Browser, base: str, deployments: dict[str, str], out: Path, env: dict[str, str]) -> None:
         self.env = env  # the server's API and store, for the CLI run beside the form's
         self.page, self.base, self.api, self.out = page, base, f"{base}/api", out
-        self.deployment_id = deployment_id
+        self.deployments = deployments  # name -> id
 
-    def runs(self) -> list[dict[str, Any]]:
-        return list(_get(f"{self.api}/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC"}))
+    def runs(self, name: str = "one-off") -> list[dict[str, Any]]:
+        """Deployment `name`'s flow runs that were started by hand (serve schedules the nightly's own)."""
+        found = _get(
+            f"{self.api}/flow_runs/filter",
+            {"sort": "EXPECTED_START_TIME_DESC", "deployments": {"id": {"any_": [self.deployments[name]]}}},
+        )
+        return [r for r in found if "auto-scheduled" not in r["tags"]]
 
-    async def form(self) -> None:
-        url = f"{self.base}/deployments/deployment/{self.deployment_id}/run"
-        if not await self.page.open(url, FORM_READY):
-            raise SystemExit(f"the one-off form did not load: {url}")
+    async def form(self, name: str = "one-off", fields: int = 20) -> None:
+        """Open deployment `name`'s Run form and wait until it has drawn more than `fields` fields."""
+        url = f"{self.base}/deployments/deployment/{self.deployments[name]}/run"
+        if not await self.page.open(url, FORM_READY.replace("> 20", f"> {fields}")):
+            raise SystemExit(f"the {name} form did not load: {url}")
         await self.page.js(HELPERS)
 
     async def json_input(self, label: str) -> bool:
@@ -247,11 +83,11 @@ class UI:
         await self.page.shot(self.out / shot)
         return str(await self.page.js("zf.text()"))
 
-    async def wait(self, before: int, timeout: float) -> dict[str, Any]:
+    async def wait(self, before: int, timeout: float, name: str = "one-off") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        while len(self.runs()) == before and time.monotonic() < deadline:
+        while len(self.runs(name)) == before and time.monotonic() < deadline:
             await asyncio.sleep(2)
-        run = self.runs()[0]
+        run = self.runs(name)[0]
         while run["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and time.monotonic() < deadline:
             await asyncio.sleep(5)
             run = _get(f"{self.api}/flow_runs/{run['id']}")
@@ -273,11 +109,15 @@ async def refusals(ui: UI, check: Checks) -> None:
     await ui.page.js("zf.select('Toolchain', 'vastai')")
     said = await ui.submit("2-refused-vastai-fp32.png")
     _refused(check, ui, said, "vastai with fp32")
+    _sentence_shown(check, said, NO_FP32_ON_VASTAI, "vastai with fp32")
     await ui.form()
     await ui.page.js("zf.check('Demo (generated images, locally initialised weights)', false)")
     said = await ui.submit("2-refused-no-data.png")
-    _refused(check, ui, said, "no demo and no data folder", "data.path")
-    for number, (blank, what) in enumerate((('""', "an empty preset"), ("null", "a null preset"), ("", "no preset"))):
+    _refused(check, ui, said, "no demo and no data folder", "data")
+    _sentence_shown(check, said, NEEDS_DATA, "no demo and no data folder")
+    # a cleared JSON input sends no preset at all, which is the default preset (as `--param config='{"demo":
+    # true}'`); the drop-down itself has no blank entry (checked above)
+    for number, (blank, what) in enumerate((('""', "an empty preset"), ("null", "a null preset"))):
         await ui.form()
         if not check(await ui.json_input("Preset"), "the preset field offers JSON input"):
             return
@@ -295,7 +135,10 @@ def _refused(check: Checks, ui: UI, said: str, what: str, field: str = "quant") 
     """Refused, the field named (the server's toast for the run, or the form's check under the field:
     `said` ends with the field's own text), and no run created."""
     toast = _near(said, "Error creating flow run")
-    inline = next((line for line in said.splitlines() if "is not one of" in line or "required" in line), None)
+    inline = next(
+        (line for line in said.splitlines() if any(w in line for w in ("is not one of", "required", "was expected"))),
+        None,
+    )
     named = f"config.{field}" in toast or inline is not None
     check(named and not ui.runs(), f"{what}: refused, the field named, no run created", inline or toast)
 
@@ -372,7 +215,7 @@ async def screens(ui: UI, run: dict[str, Any], tag: str, check: Checks, preset: 
     return artifacts
 
 
-async def drive(ui: UI, preset: str, timeout: float) -> Checks:
+async def drive(ui: UI, preset: str, timeout: float, forms: tuple[str, ...] = ("sweep", "nightly")) -> Checks:
     check = Checks()
     await refusals(ui, check)
     run = await fill_and_run(ui, preset, check, timeout, "3")
@@ -407,7 +250,144 @@ async def drive(ui: UI, preset: str, timeout: float) -> Checks:
             opened = await ui.page.open(link[0], "document.body.innerText.includes('Classes that lost the most')")
             check(opened, "the link opens the report in the UI", link[0])
             await ui.page.shot(ui.out / "9-report-from-the-summary-link.png")
+    if "sweep" in forms:
+        await sweep_form(ui, check, timeout)
+    if "nightly" in forms:
+        await nightly_form(ui, check, timeout)
     return check
+
+
+def _sentence_shown(check: Checks, said: str, sentence: str, what: str) -> None:
+    check(f"'{sentence}' was expected" in said, f"{what}: the refusal is a sentence", _near(said, sentence[:20]))
+
+
+async def sweep_form(ui: UI, check: Checks, timeout: float) -> None:
+    """The sweep form: what a sweep chooses first, keep-float one text box, vastai + fp32 refused in a sentence
+    with no run created; then a two-preset demo sweep whose table and Pareto plot are under "Flow run"."""
+    await ui.form("quant-sweep")
+    await ui.page.shot(ui.out / "10-sweep-form.png", full=True)
+    labels = await ui.page.js("zf.labels()")
+    check(
+        labels[1:5] == ["Model (mmcls model index name)", "Presets", "Per Channel", "Keep Float"],
+        "sweep form: presets, per-channel and keep-float right below the model",
+        labels[:6],
+    )
+    text = str(await ui.page.js("zf.text()"))
+    check("| None" not in text and "const" not in text, "sweep form: no type switches, no 'const' field")
+    keep = await ui.page.js(
+        "(() => { const e = zf.prop('Keep Float').querySelector('textarea, input'); return e ? e.value : null; })()"
+    )
+    check(keep == "auto", "sweep form: Keep Float is one text box holding auto", keep)
+    before = len(ui.runs("quant-sweep"))
+    picked = await ui.page.js("zf.multi('Presets', ['fp32', 'int8-max'])")
+    await ui.page.js("zf.select('Toolchain', 'vastai')")
+    said = await ui.submit("11-sweep-refused-vastai-fp32.png")
+    said += str(await ui.page.js("zf.prop('Presets').innerText"))
+    _sentence_shown(check, said, NO_FP32_ON_VASTAI, "sweep form, vastai with fp32")
+    check(len(ui.runs("quant-sweep")) == before, "sweep form, vastai with fp32: no run created", picked)
+    await ui.form("quant-sweep")
+    picked = await ui.page.js("zf.multi('Presets', ['fp32', 'int8-max'])")
+    await ui.page.js("zf.number('Classes', 10)")
+    await ui.page.js("zf.check('Allow Short', true)")
+    await ui.submit("12-sweep-submitted.png")
+    run = await ui.wait(before, timeout, "quant-sweep")
+    print(f"sweep run {run['name']!r}: {run['state_type']}")
+    check(run["state_type"] == "COMPLETED", "the sweep run from the form completed", run["state_type"])
+    check(run["parameters"]["config"].get("presets") == ["fp32", "int8-max"], "it swept the picked presets", picked)
+    await ui.page.open(f"{ui.base}/runs/flow-run/{run['id']}", "document.body.innerText.includes('Artifacts')")
+    await ui.page.click_text("Artifacts", "document.body.innerText.includes('Flow run')")
+    await ui.page.shot(ui.out / "13-sweep-artifacts.png", full=True)
+    flow_level = [a for a in ui.artifacts(run["id"]).values() if a.get("task_run_id") is None]
+    table = next((a for a in flow_level if a["type"] == "table"), None)
+    check(
+        table is not None and any(a["type"] == "markdown" for a in flow_level),
+        "the sweep's table and Pareto plot are under Flow run",
+        [a["key"] for a in flow_level],
+    )
+    if table is not None:
+        await ui.page.open(
+            f"{ui.base}/artifacts/artifact/{table['id']}", "document.body.innerText.includes('int8-max')"
+        )
+        await ui.page.shot(ui.out / "14-sweep-table.png", full=True)
+        shown = str(await ui.page.js("document.body.innerText"))
+        long = re.findall(r"\d+\.\d{4,}", shown)
+        check(
+            not long and "None" not in shown,
+            "the sweep table is rounded and reads no None",
+            long[:3] or _before(shown, "None"),
+        )
+
+
+async def nightly_form(ui: UI, check: Checks, timeout: float) -> None:
+    """The nightly form: the matrix a drop-down of deployments/' matrices, a bad night refused in a sentence;
+    the untouched Run on a host without ImageNet fails at once in a sentence; the demo matrix completes,
+    named after matrix and night, with its summary line and its trend under "Flow run", no "None"."""
+    await ui.form("nightly-regression", fields=2)
+    await ui.page.shot(ui.out / "20-nightly-form.png")
+    matrices = await ui.page.js("zf.options('Matrix')")
+    check(
+        matrices == ["deployments/regression-demo.yaml", "deployments/regression.yaml"],
+        "nightly form: the matrix is a drop-down of the matrices in deployments/",
+        matrices,
+    )
+    before = len(ui.runs("nightly-regression"))
+    await ui.page.type_into("zf.prop('Night').querySelector('textarea, input')", "2026-13-45")
+    said = await ui.submit("21-nightly-refused-night.png")
+    said += str(await ui.page.js("zf.prop('Night').innerText"))
+    _sentence_shown(
+        check, said, "a night as YYYY-MM-DD (2026-12-06), or blank for today (UTC)", "nightly form, night 2026-13-45"
+    )
+    check(len(ui.runs("nightly-regression")) == before, "nightly form, night 2026-13-45: no run created")
+    await ui.form("nightly-regression", fields=2)
+    await ui.submit("22-nightly-default-submitted.png")
+    run = await ui.wait(before, 120, "nightly-regression")
+    message = str((run.get("state") or {}).get("message") or "")
+    if not Path("/data/imagenet/val").is_dir():
+        check(
+            run["state_type"] == "FAILED"
+            and "does not exist on this host" in message
+            and "regression-demo.yaml runs anywhere" in message,
+            "the untouched nightly Run on a host without ImageNet fails at once, in a sentence",
+            message[:300],
+        )
+    await ui.form("nightly-regression", fields=2)
+    await ui.page.js("zf.select('Matrix', 'deployments/regression-demo.yaml')")
+    await ui.page.type_into("zf.prop('Night').querySelector('textarea, input')", "2026-12-01")
+    before = len(ui.runs("nightly-regression"))
+    await ui.submit("23-nightly-demo-submitted.png")
+    run = await ui.wait(before, timeout, "nightly-regression")
+    print(f"nightly run {run['name']!r}: {run['state_type']}")
+    check(run["state_type"] == "COMPLETED", "the demo nightly from the form completed", run["state_type"])
+    check(run["name"] == "nightly demo-nightly 2026-12-01", "it is named after its matrix and night", run["name"])
+    logged = await ui.page.open(
+        f"{ui.base}/runs/flow-run/{run['id']}", "document.body.innerText.includes('night 2026-12-01 of demo-nightly')"
+    )
+    await ui.page.shot(ui.out / "24-nightly-run.png")
+    check(bool(logged), "its log has the summary line (night, matrix, results)")
+    await ui.page.click_text("Artifacts", "document.body.innerText.includes('Flow run')")
+    await ui.page.shot(ui.out / "25-nightly-artifacts.png", full=True)
+    flow_level = [a for a in ui.artifacts(run["id"]).values() if a.get("task_run_id") is None]
+    check(
+        any("trend" in a["key"] for a in flow_level),
+        "the nightly's trend is under Flow run",
+        [a["key"] for a in flow_level],
+    )
+    for number, artifact in enumerate(flow_level):  # each as a person opens it: its page and the run's panel
+        await ui.page.open(
+            f"{ui.base}/artifacts/artifact/{artifact['id']}", "document.body.innerText.includes('State Message')"
+        )
+        await ui.page.shot(ui.out / f"26-nightly-artifact-{number}.png", full=True)
+        shown = str(await ui.page.js("document.body.innerText"))
+        check(
+            not re.search(r"\bNone\b", shown),
+            f"the nightly's {artifact['key']} page reads no None",
+            _before(shown, "None"),
+        )
+
+
+def _before(text: str, word: str, width: int = 120) -> str:
+    at = text.find(word)
+    return " ".join(text[max(0, at - width) : at + len(word)].split()) if at >= 0 else ""
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -429,6 +409,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("ui-screens"), help="folder for the screenshots")
     parser.add_argument("--preset", default="int8-max", help="the preset to pick from the drop-down")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each run")
+    parser.add_argument("--forms", default="sweep,nightly", help="forms to drive after the one-off's (comma list)")
     args = parser.parse_args()
     if shutil.which("chromium") is None:
         raise SystemExit("chromium is not installed: apt-get install chromium")
@@ -458,18 +439,19 @@ def main() -> None:
             except OSError:
                 time.sleep(1)
         zooflow = str(Path(sys.executable).parent / "zooflow")
-        served = _start([zooflow, "serve", "--only", "one-off"], env, home / "serve.log")
+        served = _start([zooflow, "serve"], env, home / "serve.log")  # all three deployments
         for _ in range(120):
-            found = _get(f"{api}/deployments/filter", {})
-            if found:
+            found = {d["name"]: d["id"] for d in _get(f"{api}/deployments/filter", {})}
+            if len(found) == 3:
                 break
             time.sleep(1)
         else:
-            raise SystemExit(f"zooflow serve registered nothing; see {home / 'serve.log'}")
+            raise SystemExit(f"zooflow serve did not register its three deployments; see {home / 'serve.log'}")
 
         async def go() -> Checks:
             async with Browser() as page:
-                return await drive(UI(page, base, found[0]["id"], args.out, env), args.preset, args.timeout)
+                ui = UI(page, base, found, args.out, env)
+                return await drive(ui, args.preset, args.timeout, tuple(args.forms.split(",")))
 
         checks = asyncio.run(go())
     finally:

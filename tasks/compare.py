@@ -24,12 +24,14 @@ def sweep_table(results: list[dict[str, Any]], name: str, title: str, store_url:
     return compare.write_sweep(store, rows, name=name, title=title, inputs=inputs)
 
 
-def publish_sweep(results: list[dict[str, Any]], ref: ArtifactRef, name: str, title: str, store_url: str) -> None:
-    """The sweep's table (numbers to two decimals) and its report with the Pareto plot, for the UI.
+def publish_sweep(results: list[dict[str, Any]], ref: ArtifactRef, name: str, title: str, store_url: str) -> str:
+    """The sweep's table (numbers to two decimals) and its report with the Pareto plot, for the UI; returns
+    a one-line summary (the most accurate and the fastest preset).
 
     Called from the flow, not a task, so they show under "Flow run" on the run's Artifacts tab, and by
     every run, computed or cached."""
     store = open_store(store_url)
+    rows = compare.sweep_rows(store, results)
     table = [
         {
             "preset": r["preset"],
@@ -45,7 +47,7 @@ def publish_sweep(results: list[dict[str, Any]], ref: ArtifactRef, name: str, ti
             "p99 ms": rounded(r["latency_p99_ms"]),
             "gates": "pass" if r["passed"] else "FAIL",
         }
-        for r in compare.sweep_rows(store, results)
+        for r in rows
     ]
     create_table_artifact(table, key=artifact_key("sweep", name), description=title)
     publish_document(
@@ -55,6 +57,14 @@ def publish_sweep(results: list[dict[str, Any]], ref: ArtifactRef, name: str, ti
         key=artifact_key("sweep-summary", name),
         description=title,
         footer=f"The same comparison as one HTML file: `{store.path(ref, 'sweep.html')}`",
+    )
+    best = max(rows, key=lambda r: r["top1"])
+    fastest = max(rows, key=lambda r: r["throughput"] or 0.0)
+    failed = [r["preset"] for r in rows if not r["passed"]]
+    return (
+        f"{title}: {len(rows)} preset(s); best top-1 {best['preset']} {rounded(best['top1'])}%, fastest "
+        f"{fastest['preset']} {rounded(fastest['throughput'], 1)} images/s; "
+        + (f"gates failed: {', '.join(failed)}" if failed else "all gates pass")
     )
 
 

@@ -173,6 +173,7 @@ def test_second_run_is_cached_and_a_corrupted_onnx_recomputes_export_only(
     assert tasks == ALL_COMPUTED
     result = first.result()
     assert result["status"] == "completed"
+    assert first.message == result["summary"] and ": PASS, top-1 " in first.message  # the UI's State Message
     assert set(result["artifacts"]) == STAGES
     assert result["verdict"] == {"passed": True, "checks": [], "failures": []}  # fp32: no default gates
     metrics = json.loads(Store(root).path(result["artifacts"]["evaluation"]["digest"], "metrics.json").read_text())

@@ -40,6 +40,12 @@ def test_sweep_computes_upstream_once_and_writes_table_and_pareto_plot(tmp_path:
     )
     state, tasks = _run_flow(quant_sweep, config)
     assert state.is_completed(), state.message
+    # the UI's "State Message" is the sweep's summary line (it read "None")
+    assert re.fullmatch(
+        rf"{MODEL} · onnxruntime · quantisation sweep: 3 preset\(s\); best top-1 \S+ [\d.]+%, fastest \S+ "
+        r"[\d.]+ images/s; all gates pass",
+        state.message,
+    ), state.message
     for upstream in ("fetch-checkpoint", "calibration-set", "npz-index"):
         assert tasks[(upstream, "Completed")] == 1, upstream  # shared by every preset
     # fp32 is the reference itself: its compile and run are the reference's, Cached within the run; int8-max's
@@ -191,6 +197,7 @@ def test_two_nights_with_an_injected_regression_name_the_first_bad_night_and_the
     first, _ = night("2026-11-26", checkpoint_file)
     assert first.is_completed(), first.message
     assert first.result()["regressions"] == []
+    assert first.message.startswith("night 2026-11-26 of test-nightly: 2 model/preset result(s), no regressions")
     second, tasks = night("2026-11-27", bad)
     assert second.is_failed() and tasks[("regression-gates", "Failed")] == 1
     with pytest.raises(Exception, match="failing since 2026-11-27, last good 2026-11-26") as info:
