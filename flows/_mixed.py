@@ -23,8 +23,7 @@ from zooflow.store import ArtifactRef, open_store
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from flows._pipeline import Prepared
-    from flows._stages import Stages
+    from flows._stages import Prepared, Stages
 
 
 @dataclass

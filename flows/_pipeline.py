@@ -11,12 +11,11 @@ model and dataset shares it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from flows import _mixed
 from flows._mixed import Plan
-from flows._stages import Stages
+from flows._stages import Prepared, Stages
 from tasks.data import calibration_set, npz_index, npz_shard, scan_dataset
 from tasks.evaluate import check_gates, evaluate, preprocess_parity, report, torch_probe
 from tasks.export import export_onnx
@@ -29,26 +28,6 @@ from zooflow.npz import NpzParams, plan
 from zooflow.preprocess import Transform
 from zooflow.runconfig import PipelineConfig
 from zooflow.store import ArtifactRef
-
-
-@dataclass
-class Prepared:
-    """What every preset of one model and dataset shares."""
-
-    config: PipelineConfig
-    toolchain: Any
-    device: dict[str, Any]
-    dataset: DatasetHandle
-    checkpoint: ArtifactRef
-    onnx: ArtifactRef
-    reference_onnx: ArtifactRef  # the embedded toolchain's export (the same artifact as `onnx` on it)
-    reference_device: dict[str, Any]  # the embedded toolchain's task arguments (the fp32 reference, sensitivity)
-    calibration: ArtifactRef
-    shards: list[ArtifactRef]
-    npz: ArtifactRef
-    reference: ArtifactRef
-    probe: ArtifactRef | None
-    parity: ArtifactRef | None
 
 
 def _npz(stages: Stages, stage: str, dataset: DatasetHandle, params: NpzParams, config: PipelineConfig) -> Any:

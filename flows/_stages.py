@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from tasks._store import bind
 from zooflow import interrupts
+from zooflow.datasets import DatasetHandle
+from zooflow.runconfig import PipelineConfig
 from zooflow.store import ArtifactRef
 
 
@@ -132,3 +135,23 @@ class Stages:
             },
             "stages": self.states,
         }
+
+
+@dataclass
+class Prepared:
+    """What every preset of one model and dataset shares."""
+
+    config: PipelineConfig
+    toolchain: Any
+    device: dict[str, Any]
+    dataset: DatasetHandle
+    checkpoint: ArtifactRef
+    onnx: ArtifactRef
+    reference_onnx: ArtifactRef  # the embedded toolchain's export (the same artifact as `onnx` on it)
+    reference_device: dict[str, Any]  # the embedded toolchain's task arguments (the fp32 reference, sensitivity)
+    calibration: ArtifactRef
+    shards: list[ArtifactRef]
+    npz: ArtifactRef
+    reference: ArtifactRef
+    probe: ArtifactRef | None
+    parity: ArtifactRef | None

@@ -66,6 +66,23 @@ class UI:
             raise SystemExit(f"the {name} form did not load: {url}")
         await self.page.js(HELPERS)
 
+    async def small_demo(self) -> None:
+        """Fill in the small demo (10 classes, short classes allowed) and read it back: the form redraws
+        after a change, and a value typed meanwhile can be lost (a sweep once ran 1000 classes)."""
+        for _ in range(5):
+            await asyncio.sleep(0.5)
+            await self.page.js("zf.number('Classes', 10)")
+            await asyncio.sleep(0.5)
+            await self.page.js("zf.check('Allow Short', true)")
+            await asyncio.sleep(0.5)
+            held = await self.page.js(
+                "[zf.prop('Classes').querySelector('input').value, "
+                "zf.prop('Allow Short').querySelector('input[type=checkbox]').checked]"
+            )
+            if held == ["10", True]:
+                return
+        raise SystemExit(f"the form did not keep Classes 10 and Allow Short on: {held}")
+
     async def json_input(self, label: str) -> bool:
         """Switch a field to JSON input through its menu (how a person types a raw value, e.g. a blank)."""
         await self.page.js(f"zf.prop({json.dumps(label)}).querySelector('button').click()")
@@ -154,8 +171,7 @@ async def fill_and_run(ui: UI, preset: str, check: Checks, timeout: float, tag: 
     check(
         await ui.page.js(f"zf.select('Preset', {json.dumps(preset)})") == preset, f"picked {preset} from the drop-down"
     )
-    await ui.page.js("zf.number('Classes', 10)")
-    await ui.page.js("zf.check('Allow Short', true)")
+    await ui.small_demo()
     await ui.page.shot(ui.out / f"{tag}-filled.png")
     before = len(ui.runs())
     await ui.submit(f"{tag}-submitted.png")
@@ -168,6 +184,8 @@ async def fill_and_run(ui: UI, preset: str, check: Checks, timeout: float, tag: 
         run["parameters"]["config"].get("quant"),
     )
     check(run["name"].endswith(f" {preset} demo (onnxruntime)"), "its name says model, preset, data", run["name"])
+    demo = run["parameters"]["config"].get("data", {}).get("demo", {})
+    check(demo.get("classes") == 10, "it ran the small demo filled in", demo)
     export = run["parameters"]["config"].get("export", {})
     check(
         export.get("dynamic_batch", "auto") == "auto",
@@ -287,13 +305,14 @@ async def sweep_form(ui: UI, check: Checks, timeout: float) -> None:
     check(len(ui.runs("quant-sweep")) == before, "sweep form, vastai with fp32: no run created", picked)
     await ui.form("quant-sweep")
     picked = await ui.page.js("zf.multi('Presets', ['fp32', 'int8-max'])")
-    await ui.page.js("zf.number('Classes', 10)")
-    await ui.page.js("zf.check('Allow Short', true)")
+    await ui.small_demo()
     await ui.submit("12-sweep-submitted.png")
     run = await ui.wait(before, timeout, "quant-sweep")
     print(f"sweep run {run['name']!r}: {run['state_type']}")
     check(run["state_type"] == "COMPLETED", "the sweep run from the form completed", run["state_type"])
     check(run["parameters"]["config"].get("presets") == ["fp32", "int8-max"], "it swept the picked presets", picked)
+    demo = run["parameters"]["config"].get("data", {}).get("demo", {})
+    check(demo.get("classes") == 10, "it swept the small demo filled in", demo)
     await ui.page.open(f"{ui.base}/runs/flow-run/{run['id']}", "document.body.innerText.includes('Artifacts')")
     await ui.page.click_text("Artifacts", "document.body.innerText.includes('Flow run')")
     await ui.page.shot(ui.out / "13-sweep-artifacts.png", full=True)

@@ -19,7 +19,8 @@ from typing import Any
 from zooflow.errors import ZooflowError
 from zooflow.evaluate import load_metrics
 from zooflow.gates import fmt
-from zooflow.report import _pyplot, html, pareto_plot, save_figure
+from zooflow.plots import pyplot, save_figure
+from zooflow.report import html, pareto_plot
 from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import int8_warnings, setting_label
 
@@ -339,7 +340,7 @@ def trend_markdown(history: Sequence[dict[str, Any]], found: Sequence[dict[str, 
 
 def trend_plot(history: Sequence[dict[str, Any]], out: Path) -> Path:
     """Top-1 per model/preset over nights; failed nights marked with a red cross."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     nights = sorted({r["night"] for r in history})
     series: dict[str, list[dict[str, Any]]] = {}

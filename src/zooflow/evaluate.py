@@ -29,6 +29,7 @@ import numpy as np
 from zooflow.config import Gate
 from zooflow.errors import ZooflowError
 from zooflow.gates import Baselines, check_gates
+from zooflow.metrics import sqnr_from_noise
 from zooflow.store import ArtifactRef, Store
 from zooflow.truth import EvaluationError, Truth, image_stem, pair, truth_from_npz
 
@@ -170,24 +171,11 @@ def fidelity(
         "flips_broken": became_wrong,
         "flips_fixed": became_right,
         "flips_listed": flips,
-        "sqnr_db": _sqnr(b, noise),
+        "sqnr_db": sqnr_from_noise(b, noise),
         "cosine": float(np.mean(cosine)) if len(cosine) else math.nan,
         "cosine_min": float(np.min(cosine)) if len(cosine) else math.nan,
         "max_abs_diff": float(np.max(np.abs(diff))) if diff.size else 0.0,
     }
-
-
-def _sqnr(reference: np.ndarray, noise: float) -> float:
-    signal = float(np.einsum("ij,ij->", reference, reference, dtype=np.float64))
-    return (10.0 * math.log10(signal / noise)) if noise > 0 else math.inf
-
-
-def sqnr_db(rows: np.ndarray, reference: np.ndarray) -> float:
-    """Output SQNR in dB: reference power over the power of the difference (inf when identical)."""
-    a = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
-    b = np.asarray(reference, dtype=np.float32).reshape(len(reference), -1)
-    diff = a - b
-    return _sqnr(b, float(np.einsum("ij,ij->", diff, diff, dtype=np.float64)))
 
 
 # ---------------------------------------------------------------------------------- text export

@@ -20,6 +20,7 @@ from typing import Any
 
 from zooflow.evaluate import load_metrics
 from zooflow.gates import fmt
+from zooflow.plots import pyplot, save_figure
 from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import setting_label
 
@@ -28,29 +29,9 @@ STAGE_VERSION = "4"  # 2: narrower tables; 3: int8 sensitivity section; 4: split
 
 
 # ------------------------------------------------------------------------------------- plots
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, out: Path) -> Path:
-    """Write a figure as PNG (the size every report uses) and free it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
 def per_class_plot(rows: list[dict[str, Any]], out: Path, title: str, worst: int = 30) -> Path:
     """Per-class top-1 drop vs fp32: the `worst` classes as bars, and the distribution over all classes."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (bars, hist) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [3, 2]})
     if rows and "drop" in rows[0]:
         ordered = sorted(rows, key=lambda r: (-r["drop"], r["class"]))[:worst]
@@ -103,7 +84,7 @@ def pareto_plot(
     """Top-1 (and, when known, top-1 agreement with fp32) vs throughput: one labelled point per preset,
     the Pareto front as a line, and each `curves` entry (int8-mixed's K search: points with
     ``keep_float``) as a dashed line through every K tried, so K is read against accuracy and speed."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = [("top1", "top-1 (%)")]
     if any(p.get("agreement") is not None for p in points):
         metrics.append(("agreement", "top-1 agreement with fp32 (%)"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from zooflow.errors import ZooflowError
 from zooflow.gates import fmt
-from zooflow.report import _pyplot, save_figure
+from zooflow.plots import pyplot, save_figure
 from zooflow.store import ArtifactRef, Store
 
 STAGE = "sensitivity"
@@ -147,7 +147,7 @@ def load(store: Store, ref: ArtifactRef) -> dict[str, Any]:
 def depth_plot(result: dict[str, Any], out: Path, title: str) -> Path:
     """Per layer in graph order: its output tensor's and weights' own SQNR (top), and the SQNR the
     model wins back with that layer alone in float (bottom); up to five large gains labelled."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(result["layers"], key=lambda r: r["depth"])
     xs = list(range(len(rows)))
     finite = [

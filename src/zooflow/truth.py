@@ -137,7 +137,7 @@ def truth_from_datalist(datalist: Path, labels_file: Path | None) -> Truth:
 
 def read_vamp_folder(folder: Path, count: int) -> np.ndarray:
     """vamp's ``output_%06d.npz`` files as (count, classes), paired by line index; a stale or missing file is an error."""
-    from zooflow.toolchains import ToolError
+    from zooflow.toolchains.base import ToolError
     from zooflow.toolchains.vastai import pair_outputs
 
     if not folder.is_dir():

@@ -23,7 +23,7 @@ from tests.support.images import PHOTOS_11, photo
 from tests.unit.test_cpu import ZEN3
 from zooflow import toolchains
 from zooflow.config import QuantSpec, ToolchainOptions
-from zooflow.evaluate import sqnr_db
+from zooflow.metrics import sqnr_db
 from zooflow.preprocess import Transform
 from zooflow.toolchains.cpu import int8_scheme
 from zooflow.toolchains.onnxruntime import session

@@ -20,7 +20,7 @@ from tests.conftest import MODEL
 from tests.support.images import PHOTOS_11, photo, write_crops
 from zooflow import calibration, datasets, export, models, toolchains
 from zooflow.config import CalibrationOptions, DataSpec, ExportOptions, QuantSpec, ToolchainOptions
-from zooflow.evaluate import sqnr_db
+from zooflow.metrics import sqnr_db
 from zooflow.fetch import fetch_checkpoint
 from zooflow.preprocess import Transform
 from zooflow.store import ArtifactRef, Store

@@ -25,7 +25,7 @@ from tests.support.images import PHOTOS_11, photo, write_crops
 from zooflow import calibration, datasets, export, models, toolchains
 from zooflow.config import CalibrationOptions, DataSpec, ExportOptions, QuantSpec, ToolchainOptions
 from zooflow.errors import ZooflowError
-from zooflow.evaluate import sqnr_db
+from zooflow.metrics import sqnr_db
 from zooflow.fetch import fetch_checkpoint
 from zooflow.preprocess import Transform
 from zooflow.store import Store

@@ -39,13 +39,13 @@ import numpy as np
 from zooflow import provenance
 from zooflow.config import BenchmarkSpec, ExportOptions, QuantSpec, ToolchainOptions
 from zooflow.errors import ZooflowError
-from zooflow.evaluate import sqnr_db
+from zooflow.metrics import sqnr_db
 from zooflow.npz import KEY, NpzParams
 from zooflow.preprocess import Transform, load_rgb
 from zooflow.store import ArtifactRef, Store
-from zooflow.toolchains import Availability, compiled_name
 from zooflow.toolchains import outputs as outputs_mod
 from zooflow.toolchains import ranges as ranges_mod
+from zooflow.toolchains.base import Availability, compiled_name
 from zooflow.toolchains.cpu import Int8Scheme, cpu_model, int8_scheme
 from zooflow.toolchains.rangecheck import range_check, range_warning, used_ranges
 from zooflow.toolchains.sensitivity import FLOAT_FILE, keep_in_float

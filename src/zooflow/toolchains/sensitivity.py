@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from zooflow.errors import ZooflowError
-from zooflow.evaluate import sqnr_db
+from zooflow.metrics import sqnr_db
 
 FLOAT_FILE = "float.onnx"  # in an int8 compiled artifact: the float graph its QDQ model was quantised from
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

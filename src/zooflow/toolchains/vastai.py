@@ -35,8 +35,8 @@ from zooflow.config import BenchmarkSpec, ExportOptions, QuantSpec, ToolchainOpt
 from zooflow.filehash import stamp
 from zooflow.npz import NpzParams
 from zooflow.store import ArtifactRef, Store
-from zooflow.toolchains import Availability, ToolError, compiled_name
 from zooflow.toolchains import outputs as outputs_mod
+from zooflow.toolchains.base import Availability, ToolError, compiled_name
 from zooflow.toolchains.vastai_schema import dump, percentile_used, skip_lists, vamc_config, vdsp_params
 
 COMPILE_STAGE = "compile"

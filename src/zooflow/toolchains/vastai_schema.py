@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from zooflow.config import QuantSpec
 from zooflow.preprocess import Transform
-from zooflow.toolchains import ToolError, quant_label
+from zooflow.toolchains.base import ToolError, quant_label
 
 Generation = Literal["v2", "v3"]
 DEFAULT_PERCENTILE = QuantSpec.model_fields["percentile"].default
