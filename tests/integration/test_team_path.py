@@ -1,6 +1,6 @@
-"""The README's team path, run as written, then a host dying mid-run and a failed nightly.
+"""docs/team.md's team path (the README links it), run as written, then a host dying mid-run and a failed nightly.
 
-The commands are read from the README's `team-path` block and run line by line through bash, with
+The commands are read from docs/team.md's `team-path` block and run line by line through bash, with
 only what names this machine substituted: `SERVER` is 127.0.0.1, port 4200 a free port, the S3
 store a folder, the chat webhook a receiver on 127.0.0.1. Then, on that server and pool:
 
@@ -34,8 +34,8 @@ pytestmark = pytest.mark.slow
 
 
 def readme_commands() -> list[str]:
-    """The non-comment lines of the README's team-path block, in order."""
-    text = (REPO / "README.md").read_text()
+    """The non-comment lines of docs/team.md's team-path block, in order."""
+    text = (REPO / "docs" / "team.md").read_text()
     block = text.split("<!-- team-path:begin -->", 1)[1].split("<!-- team-path:end -->", 1)[0]
     body = block.split("```bash", 1)[1].rsplit("```", 1)[0]
     return [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
