@@ -21,7 +21,8 @@ from zooflow.config import ToolchainOptions
 from zooflow.runconfig import RunConfig
 from zooflow.store import Store
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# whole flows under a Prefect API, 20-80 s each: the slow tier (docs/development.md)
+pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 
 # A first fp32 run: the fp32 reference repeats the run's own export/npz/compile/run tasks, so those
 # are Cached within the same run; the DSP-preprocessing parity adds its own npz and run shards.

@@ -159,7 +159,6 @@ def test_the_server_refuses_a_blank_or_inconsistent_one_off_form(change: Any, na
     """A blank preset is never run as fp32 and an inconsistent form never runs as something else: the
     server refuses it, naming the field; the flow's own validation (pydantic) refuses it too."""
     from flows.deploy_classifier import deploy_classifier
-
     from zooflow.runconfig import NEEDS_DATA, NO_FP32_ON_VASTAI
 
     form = {"demo": True, "quant": "int8-max", "store": "/tmp/x", **change}
@@ -285,9 +284,9 @@ def test_the_sweep_and_nightly_forms_refuse_what_cannot_run_before_a_run_exists(
     """The server refuses fp32 among a vastai sweep's presets, a night that is no date and a matrix that is
     not in deployments/, in sentences; the flow's own validation refuses a day the calendar lacks."""
     from prefect.utilities.callables import parameter_schema
+
     from flows.nightly_regression import nightly_regression
     from flows.quant_sweep import quant_sweep
-
     from zooflow.runconfig import NO_FP32_ON_VASTAI
 
     sweep = {"demo": True, "toolchain": "vastai", "presets": ["fp16", "int8-max"]}

@@ -17,7 +17,8 @@ from tests.flows.test_deploy_classifier import _run_flow, _ui
 from zooflow.runconfig import NightlyConfig, SweepConfig
 from zooflow.store import Store
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# whole flows under a Prefect API, 20-80 s each: the slow tier (docs/development.md)
+pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 
 SMALL: dict[str, Any] = {
     "calibration": {"allow_short": True},
@@ -244,7 +245,7 @@ def test_a_matrix_whose_data_is_not_on_this_host_is_refused_in_a_sentence_before
     path.write_text(yaml.safe_dump(matrix))
     state, tasks = _run_flow(nightly_regression, NightlyConfig(matrix=str(path), store=str(tmp_path / "store")))
     assert state.is_failed() and not tasks
-    with pytest.raises(Exception, match="data.path") as info:
+    with pytest.raises(Exception, match=r"data\.path") as info:
         state.result()
     said = str(info.value)
     assert f"regression matrix 'elsewhere' ({path})" in said and f"{missing}, which does not exist" in said

@@ -26,6 +26,7 @@ def _build(data: Path, store: Store, *, seed: int = 0, per_class: int = 1, **kw)
     )
 
 
+@pytest.mark.slow  # generates 1000 classes of JPEGs (11 s)
 def test_one_image_per_class_across_1000_classes(demo_1000: Path, tmp_path: Path) -> None:
     store = Store(tmp_path / "s")
     ref = _build(demo_1000 / "val", store)

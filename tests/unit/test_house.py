@@ -34,7 +34,8 @@ def test_the_readme_is_a_front_door_whose_links_resolve() -> None:
 
 
 def test_every_doc_links_to_files_that_exist() -> None:
-    docs = sorted((REPO / "docs").glob("*.md")) + [
+    docs = [
+        *sorted((REPO / "docs").glob("*.md")),
         REPO / "deployments" / "README.md",
         REPO / "benchmarks" / "README.md",
     ]

@@ -20,12 +20,15 @@ from tests.conftest import MODEL
 from tests.support.images import PHOTOS_11, photo, write_crops
 from zooflow import calibration, datasets, export, models, toolchains
 from zooflow.config import CalibrationOptions, DataSpec, ExportOptions, QuantSpec, ToolchainOptions
-from zooflow.metrics import sqnr_db
 from zooflow.fetch import fetch_checkpoint
+from zooflow.metrics import sqnr_db
 from zooflow.preprocess import Transform
 from zooflow.store import ArtifactRef, Store
 from zooflow.toolchains import rangecheck, ranges
 from zooflow.toolchains.onnxruntime import STATISTICS, prepare_for_qdq, session, slim_model
+
+# int8 numerics over several seeds of real photos (45 s to build the cases): the slow tier
+pytestmark = pytest.mark.slow
 
 SEEDS = (7, 11)
 INT8 = ("int8-max", "int8-percentile", "int8-kl_divergence", "int8-mse")

@@ -15,6 +15,9 @@ from zooflow.config import BenchmarkSpec, QuantSpec, ToolchainOptions
 from zooflow.errors import ConfigError
 from zooflow.toolchains import outputs
 
+# every preset compiled and run over every record (21 s to build): the slow tier
+pytestmark = pytest.mark.slow
+
 
 def _run_all(tc, compiled, ctx):  # type: ignore[no-untyped-def]
     store, npz_ref = ctx["store"], ctx["npz"]
