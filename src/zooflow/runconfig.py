@@ -330,15 +330,18 @@ class RegressionMatrix(Spec):
 
 
 MATRIX_FOLDER = Path("deployments")  # relative to the repository root, where deploy, serve and workers run
+MATRICES_ENV = "ZOOFLOW_MATRICES"  # more folders of matrices for the nightly form (os.pathsep-separated)
 NIGHT_PATTERN = r"^(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))?$"
 
 
 def matrices(folder: Path = MATRIX_FOLDER) -> list[str]:
-    """The regression matrices in `folder` (YAML files with a `models` list), as the form lists them."""
+    """The regression matrices in `folder` and in the folders of ``$ZOOFLOW_MATRICES`` (YAML files with a
+    `models` list), as the nightly form lists them when the deployments are registered."""
     import yaml
 
+    folders = [folder, *(Path(f).expanduser() for f in os.environ.get(MATRICES_ENV, "").split(os.pathsep) if f)]
     found = []
-    for file in sorted(folder.glob("*.y*ml")):
+    for file in (f for d in folders for f in sorted(d.glob("*.y*ml"))):
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -350,7 +353,8 @@ def matrices(folder: Path = MATRIX_FOLDER) -> list[str]:
 
 def _nightly_form(schema: dict[str, Any]) -> None:
     """The nightly form: the matrix is a drop-down of the matrices in deployments/ when the form is
-    registered (a misspelled path cannot be sent; another file is for the CLI), the night a date or blank.
+    registered (a misspelled path cannot be sent; matrices kept elsewhere: list their folder in
+    ``$ZOOFLOW_MATRICES`` when registering, or run them with the CLI), the night a date or blank.
     Both refusals come from the server before a run exists, in sentences."""
     form.plain_optionals(schema)
     props = schema.get("properties", {})

@@ -331,3 +331,22 @@ def test_the_sweep_form_puts_what_a_sweep_chooses_first_and_keep_float_is_one_te
     for bad in ("0", "two", "-1"):
         said = _server_check(quant_sweep, {"config": {"demo": True, "keep_float": bad}})
         assert said is not None and "'auto, or a number of layers (1 or more)' was expected" in said, (bad, said)
+
+
+def test_matrices_kept_outside_the_repository_join_the_nightly_drop_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team's own matrices: their folder in $ZOOFLOW_MATRICES when the deployments are registered puts
+    them in the drop-down (a YAML file that is no matrix stays out), so the server accepts them."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.nightly_regression import nightly_regression
+
+    (tmp_path / "team.yaml").write_text("name: team\nmodels:\n  - model: resnet18_8xb32_in1k\n")
+    (tmp_path / "other.yaml").write_text("just: a file\n")
+    monkeypatch.setenv("ZOOFLOW_MATRICES", str(tmp_path))
+    schema = parameter_schema(nightly_regression).model_dump()
+    matrix = schema["definitions"]["NightlyConfig"]["properties"]["matrix"]
+    assert matrix["enum"][-1] == (tmp_path / "team.yaml").as_posix() and len(matrix["enum"]) == 3
+    assert _server_check(nightly_regression, {"config": {"matrix": str(tmp_path / "team.yaml")}}) is None
+    assert _server_check(nightly_regression, {"config": {"matrix": str(tmp_path / "other.yaml")}}) is not None

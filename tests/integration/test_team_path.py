@@ -115,6 +115,18 @@ def test_the_team_path_as_written_then_a_dead_host_and_a_failed_nightly(tmp_path
         UV_FROZEN="1",  # `uv run` uses the environment as locked; nothing is fetched
         UV_OFFLINE="1",
     )
+    # A nightly whose gate fails (below): its matrix lives outside the repository, so its folder is
+    # listed for the nightly form's matrix drop-down when the deployments are registered.
+    matrices = tmp_path / "matrices"
+    matrices.mkdir()
+    matrix = matrices / "failing.yaml"
+    matrix.write_text(
+        "name: failing-nightly\ndefaults:\n  demo: true\n  data: {demo: {classes: 4, per_class: 1}}\n"
+        "  calibration: {allow_short: true}\n  benchmark: {batch_sizes: [1], trials: 1, iterations: 2}\n"
+        "models:\n  - model: shufflenet-v1-1x_16xb64_in1k\n    presets: [fp32]\n"
+        "    gates:\n      - {metric: top1, min: 99}\n"
+    )
+    env["ZOOFLOW_MATRICES"] = str(matrices)
     background: list[subprocess.Popen[bytes]] = []
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -187,13 +199,6 @@ def test_the_team_path_as_written_then_a_dead_host_and_a_failed_nightly(tmp_path
         assert reused and all(second[name] == "Cached" for name in reused), (finished, second)
 
         # A nightly whose gate fails reaches the team's webhook, naming what failed, with a link to the run.
-        matrix = tmp_path / "matrix.yaml"
-        matrix.write_text(
-            "name: failing-nightly\ndefaults:\n  demo: true\n  data: {demo: {classes: 4, per_class: 1}}\n"
-            "  calibration: {allow_short: true}\n  benchmark: {batch_sizes: [1], trials: 1, iterations: 2}\n"
-            "models:\n  - model: shufflenet-v1-1x_16xb64_in1k\n    presets: [fp32]\n"
-            "    gates:\n      - {metric: top1, min: 99}\n"
-        )
         nightly = _api(api, "/deployments/name/nightly-regression/nightly-regression")
         night = _api(
             api, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": {"config": {"matrix": str(matrix)}}}
