@@ -79,7 +79,8 @@ class Catalog:
                 number += 1  # another writer (another host) took it
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point `alias` of logical name `name` at `version`."""
+        """Point `alias` of logical name `name` at `version`: one whole record; where several hosts move
+        one alias at once, the last writer wins (a version is never lost, see `_register_version`)."""
         check_name(name)
         if not ALIAS_RE.match(alias) or alias == "latest" or alias.isdigit():
             raise StoreError(
@@ -95,6 +96,7 @@ class Catalog:
     def _version_records(self, name: str) -> tuple[list[VersionRecord], list[tuple[int, str]]]:
         """(readable version records, oldest first; damaged ones as (number, path))."""
         base = self._p("names", check_name(name), "versions")
+        self.fs.invalidate_cache(base)  # another host's versions: an object store's listing is cached
         try:
             paths = sorted(str(p) for p in self.fs.ls(base, detail=False))
         except FileNotFoundError:
@@ -134,6 +136,7 @@ class Catalog:
     def aliases(self, name: str) -> dict[str, int]:
         """User aliases of a logical name -> version; a damaged alias record is an error naming it."""
         base = self._p("names", check_name(name), "aliases")
+        self.fs.invalidate_cache(base)
         try:
             paths = self.fs.ls(base, detail=False)
         except FileNotFoundError:
@@ -152,12 +155,14 @@ class Catalog:
     def names(self) -> list[str]:
         """Every logical name with at least one version record."""
         base = self._p("names")
+        self.fs.invalidate_cache()  # other hosts' names: an object store's listings are cached
         found = self.fs.glob(base + "/**/versions/*.json")
         names = {str(p)[len(base) + 1 :].rsplit("/versions/", 1)[0] for p in found}
         return sorted(n for n in names if NAME_RE.match(n))
 
     def digests(self) -> list[str]:
         """Every complete object in the store."""
+        self.fs.invalidate_cache()
         found = (str(p).rsplit("/", 2)[-2] for p in self.fs.glob(self._p("objects", "*", "*", "manifest.json")))
         return sorted(d for d in found if DIGEST_RE.match(d))
 

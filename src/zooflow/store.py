@@ -76,6 +76,10 @@ _CHUNK = 1 << 20
 
 # Where a store may live: local folders, and object stores whose writes are whole or absent.
 STORE_SCHEMES = ("file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
+# Object stores whose create is exclusive on the server, so the first writer of a record wins across
+# hosts: S3's conditional PUT (``If-None-Match: *``, s3fs's ``mode="create"``); memory is one process.
+EXCLUSIVE_CREATE = ("s3", "s3a", "memory")
+SINGLE_WRITER_ENV = "ZOOFLOW_SINGLE_WRITER"  # "1": the one host that writes a gs/az store says so
 
 
 def _lock_name(text: str) -> str:
@@ -108,6 +112,7 @@ class Store(Catalog):
                 "check the address and that its server runs and lets you in, or pass another --store",
             ) from None
         self.fs: fsspec.AbstractFileSystem = fs
+        self.scheme = scheme
         self.root: str = root.rstrip("/") or "/"
         self.is_local = isinstance(fs, LocalFileSystem)
         if self.is_local:
@@ -194,9 +199,22 @@ class Store(Catalog):
         with durable.disk_full_as_error(path, "the artifact store"):
             if self.is_local:
                 return durable.create_atomic(path, data)
-            if self.fs.exists(path):  # object stores: one PUT is atomic, but check-then-put can race
-                return False
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            if self.scheme in EXCLUSIVE_CREATE:  # one conditional PUT: the server refuses a second writer
+                try:
+                    self.fs.pipe_file(path, data, mode="create")
+                except FileExistsError:
+                    return False
+                return True
+            if os.environ.get(SINGLE_WRITER_ENV) != "1":
+                raise StoreError(
+                    f"artifact store {self.url}: zooflow cannot create records on {self.scheme}:// so that the first "
+                    "writer wins across hosts (two hosts could take one version number)",
+                    f"use a local folder or s3:// for a store several hosts write; where only this host writes, "
+                    f"set {SINGLE_WRITER_ENV}=1",
+                )
+            if self.fs.exists(path):  # single writer: check-then-put cannot race
+                return False
             self.fs.pipe_file(path, data)
             return True
 

@@ -1,0 +1,148 @@
+"""Many hosts, one S3 store: records are created with S3's conditional PUT (If-None-Match: *), so the
+first writer of a version number wins and no version is lost.
+
+The S3 server is moto's on 127.0.0.1 (it implements conditional writes); the "hosts" are processes
+with caches of their own, publishing different contents under one name at the same moment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PUBLISH = """
+import pathlib, sys, tempfile, time
+from zooflow.store import Store
+store = Store(sys.argv[1])
+staged = pathlib.Path(tempfile.mkdtemp()) / "files"
+staged.mkdir()
+(staged / "result.txt").write_text(sys.argv[2])
+while time.time() < float(sys.argv[3]):  # every host publishes at the same moment
+    time.sleep(0.001)
+ref = store.commit(staged, kind="demo", stage="race", stage_version="1", name="race/result")
+print(ref.version, ref.digest)
+"""
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """A bucket on a local moto S3 server; credentials and endpoint in the environment."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    from tests.integration.test_dask_s3 import _free_port
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "FSSPEC_S3_ENDPOINT_URL": endpoint,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"zooflow-race-{uuid.uuid4().hex[:8]}"  # moto's buckets outlive its server within a process
+    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
+    try:
+        yield f"s3://{bucket}/store"
+    finally:
+        server.stop()
+
+
+def test_eight_hosts_publishing_under_one_name_at_once_keep_every_version(s3: str, tmp_path: Path) -> None:
+    """Before: 8 publishes at once kept 2 version records (check-then-put). Now versions 1..8, one per content."""
+    from zooflow.store import Store
+
+    start = time.time() + 8  # after every interpreter has imported zooflow
+    hosts = []
+    for n in range(8):
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / f"host{n}" / "cache")}
+        hosts.append(
+            subprocess.Popen(
+                [sys.executable, "-c", PUBLISH, s3, f"content of host {n}", str(start)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    said = [h.communicate(timeout=120) for h in hosts]
+    assert all(h.returncode == 0 for h in hosts), [err[-2000:] for _, err in said]
+    published = {int(out.split()[0]): out.split()[1] for out, _ in said}
+    versions = Store(s3).versions("race/result")
+    assert [v.version for v in versions] == list(range(1, 9)), [v.version for v in versions]
+    assert {v.version: v.digest for v in versions} == published  # each host's version names its content
+    assert len(set(published.values())) == 8
+
+
+def _slow_puts(fs: Any, delay: float) -> None:
+    """Every PUT waits `delay` first: the window between a check and its put, made wide."""
+    real = fs.pipe_file
+
+    def pipe_file(path: str, data: bytes, **kwargs: Any) -> Any:
+        time.sleep(delay)
+        return real(path, data, **kwargs)
+
+    fs.pipe_file = pipe_file
+
+
+@pytest.mark.parametrize("scheme", ["conditional PUT", "check-then-put"])
+def test_a_delay_between_check_and_put_loses_a_record_only_in_the_old_scheme(
+    s3: str, scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four writers create one record at once with 0.5 s between looking and writing. The conditional
+    PUT lets exactly one win; check-then-put (what zooflow did, kept only for a declared single writer
+    on a backend without conditional writes) lets all four "win", each overwriting the last."""
+    from zooflow.store import Store
+
+    store = Store(s3)
+    if scheme == "check-then-put":
+        monkeypatch.setattr(store, "scheme", "gs")  # a backend without conditional writes ...
+        monkeypatch.setenv("ZOOFLOW_SINGLE_WRITER", "1")  # ... whose user declared one writer
+    _slow_puts(store.fs, 0.5)
+    path = store._p("names", "race", "versions", "000001.json")
+    won: list[int] = []
+
+    def write(n: int) -> None:
+        if store._create_json(path, {"writer": n}):
+            won.append(n)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kept = store._read_json(path)["writer"]
+    if scheme == "conditional PUT":
+        assert won == [kept], (won, kept)  # one winner, and the record is the winner's
+    else:
+        assert len(won) == 4 and kept in won  # four writers were told they won; three records are lost
+
+
+def test_a_backend_without_conditional_writes_is_refused_unless_one_writer_is_declared(
+    s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zooflow.errors import StoreError
+    from zooflow.store import Store
+
+    store = Store(s3)
+    monkeypatch.setattr(store, "scheme", "gs")
+    with pytest.raises(StoreError, match="first writer wins across hosts") as info:
+        store._create_json(store._p("names", "x", "versions", "000001.json"), {})
+    assert "ZOOFLOW_SINGLE_WRITER=1" in str(info.value)
