@@ -14,7 +14,7 @@ from flows._pipeline import check_all, deploy_presets, prepare, run_warnings
 from flows._stages import Stages
 from flows._summary import completed, publish_summary, run_name, tag_run
 from flows.team import refuse_repeated_rerun
-from zooflow import toolchains
+from zooflow import interrupts, toolchains
 from zooflow.runconfig import RunConfig, RunParameter, form_default
 from zooflow.store import open_store
 from zooflow.storecheck import clean_staging
@@ -24,6 +24,7 @@ from zooflow.storecheck import clean_staging
 def deploy_classifier(config: RunParameter = form_default(RunConfig, demo=True)) -> Any:  # noqa: B008 - a fresh dict
     """Deploy one mmcls classifier; every stage is cached on its inputs' digests; failed gates fail the run."""
     refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
+    interrupts.own_sigterm()  # `zooflow run`'s SIGTERM ends the run Cancelled, not Crashed by Prefect's handler
     store_url = config.store_url()
     clean_staging(open_store(store_url))  # an unwritable store fails here, before any work
     label = toolchains.quant_label(config.quant)

@@ -18,6 +18,7 @@ from flows._summary import completed, nightly_name
 from flows.team import refuse_repeated_rerun
 from tasks._cache import FULL_VERIFY_TAG
 from tasks.compare import append_history, publish_night, regression_gates
+from zooflow import interrupts
 from zooflow.config import default_store_url
 from zooflow.runconfig import NightlyConfig, NightlyParameter, RegressionMatrix
 from zooflow.store import open_store
@@ -28,6 +29,7 @@ from zooflow.storecheck import clean_staging
 def nightly_regression(config: NightlyParameter = NightlyConfig()) -> Any:  # noqa: B008 - immutable default
     """Run the matrix for one night; fail if any model/preset misses its goals."""
     refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
+    interrupts.own_sigterm()  # `zooflow run`'s SIGTERM ends the run Cancelled, not Crashed by Prefect's handler
     matrix = RegressionMatrix.load(config.matrix)  # a bad matrix fails before any work
     matrix.check_data(config.matrix)  # and so does one whose data is not on this host
     night = config.night or dt.datetime.now(dt.UTC).date().isoformat()

@@ -16,7 +16,7 @@ from flows._stages import Stages
 from flows._summary import completed, publish_summary, run_name, tag_run
 from flows.team import refuse_repeated_rerun
 from tasks.compare import publish_sweep, sweep_table
-from zooflow import toolchains
+from zooflow import interrupts, toolchains
 from zooflow.runconfig import SweepConfig, SweepParameter, form_default
 from zooflow.store import open_store
 from zooflow.storecheck import clean_staging
@@ -26,6 +26,7 @@ from zooflow.storecheck import clean_staging
 def quant_sweep(config: SweepParameter = form_default(SweepConfig, demo=True)) -> Any:  # noqa: B008 - a fresh dict
     """Compare presets on one model and dataset; failed gates fail the run after the table is stored."""
     refuse_repeated_rerun()  # a run crashed and re-run before is not re-run automatically again
+    interrupts.own_sigterm()  # `zooflow run`'s SIGTERM ends the run Cancelled, not Crashed by Prefect's handler
     store_url = config.store_url()
     clean_staging(open_store(store_url))  # staging left by killed runs goes first
     stages = Stages(store_url)

@@ -250,6 +250,15 @@ def guard(as_json: bool = False, what: str = "zooflow") -> Iterator[None]:
         reset_hooks()
 
 
+def own_sigterm() -> None:
+    """Under `guard`, in the main thread: take SIGTERM's handler back from Prefect's flow engine, which
+    installs its own when a flow starts. Its handler raises in the main thread, and the engine then
+    writes Crashed over the Cancelled that `abort` writes (under load its write, sent last, landed last).
+    Without a guard (a worker runs the flow) Prefect keeps its handler: that is how a worker cancels."""
+    if _state["active"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
 def guarded() -> bool:
     """Whether a `guard` is active (a dead API then ends the process instead of hanging in retries)."""
     return bool(_state["active"])
