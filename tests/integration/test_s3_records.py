@@ -39,10 +39,25 @@ print(ref.version, ref.digest)
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """A bucket on a local moto S3 server; credentials and endpoint in the environment."""
     import s3fs
+    from moto.s3.responses import S3Response
     from moto.server import ThreadedMotoServer
 
     from tests.integration.test_dask_s3 import _free_port
 
+    # moto checks If-None-Match and then stores, in two steps, on its request threads: two conditional
+    # PUTs can both pass the check (seen once in CI: 7 versions of 8). S3 does both atomically; with its
+    # PUTs serialised, moto does too.
+    atomic = threading.Lock()
+    put_object = S3Response.put_object
+
+    puts: list[int] = []
+
+    def serialised(self: Any) -> Any:
+        with atomic:
+            puts.append(1)
+            return put_object(self)
+
+    monkeypatch.setattr(S3Response, "put_object", serialised)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
@@ -61,6 +76,7 @@ def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
     try:
         yield f"s3://{bucket}/store"
+        assert puts, "moto's PUTs did not go through the serialising wrapper"
     finally:
         server.stop()
 
