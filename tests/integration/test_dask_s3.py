@@ -7,48 +7,22 @@ workers are separate processes that reach the store only through its s3:// URL.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.s3 import moto_bucket
+
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 def s3_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """A bucket on a local moto S3 server; credentials and endpoint in the environment (workers inherit it)."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "FSSPEC_S3_ENDPOINT_URL": endpoint,  # s3fs's endpoint_url through fsspec's environment config
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # the local copies of remote artifacts
-    }.items():
-        monkeypatch.setenv(key, value)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("zooflow-test")
-    try:
-        yield "s3://zooflow-test/store"
-    finally:
-        server.stop()
+    with moto_bucket(monkeypatch, tmp_path) as url:
+        yield url
 
 
 def test_shards_run_on_two_dask_workers_against_an_s3_store(s3_store: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,12 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.s3 import moto_bucket
 
 pytestmark = pytest.mark.slow
 
@@ -38,47 +39,8 @@ print(ref.version, ref.digest)
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """A bucket on a local moto S3 server; credentials and endpoint in the environment."""
-    import s3fs
-    from moto.s3.responses import S3Response
-    from moto.server import ThreadedMotoServer
-
-    from tests.integration.test_dask_s3 import _free_port
-
-    # moto checks If-None-Match and then stores, in two steps, on its request threads: two conditional
-    # PUTs can both pass the check (seen once in CI: 7 versions of 8). S3 does both atomically; with its
-    # PUTs serialised, moto does too.
-    atomic = threading.Lock()
-    put_object = S3Response.put_object
-
-    puts: list[int] = []
-
-    def serialised(self: Any) -> Any:
-        with atomic:
-            puts.append(1)
-            return put_object(self)
-
-    monkeypatch.setattr(S3Response, "put_object", serialised)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "FSSPEC_S3_ENDPOINT_URL": endpoint,
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    bucket = f"zooflow-race-{uuid.uuid4().hex[:8]}"  # moto's buckets outlive its server within a process
-    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir(bucket)
-    try:
-        yield f"s3://{bucket}/store"
-        assert puts, "moto's PUTs did not go through the serialising wrapper"
-    finally:
-        server.stop()
+    with moto_bucket(monkeypatch, tmp_path, "zooflow-race") as url:
+        yield url
 
 
 def test_eight_hosts_publishing_under_one_name_at_once_keep_every_version(s3: str, tmp_path: Path) -> None:
