@@ -1,4 +1,9 @@
-"""A Prefect lock manager on ``flock``: concurrent runs of the same work compute it once.
+"""Prefect lock managers: concurrent runs of the same work compute it once.
+
+``ZOOFLOW_LOCKS`` chooses: unset (or ``flock``) locks among the processes of one host, with a
+``flock`` under the store (local stores) or under the host's cache folder (remote ones);
+``redis://host:6379/0`` locks among every host that uses that Redis (`tasks._lease`), for a team
+whose hosts share one store.
 
 Tasks run with SERIALIZABLE isolation: before a task computes, it takes the lock of its cache key;
 a second run (another process, thread or Dask worker on this host) that reaches the same key
@@ -12,12 +17,20 @@ A ``flock`` is dropped by the kernel when its holder dies, even by SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from zooflow.durable import FileLock
+from zooflow.errors import ConfigError
+from zooflow.store import Store
+
+LOCKS_ENV = "ZOOFLOW_LOCKS"
+LEASE_ENV = "ZOOFLOW_LOCK_LEASE"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 
 
 class FlockLockManager:
@@ -118,3 +131,45 @@ def lock_manager(folder: Path) -> FlockLockManager:
         if found is None:
             found = _MANAGERS[str(folder)] = FlockLockManager(folder)
         return found
+
+
+def _shown(url: str) -> str:
+    """The URL with any password masked (for messages)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _lease() -> float:
+    from tasks._lease import DEFAULT_LEASE
+
+    text = os.environ.get(LEASE_ENV, "").strip()
+    if not text:
+        return DEFAULT_LEASE
+    try:
+        lease = float(text)
+    except ValueError:
+        lease = 0.0
+    if not lease > 0:
+        raise ConfigError(
+            f"{LEASE_ENV}={text!r} is not a number of seconds",
+            f"set it to the seconds a dead holder's lock may block the others (e.g. 30), or unset it for {DEFAULT_LEASE:g}",
+        )
+    return lease
+
+
+def for_store(store: Store) -> Any:
+    """The lock manager `ZOOFLOW_LOCKS` chooses for the store's cache keys (see the module's doc)."""
+    setting = os.environ.get(LOCKS_ENV, "").strip()
+    if setting.startswith(REDIS_SCHEMES):
+        from tasks._lease import redis_lock_manager
+
+        try:
+            return redis_lock_manager(setting, _lease())
+        except ConfigError as exc:
+            raise ConfigError(exc.problem.replace(setting, _shown(setting)), exc.fix) from None
+    if setting not in ("", "flock"):
+        raise ConfigError(
+            f"{LOCKS_ENV}={_shown(setting)!r} names no lock backend",
+            "set it to redis://HOST:6379/0 (one Redis shared by every host of a shared store), "
+            "or to flock / unset it (locks among this host's processes)",
+        )
+    return lock_manager(store.lock_dir if store.lock_dir is not None else store.local_cache_dir / "locks")

@@ -1,6 +1,6 @@
 """Point Prefect's result persistence at the artifact store instead of ``~/.prefect``, and make
-concurrent runs of the same work on a local store compute it once (SERIALIZABLE isolation on a
-``flock`` lock manager, see `tasks._locks`)."""
+concurrent runs of the same work compute it once (SERIALIZABLE isolation on the lock manager that
+``ZOOFLOW_LOCKS`` chooses: ``flock`` on one host, Redis across hosts; see `tasks._locks`)."""
 
 from __future__ import annotations
 
@@ -28,15 +28,14 @@ def result_storage(store_url: str) -> Path | str:
 
 
 def bind(task: Any, store_url: str) -> Any:
-    """The task with its results (and cache records) persisted under the store; on a local store,
-    each cache key is computed by one run at a time (a second run waits and ends Cached)."""
+    """The task with its results (and cache records) persisted under the store; each cache key is
+    computed by one run at a time (a second run waits and ends Cached)."""
     from tasks._cache import ArtifactCachePolicy
-    from tasks._locks import lock_manager
+    from tasks._locks import for_store
 
     options: dict[str, Any] = {"result_storage": result_storage(store_url)}
-    store = open_store(store_url)
-    if isinstance(task.cache_policy, ArtifactCachePolicy) and store.lock_dir is not None:
+    if isinstance(task.cache_policy, ArtifactCachePolicy):
         options["cache_policy"] = task.cache_policy.configure(
-            lock_manager=lock_manager(store.lock_dir), isolation_level="SERIALIZABLE"
+            lock_manager=for_store(open_store(store_url)), isolation_level="SERIALIZABLE"
         )
     return task.with_options(**options)

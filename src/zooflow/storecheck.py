@@ -2,8 +2,12 @@
 
 The audit lists everything that is not as it should be: damaged objects (unreadable manifest;
 missing, changed or extra files), object folders without a manifest, version / alias / cache
-records that cannot be read, version records whose object is gone, and leftovers of interrupted
-writes. `plan_gc` turns that (plus staging of dead processes and unreferenced objects) into
+records that cannot be read, version or cache records whose object is gone, two records that
+claim one version (a publish lost where hosts shared a store without a conditional create), and
+leftovers of interrupted writes. On an object store, an object folder without a manifest younger
+than `GRACE_SECONDS` is not a problem: it may be another host's upload in progress.
+
+`plan_gc` turns that (plus staging of dead processes and unreferenced objects) into
 actions; `apply_gc` carries them out. Nothing is ever deleted from a path the user gave: gc only
 touches the store's own folders, and damaged records are moved to ``<store>/quarantine/`` rather
 than deleted.
@@ -40,11 +44,21 @@ class Audit:
     damaged_records: list[str] = field(default_factory=list)  # paths of unreadable records
     dangling: list[str] = field(default_factory=list)  # "name@version -> digest" whose object is gone
     leftovers: list[str] = field(default_factory=list)  # temp files of interrupted record writes
+    missing_cached: list[str] = field(default_factory=list)  # cache record paths whose object is gone
+    conflicts: list[Conflict] = field(default_factory=list)  # two records claiming one name@version
+    in_flight: list[str] = field(default_factory=list)  # young object folders without a manifest yet
 
     @property
     def ok(self) -> bool:
         """Whether nothing is wrong."""
-        return not (self.damaged or self.incomplete or self.damaged_records or self.dangling)
+        return not (
+            self.damaged
+            or self.incomplete
+            or self.damaged_records
+            or self.dangling
+            or self.missing_cached
+            or self.conflicts
+        )
 
     def lines(self) -> list[str]:
         """One readable line per problem."""
@@ -52,6 +66,8 @@ class Audit:
         out += [f"incomplete object (files but no manifest): {p}" for p in self.incomplete]
         out += [f"damaged record: {p}" for p in self.damaged_records]
         out += [f"version record names a missing artifact: {p}" for p in self.dangling]
+        out += [f"cache record names a missing artifact (the next run recomputes it): {p}" for p in self.missing_cached]
+        out += [c.line() for c in self.conflicts]
         return out
 
     def as_dict(self) -> dict[str, object]:
@@ -63,7 +79,29 @@ class Audit:
             "damaged_records": self.damaged_records,
             "dangling_versions": self.dangling,
             "leftovers": self.leftovers,
+            "missing_cached": self.missing_cached,
+            "conflicts": [c.__dict__ for c in self.conflicts],
+            "in_flight": self.in_flight,
         }
+
+
+@dataclass
+class Conflict:
+    """A cache record says its stage published `digest` as name@version, and the version record of
+    name@version names another artifact: two writers took one version number, one publish was lost."""
+
+    name: str
+    version: int
+    recorded: str  # the digest the version record names
+    lost: str  # the digest the cache record names
+    cache_record: str
+
+    def line(self) -> str:
+        """A readable line."""
+        return (
+            f"two records claim {self.name}@{self.version}: its version record names {self.recorded[:16]}, "
+            f"cache record {self.cache_record} names {self.lost[:16]} (a publish lost its version)"
+        )
 
 
 def _object_folders(store: Store) -> list[str]:
@@ -96,18 +134,40 @@ def _record_files(store: Store) -> list[str]:
         return []
 
 
+def _modified(store: Store, path: str) -> float | None:
+    """When the newest file under a folder of an object store changed; None if unknown."""
+    try:
+        stamps = []
+        for info in store.fs.find(path, detail=True).values():
+            stamp = info.get("LastModified", info.get("mtime", info.get("created")))
+            if isinstance(stamp, dt.datetime):
+                stamps.append(stamp.timestamp())
+            elif isinstance(stamp, (int, float)):
+                stamps.append(float(stamp))
+        return max(stamps) if stamps else None
+    except (OSError, ValueError):
+        return None
+
+
 def audit(store: Store, *, full: bool = False) -> Audit:
     """Check every object and record of the store (``full``: re-hash every byte, ignoring stat stamps)."""
     result = Audit()
     digests = set(store.digests())
     for digest in _object_folders(store):
         if digest not in digests:
-            result.incomplete.append(store.object_dir(digest))
+            # a local store publishes an object whole (one rename); an object store, file by file with
+            # the manifest last: a young folder there may be another host's upload in progress
+            changed = None if store.is_local else _modified(store, store.object_dir(digest))
+            if not store.is_local and (changed is None or time.time() - changed < GRACE_SECONDS):
+                result.in_flight.append(store.object_dir(digest))
+            else:
+                result.incomplete.append(store.object_dir(digest))
             continue
         result.checked += 1
         problems = store.verify(digest, full=full)
         if problems:
             result.damaged[digest] = problems
+    named: dict[tuple[str, int], str] = {}
     for path in _record_files(store):
         leaf = path.rsplit("/", 1)[-1]
         if durable.is_temp_name(leaf):
@@ -123,15 +183,24 @@ def audit(store: Store, *, full: bool = False) -> Audit:
                     raise ValueError(f"it says version {record.version}")
                 if record.digest not in digests:
                     result.dangling.append(f"{record.name}@{record.version} -> {record.digest[:16]} ({path})")
+                named[(record.name, record.version)] = record.digest
             elif kind == "aliases":
                 int(doc["version"])
         except (ValueError, OSError, KeyError, TypeError, StoreError):
             result.damaged_records.append(path)
     for path in _cache_record_paths(store):
         try:
-            CacheRecord.model_validate(store._read_json(path))
+            cached = CacheRecord.model_validate(store._read_json(path))
         except (ValueError, OSError):
             result.damaged_records.append(path)
+            continue
+        if cached.digest is None:
+            continue  # a stage in progress (or interrupted): nothing produced yet
+        if cached.digest not in digests:
+            result.missing_cached.append(path)
+        recorded = named.get((cached.name, cached.version)) if cached.name and cached.version else None
+        if recorded is not None and recorded != cached.digest and cached.name and cached.version:
+            result.conflicts.append(Conflict(cached.name, cached.version, recorded, cached.digest, path))
     return result
 
 
@@ -140,7 +209,7 @@ def audit(store: Store, *, full: bool = False) -> Audit:
 class Action:
     """One thing gc would do (or did)."""
 
-    kind: str  # staging | owner | leftover | download | unreferenced | repair | quarantine | rebuild
+    kind: str  # staging | owner | leftover | download | unreferenced | repair | quarantine | rebuild | reregister
     target: str
     detail: str = ""
     size: int = 0
@@ -277,6 +346,15 @@ def plan_gc(store: Store, *, full: bool = False, sources: list[Store] | None = N
             actions.append(Action("rebuild", path, f"from the cache record naming {rebuilt.name}@{rebuilt.version}"))
         else:
             actions.append(Action("quarantine", path, "unreadable record"))
+    for path in found.missing_cached:
+        actions.append(Action("quarantine", path, "cache record naming a missing artifact (the next run recomputes)"))
+    for conflict in found.conflicts:
+        if conflict.lost in set(store.digests()):
+            actions.append(
+                Action(
+                    "reregister", conflict.cache_record, f"{conflict.lost[:16]} lost {conflict.name}@{conflict.version}"
+                )
+            )
     reachable = _reachable(store)
     for digest in store.digests():
         if digest not in reachable and digest not in found.damaged and _age(store, digest) > GRACE_SECONDS:
@@ -334,11 +412,24 @@ def _apply(store: Store, action: Action, sources: list[Store] | None, context: d
                 raise StoreError("no cache record to rebuild it from any more")
             _quarantine(store, action.target, context.get("stamp", "gc"))
             store._write_json(action.target, record.model_dump(mode="json"))
+        elif action.kind == "reregister":
+            _reregister(store, action)
         elif action.kind == "repair" and not repair(store, action.target, sources or []):
             raise StoreError("the good copy could not be used")
         action.done = True
     except (OSError, StoreError) as exc:
         action.error = str(getattr(exc, "problem", exc))[:200]
+
+
+def _reregister(store: Store, action: Action) -> None:
+    """Give a publish that lost its version number (see `Conflict`) a new version, and point its cache
+    record there, so that the artifact is listed again and a resumed stage returns it."""
+    record = CacheRecord.model_validate(store._read_json(action.target))
+    if not record.name or not record.digest:
+        raise StoreError("the cache record names no artifact any more")
+    version = store._register_version(record.name, store.manifest(record.digest))
+    store._write_json(action.target, record.model_copy(update={"version": version}).model_dump(mode="json"))
+    action.detail += f"; now {record.name}@{version}"
 
 
 def _rebuild_version(store: Store, path: str) -> VersionRecord | None:

@@ -124,3 +124,82 @@ def test_a_backend_without_conditional_writes_is_refused_unless_one_writer_is_de
     with pytest.raises(StoreError, match="first writer wins across hosts") as info:
         store._create_json(store._p("names", "x", "versions", "000001.json"), {})
     assert "ZOOFLOW_SINGLE_WRITER=1" in str(info.value)
+
+
+def test_verify_finds_the_publishes_the_old_scheme_lost_and_gc_gives_them_versions(
+    s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four hosts publish different contents under one name with check-then-put and 0.5 s between looking
+    and writing, each remembering its version in a cache record as a stage does: versions are lost.
+    `artifacts verify` (the console script, on the S3 store) names every lost one; `gc --apply` gives each
+    a version of its own, and the store verifies clean."""
+    import json
+
+    from zooflow.records import CacheRecord
+    from zooflow.store import Store
+
+    store = Store(s3)
+    monkeypatch.setattr(store, "scheme", "gs")  # no conditional writes ...
+    monkeypatch.setenv("ZOOFLOW_SINGLE_WRITER", "1")  # ... and one writer declared, wrongly
+    staged = {}
+    for n in range(4):
+        with store.staging("race") as folder:
+            (folder / "result.txt").write_text(f"content of host {n}")
+            staged[n] = store.commit(folder, kind="demo", stage="race", stage_version="1")  # objects, no names yet
+    _slow_puts(store.fs, 0.5)
+
+    def publish(n: int) -> None:
+        version = store._register_version("race/result", store.manifest(staged[n].digest))
+        record = CacheRecord(key=f"race-{n}", epoch="e", digest=staged[n].digest, name="race/result", version=version)
+        store.write_cache_record(record)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kept = {v.digest for v in store.versions("race/result")}
+    lost = {ref.digest for ref in staged.values()} - kept
+    assert lost, "the old scheme lost nothing this time"
+
+    exe = Path(sys.executable).with_name("zooflow")
+    verify = subprocess.run([str(exe), "artifacts", "verify", "--store", s3, "--json"], capture_output=True, text=True)
+    assert verify.returncode == 1, verify.stderr[-2000:]
+    assert {c["lost"] for c in json.loads(verify.stdout)["conflicts"]} == lost
+    gc = subprocess.run([str(exe), "artifacts", "gc", "--apply", "--store", s3], capture_output=True, text=True)
+    assert gc.returncode == 0 and gc.stderr.count("reregister") == len(lost), gc.stderr[-2000:]
+    versions = Store(s3).versions("race/result")
+    assert [v.version for v in versions] == [1, 2, 3, 4][: len(versions)] and len(versions) == 4
+    assert {v.digest for v in versions} == {ref.digest for ref in staged.values()}
+    again = subprocess.run([str(exe), "artifacts", "verify", "--store", s3], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_gc_on_a_shared_store_leaves_another_hosts_upload_in_progress_alone(
+    s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On S3 an object's files go up before its manifest, and its records come after: a young object
+    folder without a manifest, or an object no record names yet, may be another host's publish in
+    progress. verify does not call it damage and gc leaves it; only the age floor stands between."""
+    from zooflow import storecheck
+    from zooflow.store import Store
+
+    store = Store(s3)
+    with store.staging("race") as folder:
+        (folder / "result.txt").write_text("half uploaded")
+        uploading = store.commit(folder, kind="demo", stage="race", stage_version="1")
+    store.fs.rm_file(store.object_dir(uploading.digest) + "/manifest.json")  # its manifest is not up yet
+    with store.staging("race") as folder:
+        (folder / "result.txt").write_text("published, records not written yet")
+        unnamed = store.commit(folder, kind="demo", stage="race", stage_version="1")
+
+    exe = Path(sys.executable).with_name("zooflow")
+    verify = subprocess.run([str(exe), "artifacts", "verify", "--store", s3], capture_output=True, text=True)
+    assert verify.returncode == 0 and "1 object(s) without a manifest yet" in verify.stderr, verify.stderr[-2000:]
+    gc = subprocess.run([str(exe), "artifacts", "gc", "--apply", "--store", s3], capture_output=True, text=True)
+    assert gc.returncode == 0, gc.stderr[-2000:]
+    assert store.fs.exists(store.object_dir(uploading.digest) + "/files/result.txt") and store.exists(unnamed.digest)
+
+    monkeypatch.setattr(storecheck, "GRACE_SECONDS", 0.0)  # an hour later, nobody finished them
+    planned = {(a.kind, a.target) for a in storecheck.plan_gc(Store(s3))}
+    assert planned == {("quarantine", store.object_dir(uploading.digest)), ("unreferenced", unnamed.digest)}

@@ -222,6 +222,66 @@ def gc_unreferenced(request: pytest.FixtureRequest) -> None:
 
 
 @case(
+    "two-records-one-version",
+    area="corrupt store",
+    fault="two hosts took one version number of a name (what check-then-put let happen on a shared object store): the second version record overwrote the first",
+    sees="`verify` names both records (the version record and the cache record of the lost publish; exit 1); `gc --apply` gives the lost artifact the next version and points its cache record there",
+    kept="both artifacts, each under a version; the version that stood stays as it was",
+    fixed_in="issue 32",
+)
+def two_records_one_version(request: pytest.FixtureRequest) -> None:
+    from zooflow.records import VersionRecord
+
+    store = Store(request.getfixturevalue("tmp_path") / "s")
+    lost = _commit(store, {"a.bin": b"host a's result"}, name="x/race")
+    store.write_cache_record(CacheRecord(key="k-a", epoch="e", digest=lost.digest, name="x/race", version=1))
+    won = _commit(store, {"a.bin": b"host b's result"})  # host b looked before a's record existed ...
+    record = VersionRecord(
+        name="x/race", version=1, digest=won.digest, kind="thing", created="2026-12-06T00:00:00+00:00"
+    )
+    store._write_json(store._p("names", "x/race", "versions", "000001.json"), record.model_dump(mode="json"))
+    store.write_cache_record(CacheRecord(key="k-b", epoch="e", digest=won.digest, name="x/race", version=1))
+    code, out, _ = cli("artifacts", "verify", "--store", store.url, "--json")
+    [conflict] = json.loads(out)["conflicts"]
+    assert code == 1 and conflict["lost"] == lost.digest and conflict["recorded"] == won.digest
+    code, _, err = cli("artifacts", "verify", "--store", store.url)
+    assert code == 1 and "two records claim x/race@1" in err and "k-a.json" in err
+    code, _, err = cli("artifacts", "gc", "--apply", "--store", store.url)
+    assert code == 0 and "reregister" in err and "now x/race@2" in err, err
+    assert [(v.version, v.digest) for v in store.versions("x/race")] == [(1, won.digest), (2, lost.digest)]
+    assert store.cached("k-a") == store.ref(lost.digest, name="x/race", version=2)
+    assert cli("artifacts", "verify", "--store", store.url)[0] == 0
+
+
+@case(
+    "cache-record-names-a-missing-object",
+    area="corrupt store",
+    fault="an artifact deleted by hand from a shared store while a cache record (and its version) still names it",
+    sees="`verify` lists the cache record and the version record (exit 1); the next run recomputes that stage; `gc --apply` moves the cache record aside",
+    kept="every other artifact and record",
+    fixed_in="issue 32",
+)
+def cache_record_missing_object(request: pytest.FixtureRequest) -> None:
+    import shutil
+
+    store = Store(request.getfixturevalue("tmp_path") / "s")
+    ref = _commit(store, {"a.bin": b"a"}, name="x/gone")
+    keep = _commit(store, {"b.bin": b"b"}, name="x/kept")
+    store.write_cache_record(CacheRecord(key="k", epoch="e", digest=ref.digest, name="x/gone", version=1))
+    folder = Path(store.object_dir(ref.digest))
+    for path in folder.rglob("*"):
+        path.chmod(0o644)
+    shutil.rmtree(folder)  # the test's own store: the user's deletion
+    code, out, _ = cli("artifacts", "verify", "--store", store.url, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["missing_cached"] == [str(Path(store.root) / "cache" / "k.json")]
+    assert report["dangling_versions"] and store.cached("k") is None
+    code, _, err = cli("artifacts", "gc", "--apply", "--store", store.url)
+    assert code == 0 and "cache record naming a missing artifact" in err
+    assert store.cache_record("k") is None and store.verify(keep.digest) == []
+
+
+@case(
     "gc-repairs-from-a-good-copy",
     area="corrupt store",
     fault="a stored file damaged whose bytes also exist in another artifact (a calibration image and the dataset it came from)",

@@ -135,6 +135,12 @@ def artifacts_verify(
             + (" (every byte re-hashed)" if full else " (unchanged files trusted by stat stamp; --full re-hashes all)"),
             highlight=False,
         )
+        if found.in_flight:
+            err.print(
+                f"{len(found.in_flight)} object(s) without a manifest yet, changed in the last hour: "
+                "uploads in progress (maybe on another host), not checked",
+                highlight=False,
+            )
         if not found.ok:
             err.print(f"[bold]fix:[/] {REPAIR_HINT}", highlight=False)
     if not found.ok:
