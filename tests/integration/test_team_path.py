@@ -8,6 +8,9 @@ store a folder, the chat webhook a receiver on 127.0.0.1. Then, on that server a
   the automation `zooflow team-setup` made marks the run Crashed within 2 minutes, the other marks
   it AwaitingRetry, a new worker picks it up, and it completes with those stages Cached;
 - a nightly whose gate fails posts the run's error and link to the webhook.
+
+The Redis the block starts (`ZOOFLOW_LOCKS`) takes a free port too; the first run's stages take their
+locks there.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import threading
@@ -28,6 +32,7 @@ from typing import Any, ClassVar
 
 import psutil
 import pytest
+import redis
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -106,8 +111,11 @@ def _wait(what: str, check: Any, timeout: float, every: float = 1.0) -> Any:
 
 def test_the_team_path_as_written_then_a_dead_host_and_a_failed_nightly(tmp_path: Path, webhook: Any) -> None:
     hook_url, posts = webhook
-    port = _free_port()
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)")
+    port, redis_port = _free_port(), _free_port()
     api = f"http://127.0.0.1:{port}/api"
+    locks = redis.Redis.from_url(f"redis://:CHANGE-ME@127.0.0.1:{redis_port}/0")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ZOOFLOW_"))}
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect-home"),
@@ -136,6 +144,7 @@ def test_the_team_path_as_written_then_a_dead_host_and_a_failed_nightly(tmp_path
             line.replace("SERVER", "127.0.0.1")
             .replace(":4200", f":{port}")
             .replace("--port 4200", f"--port {port}")
+            .replace("6379", str(redis_port))
             .replace("s3://bucket/zooflow", str(tmp_path / "store"))
             .replace("https://chat.example.com/hooks/zooflow", hook_url)
         )
@@ -160,6 +169,9 @@ def test_the_team_path_as_written_then_a_dead_host_and_a_failed_nightly(tmp_path
             elif "server start" in line:
                 start(line, "server")
                 _wait("the server answers", lambda: _health(api), 120)
+            elif line.startswith("redis-server"):
+                start(line, "redis")
+                _wait("Redis answers", lambda: _ping(locks), 30)
             elif "worker start" in line:
                 start(line, "worker")
             else:
@@ -170,6 +182,8 @@ def test_the_team_path_as_written_then_a_dead_host_and_a_failed_nightly(tmp_path
                 timings[" ".join(line.split()[2:5])] = time.monotonic() - began
                 assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         assert "Completed" in done.stdout, done.stdout[-2000:]  # the last line: the first run, watched to its end
+        # the worker's run took its stages' locks in the team's Redis (a lock is a SET NX PX), and released them
+        assert locks.info("commandstats")["cmdstat_set"]["calls"] >= 10 and not locks.keys("lock:*")
 
         # A host dies mid-run: SIGKILL the worker and its flow process once some stages are stored.
         deployment = _api(api, "/deployments/name/deploy-classifier/one-off")
@@ -229,6 +243,13 @@ def test_the_team_path_as_written_then_a_dead_host_and_a_failed_nightly(tmp_path
         for proc in reversed(background):
             if proc.poll() is None:
                 _kill_tree(proc)
+
+
+def _ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 def _health(api: str) -> bool:

@@ -196,6 +196,35 @@ def test_store_works_over_fsspec_memory_filesystem() -> None:
     assert store.resolve("m/thing").version == 1
 
 
+def test_a_remote_objects_folder_is_fetched_once_and_a_changed_copy_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers ask for an artifact's folder once per record: 200 images read 20,000 manifests from S3
+    when every call checked every file again. Now the copy is checked once per process while its files'
+    stat stamps hold; a local copy that changed is checked, and fetched, again."""
+    import uuid
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = Store(f"memory://zooflow-copies-{uuid.uuid4().hex[:8]}")
+    ref = _put(store, {f"img{n:03d}.bin": f"image {n}".encode() for n in range(50)})
+    fetched: list[str] = []
+    real_get = store.fs.get_file
+    monkeypatch.setattr(
+        store.fs, "get_file", lambda remote, local, **kw: fetched.append(remote) or real_get(remote, local)
+    )
+    read: list[str] = []
+    real_manifest = store.manifest
+    monkeypatch.setattr(store, "manifest", lambda digest: read.append(digest) or real_manifest(digest))
+    folders = {store.directory(ref) for _ in range(50)}
+    assert len(folders) == 1 and len(fetched) == 50  # each file once, for 50 calls
+    assert len(read) == 50  # one manifest read per call (before: 2,550, one more per file per call)
+    copy = next(iter(folders)) / "img007.bin"
+    copy.chmod(0o644)
+    copy.write_bytes(b"tampered")
+    assert (store.directory(ref) / "img007.bin").read_bytes() == b"image 7"
+    assert len(fetched) == 51 and fetched[-1].endswith("img007.bin")
+
+
 def test_gc_never_follows_a_link_out_of_the_store(store: Store, tmp_path: Path) -> None:
     """A link planted in the store (a `stage-*` entry to a user's folder; an unreferenced object's file
     swapped for a link to a user's file with the same bytes) is never followed: what it points at keeps
