@@ -8,6 +8,7 @@ Layout under the store root::
     names/<logical name>/aliases/<alias>.json   alias -> version (``latest`` is implicit)
     cache/<key>.json                        cache records (see ``tasks/``), verified on every hit
     cache/verified/<digest>.json            local stores: file stats at the last clean re-hash
+                                            (object stores: on each host, see `zooflow.integrity`)
     cache/file-hashes/                      local stores: dataset images' hashes by stat stamp
     prefect/                                Prefect's task results for this store
     locks/                                  advisory locks (local stores): one writer per key, name, object
@@ -32,7 +33,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -46,6 +46,7 @@ from zooflow import durable, provenance
 from zooflow.catalog import REPAIR_HINT, Catalog, _now, _reason
 from zooflow.errors import ArtifactNotFoundError, DamagedRecordError, StoreError, ZooflowError
 from zooflow.filehash import sha256_file
+from zooflow.integrity import Integrity
 from zooflow.records import (
     ArtifactRef,
     CacheRecord,
@@ -71,7 +72,7 @@ __all__ = [
     "sha256_file",
 ]
 
-_CHUNK = 1 << 20
+FLAT = ("s3", "s3a", "gs", "gcs", "az", "abfs")  # object stores: a key needs no folder made first
 
 
 # Where a store may live: local folders, and object stores whose writes are whole or absent.
@@ -86,7 +87,7 @@ def _lock_name(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-class Store(Catalog):
+class Store(Catalog, Integrity):
     """An artifact store rooted at a local path or any fsspec URL (``s3://bucket/prefix``)."""
 
     def __init__(self, url: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -191,8 +192,14 @@ class Store(Catalog):
             if self.is_local:
                 durable.write_atomic(path, data)
             else:
-                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                self._parent(path)
                 self.fs.pipe_file(path, data)
+
+    def _parent(self, path: str) -> None:
+        """Make the folder `path` goes in, where folders exist (an object store has none: s3fs's
+        makedirs costs a request per call, one per uploaded file)."""
+        if self.scheme not in FLAT:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
 
     def _create_json(self, path: str, obj: Any) -> bool:
         """Create a JSON record only if none exists (first writer wins); False if one did."""
@@ -200,7 +207,7 @@ class Store(Catalog):
         with durable.disk_full_as_error(path, "the artifact store"):
             if self.is_local:
                 return durable.create_atomic(path, data)
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self._parent(path)
             if self.scheme in EXCLUSIVE_CREATE:  # one conditional PUT: the server refuses a second writer
                 try:
                     self.fs.pipe_file(path, data, mode="create")
@@ -382,7 +389,7 @@ class Store(Catalog):
                 self.fs.rm_file(path)
         for entry in files:
             dest = f"{base}/files/{entry.path}"
-            self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+            self._parent(dest)
             self.fs.put_file(str(staged / entry.path), dest)
         self.fs.pipe_file(f"{base}/manifest.json", _dump(manifest))
 
@@ -493,82 +500,6 @@ class Store(Catalog):
         self._copies[digest] = _stamps(folder, manifest)
         return folder
 
-    def present_files(self, digest: str) -> set[str]:
-        """Relative paths of the files actually below an object's ``files/`` folder."""
-        base = self.object_dir(digest) + "/files"
-        if not self.is_local:
-            return {p[len(base) + 1 :] for p in self._present_remote(self.object_dir(digest))}
-        found = set()
-        for dirpath, _dirs, names in os.walk(base):
-            for name in names:
-                found.add((Path(dirpath) / name).relative_to(base).as_posix())
-        return found
-
-    def verify(self, digest: str, *, full: bool = False) -> list[str]:
-        """Check an object against its manifest; returns the problems (empty = intact).
-
-        Always: the manifest reads and matches the digest, no file is missing or extra. Contents:
-        re-hashed, except that a local object whose files' stat stamps are unchanged since its last
-        clean re-hash is trusted (git's rule; see `_stamp_holds`). ``full=True`` re-hashes every byte.
-        """
-        try:
-            manifest = self.manifest(digest)
-        except StoreError as exc:
-            return [exc.problem]
-        problems = []
-        if tree_digest(manifest.files) != digest:
-            problems.append(f"manifest of {digest[:12]} lists files whose digest is not {digest[:12]}")
-        listed = {f.path for f in manifest.files}
-        extra = sorted(self.present_files(digest) - listed)
-        if extra:
-            problems.append(f"{len(extra)} extra file(s) not in the manifest: {', '.join(extra[:5])}")
-        base = self.object_dir(digest) + "/files"
-        stats = self._file_stats(base, manifest) if self.is_local and not problems else None
-        if not full and stats is not None and self._stamp_holds(digest, stats):
-            return []
-        for entry in manifest.files:
-            path = f"{base}/{entry.path}"
-            if not self.fs.exists(path):
-                problems.append(f"{entry.path}: missing")
-                continue
-            size = self.fs.size(path)
-            if size != entry.size:
-                problems.append(f"{entry.path}: size {size} != {entry.size} in manifest")
-                continue
-            actual = sha256_file(path) if self.is_local else _sha256_remote(self.fs, path)
-            if actual != entry.sha256:
-                problems.append(f"{entry.path}: sha256 {actual[:12]} != {entry.sha256[:12]} in manifest")
-        if not problems and stats is not None and self.read_only() is None:
-            with contextlib.suppress(StoreError, OSError):  # a stamp only saves time
-                self._write_json(self._p("cache", "verified", f"{digest}.json"), {"at": time.time(), "files": stats})
-        return problems
-
-    # Why hand-written: re-hashing gigabytes of npz on every cache hit dominated cached runs; like
-    # git's index, a local store skips the hash when no file's stat changed since the last full
-    # re-hash. ctime cannot be set by tools (a write, chmod or replace changes it), and a file
-    # whose ctime is within a second of the stamp is re-hashed ("racy" entries, as in git). What a
-    # stamp cannot see (bit rot, a write below the file system) needs `verify(full=True)`.
-    @staticmethod
-    def _file_stats(base: str, manifest: Manifest) -> dict[str, list[int]] | None:
-        stats = {}
-        for entry in manifest.files:
-            try:
-                st = os.stat(f"{base}/{entry.path}")
-            except OSError:
-                return None
-            stats[entry.path] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        return stats
-
-    def _stamp_holds(self, digest: str, stats: dict[str, list[int]]) -> bool:
-        try:
-            stamp = self._read_json(self._p("cache", "verified", f"{digest}.json"))
-        except (OSError, ValueError):
-            return False
-        if not isinstance(stamp, dict) or stamp.get("files") != stats:
-            return False
-        settled = (float(stamp.get("at", 0)) - 1.0) * 1e9
-        return all(ctime < settled for _, _, ctime, _ in stats.values())
-
 
 def _stamps(folder: Path, manifest: Manifest) -> list[tuple[int, int, int]] | None:
     """(size, mtime, inode) of each of a local copy's files; None if one is missing."""
@@ -580,14 +511,6 @@ def _stamps(folder: Path, manifest: Manifest) -> list[tuple[int, int, int]] | No
 
 def _dump(manifest: Manifest) -> bytes:
     return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True).encode()
-
-
-def _sha256_remote(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:

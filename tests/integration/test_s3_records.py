@@ -203,3 +203,33 @@ def test_gc_on_a_shared_store_leaves_another_hosts_upload_in_progress_alone(
     monkeypatch.setattr(storecheck, "GRACE_SECONDS", 0.0)  # an hour later, nobody finished them
     planned = {(a.kind, a.target) for a in storecheck.plan_gc(Store(s3))}
     assert planned == {("quarantine", store.object_dir(uploading.digest)), ("unreferenced", unnamed.digest)}
+
+
+def test_a_cache_hit_on_s3_skips_the_rehash_only_while_the_listing_is_unchanged(
+    s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache hit downloaded every file of the artifact to re-hash it (a cached run on S3 read the whole
+    dataset again). The first check on a host re-hashes and keeps the listing's ETags on that host; later
+    checks trust files whose ETag, size and time are unchanged. A file replaced with other bytes of the
+    same size has a new ETag, and is re-hashed and caught."""
+    from zooflow import integrity
+    from zooflow.store import Store
+
+    store = Store(s3)
+    with store.staging("t") as folder:
+        (folder / "a.bin").write_bytes(b"payload")
+        (folder / "b.bin").write_bytes(b"other")
+        ref = store.commit(folder, kind="demo", stage="t", stage_version="1")
+    assert store.verify(ref.digest) == []  # re-hashed; stamp kept on this host
+    real = integrity._sha256_remote
+
+    def no_hashing(fs: Any, path: str) -> str:
+        raise AssertionError("re-hashed an unchanged object")
+
+    monkeypatch.setattr(integrity, "_sha256_remote", no_hashing)
+    assert Store(s3).verify(ref.digest) == []  # trusted by its listing, another Store object alike
+    monkeypatch.setattr(integrity, "_sha256_remote", real)
+    store.fs.pipe_file(store.object_dir(ref.digest) + "/files/a.bin", b"pAyload")  # same size, new bytes
+    problems = Store(s3).verify(ref.digest)
+    assert len(problems) == 1 and problems[0].startswith("a.bin: sha256 ")
+    assert len(Store(s3).verify(ref.digest, full=True)) == 1

@@ -102,7 +102,7 @@ def test_verify_detects_modified_missing_and_truncated_files(store: Store) -> No
 
 
 def test_verify_skips_the_rehash_only_while_no_file_changed(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    import zooflow.store as store_mod
+    import zooflow.integrity as store_mod
 
     ref = _put(store, {"a": b"payload", "b": b"other"})
     real_time = store_mod.time.time
