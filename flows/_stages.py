@@ -6,11 +6,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tasks._locks import describe as describe_locks
 from tasks._store import bind
 from zooflow import interrupts
 from zooflow.datasets import DatasetHandle
 from zooflow.runconfig import PipelineConfig
-from zooflow.store import ArtifactRef
+from zooflow.store import ArtifactRef, open_store
 
 
 class StageFailedError(Exception):
@@ -123,6 +124,7 @@ class Stages:
             "status": "completed",
             **extra,
             "store": self.store_url,
+            "locks": describe_locks(open_store(self.store_url)),
             "artifacts": {
                 stage: {
                     "digest": ref.digest,

@@ -173,3 +173,11 @@ def for_store(store: Store) -> Any:
             "or to flock / unset it (locks among this host's processes)",
         )
     return lock_manager(store.lock_dir if store.lock_dir is not None else store.local_cache_dir / "locks")
+
+
+def describe(store: Store) -> str:
+    """What `for_store` uses, in words (recorded in a run's summary; passwords masked)."""
+    manager = for_store(store)
+    if isinstance(manager, FlockLockManager):
+        return f"flock, this host's processes ({manager.folder})"
+    return f"{_shown(manager.url)}, every host that uses it (lease {manager.lease:g} s)"

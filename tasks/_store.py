@@ -21,10 +21,17 @@ def result_storage(store_url: str) -> Path | str:
     if store.is_local:
         return Path(store.prefect_dir)
     from prefect.filesystems import RemoteFileSystem
+    from prefect.settings import PREFECT_API_URL
 
     name = "zooflow-" + hashlib.sha256(store.url.encode()).hexdigest()[:16]
-    RemoteFileSystem(basepath=store.fs.unstrip_protocol(store.prefect_dir)).save(name, overwrite=True)
+    saved = (name, str(PREFECT_API_URL.value()))
+    if saved not in _SAVED:  # once per process and API: saving it for every stage cost 0.15 s a stage
+        RemoteFileSystem(basepath=store.fs.unstrip_protocol(store.prefect_dir)).save(name, overwrite=True)
+        _SAVED.add(saved)
     return f"remote-file-system/{name}"
+
+
+_SAVED: set[tuple[str, str]] = set()  # (block name, API) of the result storage blocks this process saved
 
 
 def bind(task: Any, store_url: str) -> Any:

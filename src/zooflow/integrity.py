@@ -98,6 +98,26 @@ class Integrity:
                 self._write_stamp(digest, {"at": time.time(), "files": stats})
         return problems
 
+    def _stamp_upload(self, digest: str, staged: Path, manifest: Manifest) -> None:
+        """After an upload to an object store: where the server's ETag of every file is the MD5 of the
+        bytes sent (a single-part upload), the object holds what was hashed; stamp it, so that this
+        host's first cache hit does not download it all again. A mismatch is a damaged upload."""
+        present = self._listing(digest)
+        stats = _remote_stats(present, manifest)
+        if stats is None:
+            return
+        for entry in manifest.files:
+            etag = str(stats[entry.path][1]).strip('"')
+            if "-" in etag:
+                return  # a multipart ETag is no MD5 of the content: the first check re-hashes
+            if _md5_file(staged / entry.path) != etag:
+                raise StoreError(
+                    f"{entry.path} of artifact {digest[:12]} arrived damaged in the store (its ETag is not the MD5 sent)",
+                    "run again: the next commit of the same content replaces the damaged copy",
+                )
+        with contextlib.suppress(OSError):
+            self._write_stamp(digest, {"at": time.time(), "files": stats})
+
     # Why hand-written: re-hashing gigabytes of npz on every cache hit dominated cached runs; like
     # git's index, a local store skips the hash when no file's stat changed since the last full
     # re-hash. ctime cannot be set by tools (a write, chmod or replace changes it), and a file
@@ -152,6 +172,14 @@ def _remote_stats(present: dict[str, dict[str, Any]], manifest: Manifest) -> dic
             return None
         stats[entry.path] = [int(info.get("size", -1)), str(etag), str(info.get("LastModified", ""))]
     return stats
+
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _sha256_remote(fs: fsspec.AbstractFileSystem, path: str) -> str:

@@ -72,6 +72,7 @@ __all__ = [
     "sha256_file",
 ]
 
+_REACHED: set[str] = set()  # remote stores this process has written to
 FLAT = ("s3", "s3a", "gs", "gcs", "az", "abfs")  # object stores: a key needs no folder made first
 
 
@@ -126,7 +127,9 @@ class Store(Catalog, Integrity):
                 )
         try:
             if create:
-                self._check_writable()
+                if self.is_local or self.url not in _REACHED:  # a remote store: once per process
+                    self._check_writable()
+                    _REACHED.add(self.url)
             elif not self.fs.exists(self.root):
                 raise StoreError(f"no artifact store at {self.url}", "run a stage first, or pass the right --store")
         except ZooflowError:
@@ -196,8 +199,7 @@ class Store(Catalog, Integrity):
                 self.fs.pipe_file(path, data)
 
     def _parent(self, path: str) -> None:
-        """Make the folder `path` goes in, where folders exist (an object store has none: s3fs's
-        makedirs costs a request per call, one per uploaded file)."""
+        """Make the folder `path` goes in, where folders exist (not on object stores: s3fs's makedirs is a request)."""
         if self.scheme not in FLAT:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
 
@@ -392,6 +394,7 @@ class Store(Catalog, Integrity):
             self._parent(dest)
             self.fs.put_file(str(staged / entry.path), dest)
         self.fs.pipe_file(f"{base}/manifest.json", _dump(manifest))
+        self._stamp_upload(manifest.digest, staged, manifest)
 
     def _present_remote(self, base: str) -> list[str]:
         try:

@@ -205,7 +205,7 @@ def test_gc_on_a_shared_store_leaves_another_hosts_upload_in_progress_alone(
     assert planned == {("quarantine", store.object_dir(uploading.digest)), ("unreferenced", unnamed.digest)}
 
 
-def test_a_cache_hit_on_s3_skips_the_rehash_only_while_the_listing_is_unchanged(
+def test_a_cache_hit_on_s3_skips_the_rehash_only_while_the_listing_is_unchanged_since_a_check(
     s3: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cache hit downloaded every file of the artifact to re-hash it (a cached run on S3 read the whole
@@ -213,22 +213,32 @@ def test_a_cache_hit_on_s3_skips_the_rehash_only_while_the_listing_is_unchanged(
     checks trust files whose ETag, size and time are unchanged. A file replaced with other bytes of the
     same size has a new ETag, and is re-hashed and caught."""
     from zooflow import integrity
+    from zooflow.errors import StoreError
     from zooflow.store import Store
 
     store = Store(s3)
-    with store.staging("t") as folder:
-        (folder / "a.bin").write_bytes(b"payload")
-        (folder / "b.bin").write_bytes(b"other")
-        ref = store.commit(folder, kind="demo", stage="t", stage_version="1")
-    assert store.verify(ref.digest) == []  # re-hashed; stamp kept on this host
     real = integrity._sha256_remote
 
     def no_hashing(fs: Any, path: str) -> str:
         raise AssertionError("re-hashed an unchanged object")
 
     monkeypatch.setattr(integrity, "_sha256_remote", no_hashing)
-    assert Store(s3).verify(ref.digest) == []  # trusted by its listing, another Store object alike
+    with store.staging("t") as folder:
+        (folder / "a.bin").write_bytes(b"payload")
+        (folder / "b.bin").write_bytes(b"other")
+        ref = store.commit(folder, kind="demo", stage="t", stage_version="1")
+    # the upload's ETags are the MD5s of the bytes sent: stamped at publish, trusted by its listing
+    assert store.verify(ref.digest) == [] and Store(s3).verify(ref.digest) == []
     monkeypatch.setattr(integrity, "_sha256_remote", real)
+    stamp = Store(s3).local_cache_dir / "verified" / f"{ref.digest}.json"
+    stamp.unlink()
+    assert Store(s3).verify(ref.digest) == [] and stamp.is_file()  # no stamp: re-hashed, then stamped
+    md5 = integrity._md5_file
+    monkeypatch.setattr(integrity, "_md5_file", lambda path: "0" * 32)  # the bytes that arrived differ
+    with store.staging("t") as folder, pytest.raises(StoreError, match="arrived damaged"):
+        (folder / "c.bin").write_bytes(b"sent")
+        store.commit(folder, kind="demo", stage="t", stage_version="1")
+    monkeypatch.setattr(integrity, "_md5_file", md5)
     store.fs.pipe_file(store.object_dir(ref.digest) + "/files/a.bin", b"pAyload")  # same size, new bytes
     problems = Store(s3).verify(ref.digest)
     assert len(problems) == 1 and problems[0].startswith("a.bin: sha256 ")

@@ -123,6 +123,7 @@ def test_four_hosts_compute_every_key_once_and_take_over_a_dead_hosts_lock(
     computed = {stage: n["Completed"] for stage, n in states.items()}
     assert computed == {stage: PER_RUN.get(stage, 1) for stage in states}, states
     assert all(s["verdict"]["passed"] for s in summaries)
+    assert {s["locks"] for s in summaries} == {f"{redis_url}, every host that uses it (lease {LEASE:g} s)"}
     assert _lock_keys(redis_url) == []  # every lock was released
 
     store = Store(store_url)

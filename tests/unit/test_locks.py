@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks._locks import FlockLockManager, for_store
+from tasks._locks import FlockLockManager, describe, for_store
 from tests.support.redis import redis_server
 from tests.support.s3 import free_port
 from zooflow.errors import ConfigError
@@ -20,6 +20,7 @@ def test_unset_locks_among_this_hosts_processes(tmp_path: Path, monkeypatch: pyt
     local = open_store(str(tmp_path / "store"))
     manager = for_store(local)
     assert isinstance(manager, FlockLockManager) and manager.folder == local.lock_dir
+    assert describe(local) == f"flock, this host's processes ({local.lock_dir})"
     remote = open_store("memory://team/store")  # a remote store: the host's own cache folder holds the flocks
     manager = for_store(remote)
     assert isinstance(manager, FlockLockManager)
@@ -60,6 +61,7 @@ def test_a_living_holder_keeps_its_lock_past_the_lease_and_a_release_frees_it(
         monkeypatch.setenv("ZOOFLOW_LOCK_LEASE", "0.6")
         holder = for_store(open_store(str(tmp_path / "store")))
         assert isinstance(holder, LeasedRedisLockManager) and holder.lease == 0.6
+        assert describe(open_store(str(tmp_path / "store"))) == f"{url}, every host that uses it (lease 0.6 s)"
         other = LeasedRedisLockManager(url, 0.6)  # another host's manager
         assert holder.acquire_lock("key", "host-a")
         assert 0 < holder.client.pttl("lock:key") <= 600
