@@ -20,6 +20,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -54,14 +55,24 @@ def _redis(folder: str) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("redis-server did not start")
 
 
-def _s3() -> tuple[Any, str]:
+def _s3() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server in a process of its own (in this one it would share the interpreter's lock
+    with the flow and slow both)."""
     import s3fs
-    from moto.server import ThreadedMotoServer
 
     port = _port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
+    server = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.05)
     os.environ.update(
         {
             "AWS_ACCESS_KEY_ID": "bench",
@@ -115,7 +126,7 @@ def main() -> None:
             ]
             results[label] = (cold, statistics.median(cached))
     finally:
-        server.stop()
+        server.terminate()
         redis_proc.terminate()
     base_cold, base_cached = results["local store, flock"]
     stages = base_cold["stages"]

@@ -212,6 +212,11 @@ def test_a_remote_objects_folder_is_fetched_once_and_a_changed_copy_again(
     monkeypatch.setattr(
         store.fs, "get_file", lambda remote, local, **kw: fetched.append(remote) or real_get(remote, local)
     )
+    assert store.directory(ref) == store.remote_copy_dir(ref.digest) and fetched == []  # the publisher's own copy
+    import shutil
+
+    shutil.rmtree(store.remote_copy_dir(ref.digest))  # as on another host
+    store = Store(store.url)
     read: list[str] = []
     real_manifest = store.manifest
     monkeypatch.setattr(store, "manifest", lambda digest: read.append(digest) or real_manifest(digest))
