@@ -56,8 +56,20 @@ def measure(config: Any) -> dict[str, Any]:
         "slowest": sorted(
             ((r.name, r.end_time.timestamp() - r.start_time.timestamp()) for r in runs if r.start_time and r.end_time),
             key=lambda item: -item[1],
-        )[:6],
+        )[: int(os.environ.get("BENCH_SLOWEST", "6"))],
     }
+
+
+def demo_config(store: str, classes: int, per_class: int) -> Any:
+    """A fp32 demo run of `classes` x `per_class` generated images into `store`."""
+    from zooflow.runconfig import RunConfig
+
+    return RunConfig(
+        demo=True,
+        store=store,
+        data={"demo": {"classes": classes, "per_class": per_class}},
+        calibration={"allow_short": classes < 1000},
+    )
 
 
 def main() -> None:
@@ -72,16 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="zooflow-bench-flow-")
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", os.path.join(root, "prefect-results"))
-    from zooflow.runconfig import RunConfig
-
-    def config(store: str, classes: int, per_class: int) -> RunConfig:
-        return RunConfig(
-            demo=True,
-            store=store,
-            data={"demo": {"classes": classes, "per_class": per_class}},
-            calibration={"allow_short": classes < 1000},
-        )
-
+    config = demo_config
     if not args.smoke:
         measure(config(os.path.join(root, "warmup"), 5, 1))  # starts the ephemeral API
     cold = measure(config(os.path.join(root, "store"), args.classes, args.per_class))

@@ -26,7 +26,7 @@ QUICK: dict[str, tuple[list[str], list[str]]] = {
     ),
     "shared_store.py": (
         ["--classes", "2", "--per-class", "1", "--smoke"],
-        ["s3 store, Redis lock", "overhead per stage, s3 store, Redis lock (cached):"],
+        ["s3 store, Redis lock", "remote records + Redis lock vs local records + flock", "whole run per stage"],
     ),
     "int8_weights.py": (["--smoke"], ["auto on this CPU:", "vs fp32"]),
     "preprocess.py": (
