@@ -235,9 +235,10 @@ def test_a_cache_hit_on_s3_skips_the_rehash_only_while_the_listing_is_unchanged_
     assert Store(s3).verify(ref.digest) == [] and stamp.is_file()  # no stamp: re-hashed, then stamped
     md5 = integrity._md5_file
     monkeypatch.setattr(integrity, "_md5_file", lambda path: "0" * 32)  # the bytes that arrived differ
-    with store.staging("t") as folder, pytest.raises(StoreError, match="arrived damaged"):
+    with store.staging("t") as folder:
         (folder / "c.bin").write_bytes(b"sent")
-        store.commit(folder, kind="demo", stage="t", stage_version="1")
+        with pytest.raises(StoreError, match="arrived damaged"):
+            store.commit(folder, kind="demo", stage="t", stage_version="1")
     monkeypatch.setattr(integrity, "_md5_file", md5)
     store.fs.pipe_file(store.object_dir(ref.digest) + "/files/a.bin", b"pAyload")  # same size, new bytes
     problems = Store(s3).verify(ref.digest)
