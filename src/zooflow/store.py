@@ -397,11 +397,7 @@ class Store(Catalog, Integrity):
         self._stamp_upload(manifest.digest, staged, manifest)
         for entry in files:  # this host's copy is the bytes just hashed and sent: no download to read it
             with contextlib.suppress(OSError):
-                local = self.remote_copy_dir(manifest.digest) / entry.path
-                local.parent.mkdir(parents=True, exist_ok=True)
-                tmp = local.with_name(local.name + f".tmp-{uuid.uuid4().hex}")
-                shutil.copyfile(staged / entry.path, tmp)
-                os.replace(tmp, local)
+                self._local_copy(manifest.digest, entry, source=staged / entry.path)
 
     def _present_remote(self, base: str) -> list[str]:
         try:
@@ -477,14 +473,18 @@ class Store(Catalog, Integrity):
             return Path(f"{self.object_dir(digest)}/files/{file}")
         return self._local_copy(digest, entry)
 
-    def _local_copy(self, digest: str, entry: FileEntry) -> Path:
-        """This machine's copy of one file of a remote object, downloaded unless an intact copy is there."""
+    def _local_copy(self, digest: str, entry: FileEntry, source: Path | None = None) -> Path:
+        """This machine's copy of one file of a remote object, unless an intact copy is there: downloaded,
+        or copied from `source` (the bytes this host just uploaded)."""
         local = self.remote_copy_dir(digest) / entry.path
         if not local.is_file() or local.stat().st_size != entry.size or sha256_file(local) != entry.sha256:
             local.parent.mkdir(parents=True, exist_ok=True)
             tmp = local.with_name(local.name + f".tmp-{uuid.uuid4().hex}")
             with durable.disk_full_as_error(tmp, "reading from the artifact store"):
-                self.fs.get_file(f"{self.object_dir(digest)}/files/{entry.path}", str(tmp))
+                if source is not None:
+                    shutil.copyfile(source, tmp)
+                else:
+                    self.fs.get_file(f"{self.object_dir(digest)}/files/{entry.path}", str(tmp))
             os.replace(tmp, local)
         return local
 

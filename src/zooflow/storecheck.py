@@ -15,6 +15,7 @@ than deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -80,7 +81,7 @@ class Audit:
             "dangling_versions": self.dangling,
             "leftovers": self.leftovers,
             "missing_cached": self.missing_cached,
-            "conflicts": [c.__dict__ for c in self.conflicts],
+            "conflicts": [dataclasses.asdict(c) for c in self.conflicts],
             "in_flight": self.in_flight,
         }
 
@@ -348,8 +349,9 @@ def plan_gc(store: Store, *, full: bool = False, sources: list[Store] | None = N
             actions.append(Action("quarantine", path, "unreadable record"))
     for path in found.missing_cached:
         actions.append(Action("quarantine", path, "cache record naming a missing artifact (the next run recomputes)"))
+    stored = set(store.digests()) if found.conflicts else set()
     for conflict in found.conflicts:
-        if conflict.lost in set(store.digests()):
+        if conflict.lost in stored:
             actions.append(
                 Action(
                     "reregister", conflict.cache_record, f"{conflict.lost[:16]} lost {conflict.name}@{conflict.version}"
